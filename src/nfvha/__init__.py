@@ -1,0 +1,3 @@
+"""nfvha: an availability manager for network functions."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from nfvha.cli import main
+
+main()

@@ -1,0 +1,372 @@
+"""The operator's command line: run a deployment, look at it, break it, measure it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nfvha import config as cfg
+from nfvha import report
+from nfvha.runtime import paths
+from nfvha.runtime.control import ControlError, request
+
+app = typer.Typer(
+    help="nfvha: availability manager for network functions. "
+    "Runs VNFs with redundancy, detects failures, isolates, fails over, repairs, and measures "
+    "the outage from the consumer's side.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+fault_app = typer.Typer(help="Inject faults into a running deployment.", no_args_is_help=True)
+app.add_typer(fault_app, name="fault")
+console = Console()
+err = Console(stderr=True)
+
+SocketOpt = Annotated[
+    Path | None,
+    typer.Option("--socket", help="Control socket of the deployment (default: the one running)."),
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def load_config(path: Path) -> tuple[cfg.Deployment, Path]:
+    try:
+        return cfg.load(path)
+    except cfg.ConfigError as exc:
+        raise fail(str(exc), code=2) from None
+
+
+def find_socket(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    found = [p for p in paths.running_sockets() if p.exists()]
+    if not found:
+        raise fail(
+            f"no running deployment found under {paths.runtime_base()} (start one with 'nfvha run')"
+        )
+    if len(found) > 1:
+        names = ", ".join(p.parent.name for p in found)
+        raise fail(f"several deployments are running ({names}); choose one with --socket")
+    return found[0]
+
+
+def call(sock: Path | None, payload: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return request(find_socket(sock), payload)
+    except ControlError as exc:
+        raise fail(str(exc)) from None
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def check(config: Annotated[Path, typer.Argument(help="Deployment file (YAML).")]) -> None:
+    """Validate a deployment file; exit code 2 and the reason if it is not valid."""
+    deployment, _ = load_config(config)
+    console.print(f"{config}: valid ({len(deployment.vnfs)} VNF)", highlight=False)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Deployment file (YAML).")],
+    trace: Annotated[
+        Path | None, typer.Option(help="Also write the trace here (JSON lines).")
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Checkpoints and logs (default: state_dir, else ~/.local/state/nfvha/NAME)."
+        ),
+    ] = None,
+) -> None:
+    """Run a deployment in the foreground until SIGINT or SIGTERM, then stop all it started."""
+    deployment, base_dir = load_config(config)
+    sock = paths.control_socket(deployment.name)
+    if sock.exists():
+        try:
+            request(sock, {"op": "status"}, timeout=2)
+            raise fail(f"deployment {deployment.name} is already running ({sock})")
+        except ControlError:
+            pass  # a stale socket of a run that died: take its place
+    state = state_dir or (
+        (base_dir / deployment.state_dir)
+        if deployment.state_dir
+        else paths.default_state_dir(deployment.name)
+    )
+    asyncio.run(_run(deployment, base_dir, state, trace))
+
+
+async def _run(
+    deployment: cfg.Deployment, base_dir: Path, state_dir: Path, trace_path: Path | None
+) -> None:
+    from nfvha.runtime.engine import Engine
+    from nfvha.runtime.trace import Trace
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    trace = Trace(trace_path)
+    engine = Engine(deployment, base_dir, trace, state_dir)
+    err.print(
+        f"nfvha: running {deployment.name}; control socket {engine.runtime_dir / 'control.sock'}; "
+        f"logs in {state_dir / 'logs'}. Ctrl-C stops it.",
+        highlight=False,
+    )
+    try:
+        await engine.run(stop)
+    finally:
+        trace.close()
+    err.print(
+        f"nfvha: {deployment.name} stopped; every process it started is gone.", highlight=False
+    )
+
+
+# --- look --------------------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    socket: SocketOpt = None,
+) -> None:
+    """Show each VNF, its VNFCs (role, state, pid) and its service (address, active VNFC)."""
+    answer = call(socket, {"op": "status"})
+    answer.pop("ok")
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return
+    for vnf in answer["vnfs"]:
+        svc = vnf["service"]
+        health = "[green]up[/green]" if svc["up"] else "[red]DOWN[/red]"
+        extra = " (degraded: no standby holds the state)" if vnf["degraded"] else ""
+        console.print(
+            f"VNF [bold]{vnf['vnf']}[/bold]  model {vnf['model']}  state {vnf['state']}{extra}\n"
+            f"  service {svc['name']} {svc['protocol']}://{svc['address']}  {health}  "
+            f"active: {', '.join(svc['active']) or '-'}",
+            highlight=False,
+        )
+        table = Table("VNFC", "role", "state", "pid", "failures", "last failure")
+        for c in vnf["vnfcs"]:
+            state = f"[red]{c['state']}[/red]" if c["state"] == "escalated" else c["state"]
+            table.add_row(
+                c["name"],
+                c["role"],
+                state,
+                str(c["pid"] or "-"),
+                str(c["failures"]),
+                c["last_failure"],
+            )
+        console.print(table)
+    for esc in answer["escalations"]:
+        console.print(
+            f"[red]escalated:[/red] {esc['vnfc']} of {esc['vnf']}: {esc['reason']}", highlight=False
+        )
+
+
+@app.command("trace")
+def trace_cmd(
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Read a trace file instead of the running deployment."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the raw records as JSON lines.")
+    ] = False,
+    socket: SocketOpt = None,
+) -> None:
+    """Print the recorded timeline: events, commands, messages, faults, with the manager's why."""
+    from nfvha.runtime.trace import load
+
+    if file is not None:
+        try:
+            records = list(load(file))
+        except (OSError, ValueError) as exc:
+            raise fail(f"{file}: cannot read trace: {exc}") from None
+    else:
+        records = call(socket, {"op": "trace"})["records"]
+    if as_json:
+        for rec in records:
+            print(json.dumps(rec))
+        return
+    if not records:
+        return
+    print_timeline(report.timeline(records, records[0]["t"]))
+
+
+def print_timeline(rows: list[dict[str, Any]]) -> None:
+    """One line per record: time, phase, who to whom, what; the manager's why indented below."""
+    for row in rows:
+        arrow = f"{row['src']} → {row['dst']}" if row["dst"] else row["src"]
+        console.print(
+            f"{row['ms']:+10.3f} ms  [bold]{row['phase']:<12}[/bold] {arrow:<26} {row['what']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if row["why"]:
+            console.print(f"{'':>27}[dim]why: {row['why']}[/dim]", highlight=False, soft_wrap=True)
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+
+def _fault(kind: str, vnfc: str, socket: Path | None) -> None:
+    answer = call(socket, {"op": "fault", "kind": kind, "vnfc": vnfc})
+    console.print(f"{kind}: {answer['vnfc']} (pid {answer['pid']})", highlight=False)
+
+
+@fault_app.command("kill")
+def fault_kill(
+    vnfc: Annotated[str, typer.Argument(help="VNFC name.")], socket: SocketOpt = None
+) -> None:
+    """Crash a VNFC: SIGKILL to its process."""
+    _fault("kill", vnfc, socket)
+
+
+@fault_app.command("hang")
+def fault_hang(
+    vnfc: Annotated[str, typer.Argument(help="VNFC name.")], socket: SocketOpt = None
+) -> None:
+    """Hang a VNFC: SIGSTOP; only its health check can tell."""
+    _fault("hang", vnfc, socket)
+
+
+# --- measure -----------------------------------------------------------------------------------
+
+
+class Op(StrEnum):
+    INC = "INC"
+    GET = "GET"
+
+
+@app.command()
+def probe(
+    target: Annotated[str, typer.Argument(help="udp://HOST:PORT of the service.")],
+    interval_ms: Annotated[float, typer.Option(help="Milliseconds between requests.")] = 1.0,
+    duration: Annotated[float, typer.Option(help="Seconds to run.")] = 5.0,
+    op: Annotated[Op, typer.Option(help="Request to send.")] = Op.INC,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    answers_out: Annotated[
+        Path | None, typer.Option(help="Write every good answer as CSV: t_ns,seq,total,vnfc.")
+    ] = None,
+) -> None:
+    """Act as the consumer: measure outage, lost acknowledged increments, and who answered."""
+    from nfvha import probe as probe_mod
+
+    try:
+        if answers_out:
+            with open(answers_out, "w") as out:
+                result = probe_mod.run(target, interval_ms, duration, op.value, answers_out=out)
+        else:
+            result = probe_mod.run(target, interval_ms, duration, op.value)
+    except probe_mod.ProbeError as exc:
+        raise fail(str(exc), code=2) from None
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    order = " → ".join(r.vnfc for r in result.runs) or "nobody"
+    console.print(
+        f"sent {result.sent}, good answers {result.answered}, errors {result.errors}\n"
+        f"outage (longest gap between good answers): {result.outage_ms:.1f} ms\n"
+        f"lost acknowledged increments: {result.lost}\n"
+        f"answered by: {order}\n"
+        f"two actives (interleaved answers): {'YES' if result.interleaved else 'no'}",
+        highlight=False,
+    )
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+
+class Model(StrEnum):
+    two_n = "2n"
+    n_plus_m = "n+m"
+    none = "none"
+
+
+EXAMPLE_FOR = {
+    "2n": "counter-2n.yaml",
+    "n+m": "counter-stateless.yaml",
+    "none": "counter-single.yaml",
+}
+
+
+def example_path(model: str) -> Path:
+    return Path(str(resources.files("nfvha.examples") / EXAMPLE_FOR[model]))
+
+
+@app.command()
+def demo(
+    model: Annotated[Model, typer.Option(help="Which example to run.")] = Model.two_n,
+    hang: Annotated[
+        bool, typer.Option("--hang", help="Hang the active (SIGSTOP) instead of killing it.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Run the counter example, drive traffic, fail the active, and show what happened."""
+    from nfvha.experiment import run_faults
+
+    path = example_path(model.value)
+    deployment, base_dir = load_config(path)
+    fault = "hang" if hang else "kill"
+    if not as_json:
+        console.print(
+            f"[bold]nfvha demo[/bold]: {deployment.name} ({path.name}), model {model.value}. "
+            f"A probe sends 'INC' every 1 ms to udp://{deployment.vnfs[0].service.address}; "
+            f"after 0.5 s the active VNFC gets a {fault}.",
+            highlight=False,
+        )
+    exp = asyncio.run(run_faults(deployment, base_dir, faults=1, fault=fault, spacing_s=1.5))
+    outcome = exp.faults[0]
+    outage = outcome.outage_ms if outcome.outage_ms is not None else float("inf")
+    result = report.verdict(outage, exp.probe["lost"], exp.probe["interleaved"])
+    if as_json:
+        print(json.dumps({**exp.summary(), "verdict": result}))
+        return
+    rows = report.timeline(exp.records, outcome.fault_ns, exp.probe)
+    rows = [r for r in rows if r["ms"] >= -0.5 or r["phase"] == "consumer"]
+    console.print("\n[bold]What happened[/bold] (ms from the fault; from the trace and the probe):")
+    print_timeline(rows)
+    p = outcome.phases_ms
+    console.print(
+        "\n[bold]Recovery phases[/bold] (ms after the fault): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in p.items()),
+        highlight=False,
+    )
+    order = " → ".join(f"{r['vnfc']} ({r['count']})" for r in exp.probe["runs"])
+    mark = "[green]PASS[/green]" if result["pass"] else "[red]FAIL[/red]"
+    console.print(
+        f"\n[bold]Consumer's view[/bold]: {exp.probe['sent']} requests, "
+        f"{exp.probe['answered']} good answers; "
+        f"answered by {order}\n"
+        f"  outage: {outage:.2f} ms   lost acknowledged increments: {exp.probe['lost']}   "
+        f"two actives: {'YES' if exp.probe['interleaved'] else 'no'}\n"
+        f"  verdict: {mark} sub-second target {'met' if result['sub_second'] else 'MISSED'}; "
+        f"end-to-end band {result['sal']}",
+        highlight=False,
+    )
+    if not result["pass"]:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

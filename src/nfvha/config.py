@@ -1,0 +1,200 @@
+"""Deployment configuration: YAML validated by pydantic, with errors that name file and path."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names file, path and problem."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _split_command(value: object) -> object:
+    return shlex.split(value) if isinstance(value, str) else value
+
+
+Command = Annotated[list[str], BeforeValidator(_split_command), Field(min_length=1)]
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT with a port in 1..65535, got {value!r}")
+    return host, int(port)
+
+
+class HealthCheck(Strict):
+    """How a hung VNFC is found: SDK heartbeat, or udp/tcp/exec probes for components without it."""
+
+    kind: Literal["sdk", "udp", "tcp", "exec"] = "sdk"
+    interval_ms: PositiveInt = 50
+    failure_threshold: PositiveInt = 3
+    timeout_ms: PositiveInt | None = None  # defaults to the interval
+    address: str | None = None  # udp/tcp target; defaults to the service address
+    send: str = "GET 0"  # udp payload
+    expect: str = "OK"  # udp answer prefix
+    command: Command | None = None  # exec: exit status 0 means healthy
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> HealthCheck:
+        if self.kind == "exec" and not self.command:
+            raise ValueError("an exec health check needs 'command'")
+        if self.address is not None:
+            parse_address(self.address)
+        return self
+
+    @property
+    def timeout_s(self) -> float:
+        return (self.timeout_ms or self.interval_ms) / 1000
+
+
+class Policies(Strict):
+    health_check: HealthCheck = HealthCheck()
+    cleanup_grace_ms: NonNegativeInt = 500
+    restart_probation_s: PositiveFloat = 60.0
+    restart_max: NonNegativeInt = 3
+
+
+class Redundancy(Strict):
+    model: Literal["2n", "n+m", "none"]
+    active: PositiveInt = 1  # n+m: N
+    spare: NonNegativeInt = 1  # n+m: M
+    spare_start: Literal["prestarted", "on_demand"] = "prestarted"
+
+
+class Service(Strict):
+    name: Name
+    protocol: Literal["udp", "tcp"] = "udp"
+    address: str
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        parse_address(value)
+        return value
+
+
+class Vnfc(Strict):
+    name: Name
+    command: Command
+    env: dict[str, str] = {}
+
+
+class Vnf(Strict):
+    name: Name
+    redundancy: Redundancy
+    service: Service
+    vnfcs: list[Vnfc] = Field(min_length=1)
+    policies: Policies = Policies()
+    # Where the service state lives: replicated to the standby (2n), checkpointed to disk
+    # (no redundancy, use case 3), or nowhere (stateless).
+    state: Literal["replicated", "checkpoint", "none"] | None = None
+    sdk: bool = True  # False: plain processes, supervised and health-checked only
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Vnf:
+        names = [c.name for c in self.vnfcs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"VNFC names must be unique, repeated: {', '.join(dupes)}")
+        r, count = self.redundancy, len(self.vnfcs)
+        if r.model == "2n" and count != 2:
+            raise ValueError(f"model 2n needs exactly 2 VNFCs, got {count}")
+        if r.model == "none" and count != 1:
+            raise ValueError(f"model none needs exactly 1 VNFC, got {count}")
+        if r.model == "n+m" and count != r.active + r.spare:
+            raise ValueError(
+                f"model n+m with active={r.active} spare={r.spare} needs "
+                f"{r.active + r.spare} VNFCs, got {count}"
+            )
+        allowed = {"2n": {"replicated"}, "n+m": {"none"}, "none": {"checkpoint", "none"}}
+        if self.state is not None and self.state not in allowed[r.model]:
+            raise ValueError(
+                f"state {self.state!r} does not fit model {r.model} "
+                f"(allowed: {', '.join(sorted(allowed[r.model]))})"
+            )
+        if not self.sdk:
+            if r.model == "2n" or self.state == "checkpoint":
+                raise ValueError("a stateful VNF needs the SDK (sdk: true) to sync its state")
+            if r.model == "n+m" and r.spare_start == "prestarted" and r.spare:
+                raise ValueError(
+                    "without the SDK a spare cannot wait idle: use spare_start: on_demand"
+                )
+            if self.policies.health_check.kind == "sdk":
+                raise ValueError("without the SDK choose a udp, tcp or exec health check")
+        return self
+
+    @property
+    def state_mode(self) -> str:
+        default = {"2n": "replicated", "n+m": "none", "none": "checkpoint"}
+        return self.state or default[self.redundancy.model]
+
+
+class Deployment(Strict):
+    name: Name
+    vnfs: list[Vnf] = Field(min_length=1)
+    state_dir: str | None = None  # checkpoints; default ~/.local/state/nfvha/NAME
+
+    @model_validator(mode="after")
+    def _unique(self) -> Deployment:
+        names = [v.name for v in self.vnfs] + [c.name for v in self.vnfs for c in v.vnfcs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"VNF and VNFC names must be unique, repeated: {', '.join(dupes)}")
+        addresses = [v.service.address for v in self.vnfs]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("two services share one address")
+        return self
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def load(path: str | Path) -> tuple[Deployment, Path]:
+    """Read and validate CONFIG; returns the deployment and the directory commands run in."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Deployment.model_validate(raw), path.resolve().parent
+    except ValidationError as exc:
+        lines = [f"{path}: {_location(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None

@@ -1,0 +1,112 @@
+"""The checkpoint service of one VNF: who may write the state, and when a write is durable.
+
+Rules:
+- Only the current active, holding the current epoch (the fencing token), may write. A write
+  from anyone else is refused, so a VNFC that lost its role can never overwrite the state.
+- ``replicated`` (2n): a write is durable when the standby has acknowledged it. With no standby
+  in service the manager's replica is the only copy; the write is acknowledged from it and the
+  VNF is *degraded* until a standby is back and has been given the whole state.
+- ``checkpoint`` (no redundancy): a write is durable when it is on disk (fsync).
+- Every write is applied to the manager's replica first, so a standby or restarted VNFC is always
+  given the latest state, acknowledged or not.
+
+Pure: returns actions for the runtime; acknowledgements come back as calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+
+class Ack(NamedTuple):
+    vnfc: str
+    request: int
+
+
+class Refuse(NamedTuple):
+    vnfc: str
+    request: int
+    reason: str
+
+
+class Replicate(NamedTuple):
+    standby: str
+    version: int
+    updates: dict
+
+
+class Persist(NamedTuple):
+    version: int
+    epoch: int
+    state: dict
+
+
+Action = Ack | Refuse | Replicate | Persist
+
+
+@dataclass(slots=True)
+class CheckpointService:
+    mode: Literal["replicated", "checkpoint", "none"]
+    state: dict = field(default_factory=dict)
+    version: int = 0
+    writer: tuple[str, int] | None = None  # (vnfc, epoch) allowed to write
+    standby: str | None = None
+    # version -> the write waiting for durability
+    pending: dict[int, Ack] = field(default_factory=dict)
+    degraded: bool = False
+
+    def grant(self, vnfc: str, epoch: int) -> list[Action]:
+        """``vnfc`` became active with ``epoch``; if it was the standby, it no longer is."""
+        self.writer = (vnfc, epoch)
+        return self.drop_standby(vnfc)
+
+    def revoke(self, vnfc: str) -> list[Action]:
+        """``vnfc`` is being cleaned up: it may not write, and it replicates nothing more."""
+        if self.writer and self.writer[0] == vnfc:
+            self.writer = None
+        return self.drop_standby(vnfc)
+
+    def attach_standby(self, vnfc: str) -> None:
+        """``vnfc`` is assigned standby and is sent the whole state with its assignment."""
+        self.standby, self.degraded = vnfc, False
+
+    def drop_standby(self, vnfc: str) -> list[Action]:
+        if self.standby != vnfc:
+            return []
+        self.standby = None
+        if self.mode == "replicated":
+            self.degraded = True
+            # The replica holds these writes; the next standby is given them all.
+            released, self.pending = list(self.pending.values()), {}
+            return released
+        return []
+
+    def write(self, vnfc: str, epoch: int, request: int, updates: dict) -> list[Action]:
+        if self.mode == "none":
+            return [Refuse(vnfc, request, "this VNF keeps no state")]
+        if self.writer != (vnfc, epoch):
+            holder = f"{self.writer[0]} (epoch {self.writer[1]})" if self.writer else "nobody"
+            return [Refuse(vnfc, request, f"not the writer: epoch {epoch}; writer is {holder}")]
+        self.version += 1
+        self.state.update(updates)
+        ack = Ack(vnfc, request)
+        if self.mode == "checkpoint":
+            self.pending[self.version] = ack
+            return [Persist(self.version, epoch, dict(self.state))]
+        if self.standby is None:
+            return [ack]  # degraded: the replica is the copy
+        self.pending[self.version] = ack
+        return [Replicate(self.standby, self.version, updates)]
+
+    def standby_acked(self, vnfc: str, version: int) -> list[Action]:
+        if vnfc != self.standby:
+            return []
+        return self._release_up_to(version)
+
+    def persisted(self, version: int) -> list[Action]:
+        return self._release_up_to(version)
+
+    def _release_up_to(self, version: int) -> list[Action]:
+        done = [v for v in self.pending if v <= version]
+        return [self.pending.pop(v) for v in sorted(done)]

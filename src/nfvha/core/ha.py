@@ -1,0 +1,318 @@
+"""The HA manager of one VNF: who is active, and what happens when a VNFC fails.
+
+Rules (design brief 1, 2, 5, 6; each has tests in tests/test_core_ha.py):
+
+1. Isolate before failover. A role leaves a failed VNFC only on ``CleanupDone(ok=True)`` for it.
+   If cleanup cannot be confirmed, no role moves and the fault is escalated.
+2. Never two actives (2n). A failed active keeps its role until it is isolated, so it still
+   counts; a new active is chosen only when no VNFC holds the role.
+3. Recover first, repair after. A VNFC whose role was taken over is restarted only once the
+   new active has confirmed (it has claimed the service address and serves).
+4. Error report and clear. When the last active of a service fails the VNFM gets
+   ``ReportError``; when an active confirms again it gets ``ClearError``.
+5. Escalation. More than ``restart_max`` failures of a VNFC within ``restart_probation_s``:
+   the VNFC is not restarted again and the VNFM gets ``Escalate``.
+
+Theory of operation: every VNFC has a life (stopped, starting, running, failed = being cleaned
+up, escalated) and a role (none, active, standby, spare). The runtime feeds events with the
+current monotonic time; ``handle`` returns the commands to run and one sentence saying why.
+The same failure reported twice (exit and health check, say) is acted on once, because only a
+starting or running VNFC can fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple
+
+from nfvha.config import Vnf
+from nfvha.core import messages as m
+from nfvha.core.escalation import RestartIntensity
+
+
+class Life(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    FAILED = "failed"  # detected; cleanup in progress
+    ESCALATED = "escalated"  # not restarted again; the VNFM has it
+
+
+class Role(StrEnum):
+    NONE = "none"
+    ACTIVE = "active"
+    STANDBY = "standby"
+    SPARE = "spare"
+
+
+class Decision(NamedTuple):
+    commands: tuple[m.Message, ...]
+    why: str
+
+
+class IllegalEvent(Exception):
+    """An event about a VNFC this manager does not manage."""
+
+
+@dataclass(slots=True)
+class VnfcState:
+    name: str
+    intensity: RestartIntensity
+    life: Life = Life.STOPPED
+    role: Role = Role.NONE
+    confirmed: bool = False
+    pid: int | None = None
+    misses: int = 0
+    escalate: bool = False
+    last_failure: str = ""
+
+
+@dataclass(slots=True)
+class HAManager:
+    vnf: Vnf
+    epoch: int = 0  # fencing token: bumped at every active assignment
+    vnfcs: dict[str, VnfcState] = field(init=False)
+    service_down_reported: bool = field(default=False, init=False)
+    awaiting_recovery: list[str] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        p = self.vnf.policies
+        self.vnfcs = {
+            c.name: VnfcState(c.name, RestartIntensity(p.restart_max, p.restart_probation_s))
+            for c in self.vnf.vnfcs
+        }
+
+    # --- entry points -------------------------------------------------------------------------
+
+    def start(self, now: float) -> Decision:
+        """Start the VNFCs that should run from the beginning."""
+        r = self.vnf.redundancy
+        names = list(self.vnfcs)
+        if r.model == "n+m" and r.spare_start == "on_demand":
+            names = names[: r.active]
+        return Decision(
+            tuple(self._start(self.vnfcs[n]) for n in names),
+            f"starting {', '.join(names)} ({self._model_text()})",
+        )
+
+    def handle(self, event: m.Message, now: float) -> Decision:
+        vnfc = self.vnfcs.get(event.vnfc)
+        if vnfc is None:
+            raise IllegalEvent(f"HA manager of {self.vnf.name}: unknown VNFC in {event!r}")
+        handler = getattr(self, f"_on_{event.name}", None)
+        if handler is None:
+            raise IllegalEvent(f"HA manager of {self.vnf.name}: no rule for {event.name}")
+        return handler(vnfc, event, now)
+
+    # --- events -------------------------------------------------------------------------------
+
+    def _on_ProcessStarted(self, c: VnfcState, e: m.ProcessStarted, now: float) -> Decision:
+        c.pid = e.pid
+        if not self.vnf.sdk and c.life is Life.STARTING:
+            # Without the SDK the first passing health check is the registration.
+            return Decision(
+                (m.WatchHealth(vnfc=c.name, on=True),),
+                f"{c.name} started; waiting for its first good health check",
+            )
+        return Decision((), f"{c.name} started as pid {e.pid}; waiting for it to register")
+
+    def _on_StartFailed(self, c: VnfcState, e: m.StartFailed, now: float) -> Decision:
+        return self._fail(c, f"could not start: {e.reason}", now, responsive=False)
+
+    def _on_ComponentRegistered(self, c: VnfcState, e: m.Message, now: float) -> Decision:
+        if c.life is not Life.STARTING:
+            return Decision((), f"ignored registration of {c.name}: it is {c.life}")
+        c.life, c.misses = Life.RUNNING, 0
+        role = self._role_for_newcomer()
+        commands: list[m.Message] = (
+            [] if not self.vnf.sdk else [m.WatchHealth(vnfc=c.name, on=True)]
+        )
+        commands.append(self._assign(c, role))
+        return Decision(tuple(commands), f"{c.name} is up; it becomes {role}")
+
+    def _on_HealthCheckPassed(self, c: VnfcState, e: m.Message, now: float) -> Decision:
+        if not self.vnf.sdk and c.life is Life.STARTING:
+            return self._on_ComponentRegistered(c, e, now)
+        c.misses = 0
+        return Decision((), f"{c.name} healthy")
+
+    def _on_HealthCheckFailed(self, c: VnfcState, e: m.HealthCheckFailed, now: float) -> Decision:
+        if c.life is not Life.RUNNING:
+            return Decision((), f"ignored health miss of {c.name}: it is {c.life}")
+        c.misses += 1
+        limit = self.vnf.policies.health_check.failure_threshold
+        if c.misses < limit:
+            return Decision((), f"{c.name} missed a health check ({c.misses}/{limit}): {e.reason}")
+        reason = f"{c.misses} health checks missed in a row ({e.reason})"
+        return self._fail(c, reason, now, responsive=False)
+
+    def _on_ErrorReported(self, c: VnfcState, e: m.ErrorReported, now: float) -> Decision:
+        return self._fail(c, f"reported an error: {e.reason}", now, responsive=True)
+
+    def _on_ProcessExited(self, c: VnfcState, e: m.ProcessExited, now: float) -> Decision:
+        c.pid = None
+        if c.life in (Life.FAILED, Life.STOPPED, Life.ESCALATED):
+            return Decision((), f"{c.name} exited ({e.status}); already {c.life}")
+        return self._fail(c, f"exited ({e.status})", now, responsive=False)
+
+    def _on_CleanupDone(self, c: VnfcState, e: m.CleanupDone, now: float) -> Decision:
+        if c.life is not Life.FAILED:
+            return Decision((), f"ignored cleanup result of {c.name}: it is {c.life}")
+        if not e.ok:
+            # Rule 1: without confirmed isolation nothing moves; only a wider zone can help.
+            c.life = Life.ESCALATED
+            return Decision(
+                (self._escalate(c, f"cleanup failed ({e.detail}); isolation not confirmed"),),
+                f"{c.name} could not be isolated; no role moves, escalated to the VNFM",
+            )
+        old_role = c.role
+        c.life, c.role, c.confirmed, c.pid = Life.STOPPED, Role.NONE, False, None
+        commands: list[m.Message] = []
+        successor = None
+        if old_role is Role.ACTIVE:
+            successor, failover = self._failover(c)
+            commands += failover
+        repair, repair_text = self._repair(c, waiting_for=successor)
+        commands += repair
+        moved = f"; {successor} takes over" if successor else ""
+        return Decision(tuple(commands), f"{c.name} isolated{moved}; {repair_text}")
+
+    def _on_RoleConfirmed(self, c: VnfcState, e: m.RoleConfirmed, now: float) -> Decision:
+        stale = c.role != e.role or (e.role == Role.ACTIVE and e.epoch != self.epoch)
+        if stale or c.life is not Life.RUNNING:
+            return Decision((), f"ignored stale role confirmation from {c.name}")
+        c.confirmed = True
+        if c.role is not Role.ACTIVE:
+            return Decision((), f"{c.name} is {c.role}")
+        commands: list[m.Message] = []
+        texts = [f"{c.name} is active and serves {self.vnf.service.name}"]
+        if self.service_down_reported:
+            self.service_down_reported = False
+            commands.append(m.ClearError(vnfc=c.name, service=self.vnf.service.name))
+            texts.append("error cleared")
+        if self.awaiting_recovery:
+            names, self.awaiting_recovery = self.awaiting_recovery, []
+            commands += [self._start(self.vnfcs[n]) for n in names]
+            texts.append(f"now repairing {', '.join(names)}")
+        return Decision(tuple(commands), "; ".join(texts))
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def _fail(self, c: VnfcState, reason: str, now: float, *, responsive: bool) -> Decision:
+        if c.life not in (Life.STARTING, Life.RUNNING):
+            return Decision((), f"{c.name} {reason}; already {c.life}, handled once")
+        was_serving = c.role is Role.ACTIVE
+        c.life, c.last_failure = Life.FAILED, reason
+        c.escalate = c.intensity.record(now)
+        # A hung or dead process cannot stop gracefully: the grace would only extend the outage.
+        grace = self.vnf.policies.cleanup_grace_ms / 1000 if responsive else 0.0
+        commands: list[m.Message] = [
+            m.WatchHealth(vnfc=c.name, on=False),
+            m.Cleanup(vnfc=c.name, grace_s=grace),
+        ]
+        if was_serving and not self._serving_actives() and not self.service_down_reported:
+            self.service_down_reported = True
+            commands.append(
+                m.ReportError(vnfc=c.name, service=self.vnf.service.name, reason=reason)
+            )
+        return Decision(tuple(commands), f"{c.name} {reason}; isolating it before any role moves")
+
+    def _failover(self, failed: VnfcState) -> tuple[str | None, list[m.Message]]:
+        """Pick the successor of a failed (now isolated) active."""
+        model = self.vnf.redundancy.model
+        if model == "none":
+            return None, []
+        wanted = Role.STANDBY if model == "2n" else Role.SPARE
+        for c in self.vnfcs.values():
+            if c.life is Life.RUNNING and c.role is wanted:
+                return c.name, [self._assign(c, Role.ACTIVE)]
+        if model == "n+m" and self.vnf.redundancy.spare_start == "on_demand":
+            for c in self.vnfcs.values():
+                if c.life is Life.STOPPED and c is not failed:
+                    return c.name, [self._start(c)]
+        return None, []
+
+    def _repair(self, c: VnfcState, waiting_for: str | None) -> tuple[list[m.Message], str]:
+        if c.escalate:
+            c.life = Life.ESCALATED
+            reason = f"failed {c.intensity.count} times within {c.intensity.probation_s:g} s"
+            return [self._escalate(c, reason)], f"not restarted: {reason}; escalated to the VNFM"
+        r = self.vnf.redundancy
+        if r.model == "n+m" and r.spare_start == "on_demand" and waiting_for:
+            return [], "it returns to the pool of spares"
+        if waiting_for:
+            self.awaiting_recovery.append(c.name)
+            return [], f"{c.name} is restarted once {waiting_for} serves"
+        return [self._start(c)], f"restarting {c.name}"
+
+    def _role_for_newcomer(self) -> Role:
+        r = self.vnf.redundancy
+        if r.model == "none":
+            return Role.ACTIVE
+        holders = sum(1 for c in self.vnfcs.values() if c.role is Role.ACTIVE)
+        if r.model == "2n":
+            return Role.ACTIVE if holders == 0 else Role.STANDBY
+        return Role.ACTIVE if holders < r.active else Role.SPARE
+
+    def _assign(self, c: VnfcState, role: Role) -> m.AssignRole:
+        if role is Role.ACTIVE:
+            self.epoch += 1
+        c.role, c.confirmed = role, False
+        return m.AssignRole(vnfc=c.name, role=role.value, epoch=self.epoch)
+
+    def _start(self, c: VnfcState) -> m.StartVnfc:
+        c.life, c.role, c.confirmed, c.misses = Life.STARTING, Role.NONE, False, 0
+        return m.StartVnfc(vnfc=c.name)
+
+    def _escalate(self, c: VnfcState, reason: str) -> m.Escalate:
+        return m.Escalate(
+            vnfc=c.name,
+            failures=c.intensity.count,
+            probation_s=c.intensity.probation_s,
+            reason=reason,
+        )
+
+    def _serving_actives(self) -> list[str]:
+        return [
+            c.name
+            for c in self.vnfcs.values()
+            if c.role is Role.ACTIVE and c.life is Life.RUNNING and c.confirmed
+        ]
+
+    def _model_text(self) -> str:
+        r = self.vnf.redundancy
+        if r.model == "n+m":
+            return f"n+m: {r.active} active, {r.spare} spare ({r.spare_start})"
+        return {"2n": "2n: active/standby", "none": "no redundancy"}[r.model]
+
+    # --- views --------------------------------------------------------------------------------
+
+    def active_holders(self) -> list[str]:
+        """VNFCs holding the active role, including a failed one not yet isolated (rule 2)."""
+        return [c.name for c in self.vnfcs.values() if c.role is Role.ACTIVE]
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "vnf": self.vnf.name,
+            "model": self.vnf.redundancy.model,
+            "epoch": self.epoch,
+            "service": {
+                "name": self.vnf.service.name,
+                "protocol": self.vnf.service.protocol,
+                "address": self.vnf.service.address,
+                "active": self._serving_actives(),
+                "up": bool(self._serving_actives()),
+            },
+            "vnfcs": [
+                {
+                    "name": c.name,
+                    "role": c.role.value,
+                    "state": c.life.value,
+                    "pid": c.pid,
+                    "failures": c.intensity.count,
+                    "last_failure": c.last_failure,
+                }
+                for c in self.vnfcs.values()
+            ],
+        }

@@ -1,0 +1,141 @@
+"""Events the managers observe and commands they issue.
+
+Frozen, slotted, keyword-only dataclasses: every one is a record in the trace, so each has a
+``name`` and a flat ``fields()`` view for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    vnfc: str
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def fields(self) -> dict[str, object]:
+        return asdict(self)
+
+
+# --- events: what the runtime observed --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessStarted(Message):
+    pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartFailed(Message):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComponentRegistered(Message):
+    """The VNFC's SDK connected (or, without the SDK, its process is running)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessExited(Message):
+    status: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheckPassed(Message):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheckFailed(Message):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorReported(Message):
+    """The component itself reports an error through the SDK."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CleanupDone(Message):
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoleConfirmed(Message):
+    """The VNFC took the role it was given (an active has claimed the service address)."""
+
+    role: str
+    epoch: int
+
+
+# --- commands: what a manager asks the drivers (or another manager) to do ---------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartVnfc(Message):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cleanup(Message):
+    """Isolate the VNFC: SIGTERM its process group, SIGKILL after grace, confirm it is gone."""
+
+    grace_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignRole(Message):
+    role: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchHealth(Message):
+    on: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportError(Message):
+    """To the VNFM: the service is interrupted (use case 1, 'report failure')."""
+
+    service: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClearError(Message):
+    """To the VNFM: the service is back."""
+
+    service: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Escalate(Message):
+    """To the VNFM: repairing the VNFC did not help; the wider fault zone needs repair."""
+
+    failures: int
+    probation_s: float
+    reason: str
+
+
+EVENTS = (
+    ProcessStarted,
+    StartFailed,
+    ComponentRegistered,
+    ProcessExited,
+    HealthCheckPassed,
+    HealthCheckFailed,
+    ErrorReported,
+    CleanupDone,
+    RoleConfirmed,
+)
+EVENT_NAMES = {cls.__name__ for cls in EVENTS}
+# Commands that leave the HA manager for another manager rather than a driver.
+TO_VNFM = (ReportError, ClearError, Escalate)

@@ -1,0 +1,1 @@
+"""Drivers: one per real resource, each primitive with a stated contract."""

@@ -1,0 +1,100 @@
+"""Health checks: periodic probes of a VNFC, reported as pass/fail.
+
+Kinds: ``sdk`` (a ping answered by the component's SDK), ``udp`` (send a datagram, expect an
+answer starting with a prefix), ``tcp`` (a connection is accepted), ``exec`` (a command exits 0).
+Every miss is reported; a pass is reported when it is the first result or follows a miss, so
+the manager sees every change without a record per healthy tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+from nfvha.config import HealthCheck, parse_address
+
+Probe = Callable[[], Awaitable[str | None]]  # None when healthy, else the reason
+
+
+class HealthMonitor:
+    def __init__(
+        self, spec: HealthCheck, probe: Probe, report: Callable[[bool, str], None]
+    ) -> None:
+        self.spec, self._probe, self._report = spec, probe, report
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _loop(self) -> None:
+        interval = self.spec.interval_ms / 1000
+        last_ok: bool | None = None
+        while True:
+            started = time.monotonic()
+            try:
+                reason = await asyncio.wait_for(self._probe(), self.spec.timeout_s)
+            except TimeoutError:
+                reason = f"no answer within {self.spec.timeout_s * 1000:g} ms"
+            if reason is not None:
+                self._report(False, reason)
+            elif last_ok is not True:
+                self._report(True, "")
+            last_ok = reason is None
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def network_probe(spec: HealthCheck, service_address: str) -> Probe:
+    host, port = parse_address(spec.address or service_address)
+    if spec.kind == "udp":
+        return lambda: _udp(host, port, spec.send.encode(), spec.expect.encode())
+    if spec.kind == "tcp":
+        return lambda: _tcp(host, port)
+    if spec.kind == "exec":
+        assert spec.command
+        return lambda: _exec(spec.command)
+    raise ValueError(f"{spec.kind} is not a network probe")
+
+
+async def _udp(host: str, port: int, payload: bytes, expect: bytes) -> str | None:
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        try:
+            sock.connect((host, port))
+            await loop.sock_sendall(sock, payload)
+            answer = await loop.sock_recv(sock, 65536)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None if answer.startswith(expect) else f"unexpected answer {answer[:40]!r}"
+
+
+async def _tcp(host: str, port: int) -> str | None:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    writer.close()
+    return None
+
+
+async def _exec(command: list[str]) -> str | None:
+    proc = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        code = await proc.wait()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    return None if code == 0 else f"exit code {code}"

@@ -1,0 +1,168 @@
+"""VNFC processes: start in their own process group, see their exit at once through a pidfd,
+and isolate them (SIGTERM, SIGKILL after grace, whole group, confirmed gone).
+
+Contracts:
+- ``spawn`` returns the pid or raises ``OSError``; the exit callback fires exactly once, from
+  the event loop, as soon as the kernel reports the exit (pidfd readable; no polling).
+- ``cleanup`` returns True only when the leader is reaped and no process of its group is left.
+- The manager is made a child subreaper, so orphans of a VNFC are reparented to it and are
+  reaped here instead of lingering as zombies that still pass ``kill -0``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def describe_status(status: int, code: int) -> str:
+    if code == os.CLD_EXITED:
+        return f"exit code {status}"
+    name = signal.Signals(status).name if status in signal.Signals._value2member_map_ else status
+    return f"killed by {name}"
+
+
+@dataclass(slots=True)
+class Child:
+    name: str
+    popen: subprocess.Popen
+    pidfd: int
+    exited: asyncio.Future[str] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+class ProcessDriver:
+    def __init__(self, on_exit: Callable[[str, int, str], None], log_dir: Path) -> None:
+        self._on_exit = on_exit
+        self._log_dir = log_dir
+        self.children: dict[str, Child] = {}
+        self._starting: set[str] = set()
+        become_subreaper()
+
+    async def spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> int:
+        """Start ``argv`` in a new session; fork/exec runs in a thread so the loop keeps serving."""
+        if name in self.children or name in self._starting:
+            raise OSError(f"{name} is already running")
+        self._starting.add(name)
+        try:
+            popen = await asyncio.to_thread(self._popen, name, argv, env, cwd)
+        finally:
+            self._starting.discard(name)
+        pidfd = os.pidfd_open(popen.pid)  # the child cannot be reaped before this: we reap it
+        child = Child(name, popen, pidfd)
+        self.children[name] = child
+        asyncio.get_running_loop().add_reader(pidfd, self._reap, child)
+        return popen.pid
+
+    def _popen(
+        self, name: str, argv: list[str], env: dict[str, str], cwd: Path
+    ) -> subprocess.Popen:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self._log_dir / f"{name}.log", "ab") as log:
+            return subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # own session and process group: cleanup takes the group
+            )
+
+    def _reap(self, child: Child) -> None:
+        asyncio.get_running_loop().remove_reader(child.pidfd)
+        try:
+            info = os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED | os.WNOHANG)
+            text = describe_status(info.si_status, info.si_code) if info else "exited"
+            child.popen.returncode = info.si_status if info else -1
+        except ChildProcessError:
+            text = "exited (reaped elsewhere)"
+        os.close(child.pidfd)
+        self.children.pop(child.name, None)
+        child.exited.set_result(text)
+        self._on_exit(child.name, child.pid, text)
+
+    def pid_of(self, name: str) -> int | None:
+        child = self.children.get(name)
+        return child.pid if child else None
+
+    def signal(self, name: str, sig: int) -> int:
+        """Fault injection: signal the VNFC's main process. Returns its pid."""
+        child = self.children.get(name)
+        if child is None:
+            raise ProcessLookupError(f"{name} is not running")
+        signal.pidfd_send_signal(child.pidfd, sig)
+        return child.pid
+
+    async def cleanup(
+        self, name: str, grace_s: float, kill_wait_s: float = 5.0
+    ) -> tuple[bool, str]:
+        child = self.children.get(name)
+        pgid = child.pid if child else None
+        if child is not None:
+            if grace_s > 0:
+                _signal_group(child.pid, signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(child.exited), grace_s)
+            if not child.exited.done():
+                _signal_group(child.pid, signal.SIGKILL)
+                try:
+                    await asyncio.wait_for(asyncio.shield(child.exited), kill_wait_s)
+                except TimeoutError:
+                    return False, f"pid {child.pid} still alive {kill_wait_s:g} s after SIGKILL"
+        if pgid is None:
+            return True, "process already gone"
+        return await self._sweep_group(pgid, kill_wait_s)
+
+    async def _sweep_group(self, pgid: int, wait_s: float) -> tuple[bool, str]:
+        """Kill and reap what is left of a process group whose leader is gone."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            _signal_group(pgid, signal.SIGKILL)
+            _reap_group(pgid)
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return True, "process group gone"
+            if loop.time() > deadline:
+                return False, f"process group {pgid} still has members"
+            await asyncio.sleep(0.001)
+
+    async def shutdown(self, grace_s: float) -> None:
+        names = list(self.children)
+        await asyncio.gather(*(self.cleanup(n, grace_s) for n in names))
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _reap_group(pgid: int) -> None:
+    """Reap zombies of a group whose leader was already reaped: they are our orphans now."""
+    while True:
+        try:
+            if os.waitid(os.P_PGID, pgid, os.WEXITED | os.WNOHANG) is None:
+                return
+        except ChildProcessError:
+            return

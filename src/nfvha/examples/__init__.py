@@ -1,0 +1,1 @@
+"""Example network functions managed by nfvha."""

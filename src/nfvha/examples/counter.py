@@ -1,0 +1,109 @@
+"""The counter: a small stateful UDP service, the example VNFC.
+
+    INC <seq>   add 1; answered ``OK <seq> <total> <vnfc>`` only once the increment is durable
+    GET <seq>   answered ``OK <seq> <total> <vnfc>`` without adding
+    else        ``ERR <reason>``
+
+Managed by nfvha it binds the service port only when it is made active, reads the state it is
+given before it serves, and checkpoints every increment. ``--stateless`` keeps no counter (the
+total is always 0): the stateless VNF of use cases 5 and 7. ``--standalone`` runs it without a
+manager (used to measure its own start-up time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+
+from nfvha.sdk import ENV_ADDRESS, ENV_VNFC, Assignment, CheckpointRefused, Component
+
+
+class Counter(asyncio.DatagramProtocol):
+    def __init__(self, name: str, component: Component | None, stateless: bool) -> None:
+        self.name, self.component, self.stateless = name, component, stateless
+        self.total = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        parts = data.split()
+        if len(parts) != 2 or parts[0] not in (b"INC", b"GET") or not parts[1].isdigit():
+            self._reply(b"ERR expected 'INC <seq>' or 'GET <seq>'", addr)
+        elif parts[0] == b"GET" or self.stateless:
+            self._reply(self._ok(parts[1], self.total), addr)
+        else:
+            self.total += 1
+            if self.component is None:
+                self._reply(self._ok(parts[1], self.total), addr)
+            else:
+                asyncio.ensure_future(self._durable_inc(parts[1], self.total, addr))
+
+    async def _durable_inc(self, seq: bytes, total: int, addr: tuple[str, int]) -> None:
+        try:
+            await self.component.checkpoint({"total": total})
+        except CheckpointRefused as exc:
+            self._reply(f"ERR {exc}".encode(), addr)
+            return
+        self._reply(self._ok(seq, total), addr)
+
+    def _ok(self, seq: bytes, total: int) -> bytes:
+        return b"OK %s %d %s" % (seq, total, self.name.encode())
+
+    def _reply(self, payload: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.transport.sendto(payload, addr)
+
+
+async def serve(host: str, port: int, counter: Counter, reuse_port: bool) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))  # fails while another process holds the address: never two actives
+    await asyncio.get_running_loop().create_datagram_endpoint(lambda: counter, sock=sock)
+
+
+async def run_managed(stateless: bool) -> None:
+    counter = Counter(os.environ.get(ENV_VNFC, "counter"), None, stateless)
+
+    async def take_role(assignment: Assignment) -> None:
+        counter.total = int(component.state.get("total", 0))
+        if assignment.role == "active" and counter.transport is None:
+            await serve(assignment.host, assignment.port, counter, assignment.reuse_port)
+
+    component = Component.from_env(on_role=take_role)
+    counter.component = None if stateless else component
+    await component.connect()
+    await component.closed
+
+
+async def run_standalone(address: str, stateless: bool) -> None:
+    host, _, port = address.rpartition(":")
+    await serve(host, int(port), Counter("standalone", None, stateless), reuse_port=False)
+    await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="nfvha-counter", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stateless", action="store_true", help="keep no counter")
+    parser.add_argument("--standalone", action="store_true", help="run without a manager")
+    parser.add_argument("--address", default=os.environ.get(ENV_ADDRESS, "127.0.0.1:7700"))
+    args = parser.parse_args(argv)
+    try:
+        if args.standalone:
+            asyncio.run(run_standalone(args.address, args.stateless))
+        else:
+            asyncio.run(run_managed(args.stateless))
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        print(f"nfvha-counter: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Read the trace (and the consumer's view) into a timeline and a verdict a person can follow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from nfvha.runtime.trace import Record
+
+SUB_SECOND_MS = 1000.0
+# SAL thresholds (ETSI NFV-REL 001), upper bounds of each band, for the end-to-end service.
+SAL_MS = {"SAL1": 6000.0, "SAL2": 15000.0, "SAL3": 25000.0}
+
+PHASES = {
+    "fault": "failure",
+    "ProcessExited": "detection",
+    "HealthCheckFailed": "detection",
+    "ErrorReported": "detection",
+    "StartFailed": "detection",
+    "Cleanup": "isolation",
+    "CleanupDone": "isolation",
+    "AssignRole": "failover",
+    "RoleConfirmed": "recovery",
+    "StartVnfc": "repair",
+    "ProcessStarted": "repair",
+    "ComponentRegistered": "repair",
+    "ReportError": "error report",
+    "ClearError": "error clear",
+    "Escalate": "escalation",
+}
+
+QUIET = {"HealthCheckPassed", "WatchHealth"}
+
+
+def describe(rec: Record) -> str:
+    data = rec.get("data", {})
+    name = rec["name"]
+    if rec["kind"] == "fault":
+        return f"operator injects '{name}' into {rec.get('dst')} (pid {data.get('pid')})"
+    if name == "AssignRole":
+        return f"assign {data['role']} to {data['vnfc']} (epoch {data['epoch']})"
+    if name == "RoleConfirmed":
+        return f"{data['vnfc']} confirms {data['role']}"
+    details = ", ".join(f"{k}={v}" for k, v in data.items() if k != "vnfc" and v not in ("", None))
+    subject = data.get("vnfc", rec.get("src", ""))
+    return f"{name} {subject}" + (f" ({details})" if details else "")
+
+
+def timeline(
+    records: Iterable[Record], origin_ns: int, probe: dict[str, Any] | None = None
+) -> list[dict]:
+    """Rows of (ms from origin, phase, from, to, what, why), with the consumer's view merged in."""
+    rows = []
+    for rec in records:
+        if rec["name"] in QUIET or rec["kind"] == "note" and rec["name"] != "MessageRefused":
+            continue
+        rows.append(
+            {
+                "t_ns": rec["t"],
+                "ms": (rec["t"] - origin_ns) / 1e6,
+                "phase": PHASES.get(rec["name"] if rec["kind"] != "fault" else "fault", ""),
+                "src": rec.get("src", ""),
+                "dst": rec.get("dst", ""),
+                "what": describe(rec),
+                "why": rec.get("why", ""),
+            }
+        )
+    if probe and probe.get("outage_from_ns"):
+        for t_ns, what in (
+            (probe["outage_from_ns"], "last good answer before the outage"),
+            (
+                probe["outage_to_ns"],
+                f"first good answer after it: outage {probe['outage_ms']:.1f} ms",
+            ),
+        ):
+            rows.append(
+                {
+                    "t_ns": t_ns,
+                    "ms": (t_ns - origin_ns) / 1e6,
+                    "phase": "consumer",
+                    "src": "consumer",
+                    "dst": "",
+                    "what": what,
+                    "why": "",
+                }
+            )
+    rows.sort(key=lambda r: r["t_ns"])
+    return rows
+
+
+def verdict(outage_ms: float, lost: int, interleaved: bool) -> dict[str, Any]:
+    sal = next((name for name, limit in SAL_MS.items() if outage_ms <= limit), "beyond SAL3")
+    return {
+        "outage_ms": round(outage_ms, 3),
+        "lost_acknowledged": lost,
+        "two_actives_seen": interleaved,
+        "sub_second": outage_ms < SUB_SECOND_MS,
+        "sal": sal,
+        "pass": outage_ms < SUB_SECOND_MS and lost == 0 and not interleaved,
+    }

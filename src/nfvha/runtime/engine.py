@@ -1,0 +1,427 @@
+"""The engine: one asyncio loop that connects the core managers to the drivers.
+
+Events are queued and handled one at a time, so a command's own consequences (a process that
+fails to start, say) are handled after the decision that caused them, never inside it. Every
+event, command and inter-manager message goes to the trace with the manager's ``why``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nfvha.config import Deployment, Vnf
+from nfvha.core import checkpoint as ck
+from nfvha.core import messages as m
+from nfvha.core.ha import HAManager
+from nfvha.drivers.health import HealthMonitor, network_probe
+from nfvha.drivers.process import ProcessDriver
+from nfvha.drivers.store import DiskStore
+from nfvha.runtime import paths
+from nfvha.runtime.trace import Trace
+from nfvha.sdk import ENV_ADDRESS, ENV_SOCKET, ENV_VNFC
+from nfvha.sdk.protocol import MAX_LINE, ProtocolError, decode_from_component, encode
+
+FAULTS = {"kill": signal.SIGKILL, "hang": signal.SIGSTOP, "resume": signal.SIGCONT}
+
+
+@dataclass(slots=True)
+class Link:
+    """The manager's end of one component's SDK connection."""
+
+    vnfc: str
+    writer: asyncio.StreamWriter
+    pings: dict[int, asyncio.Future[bool]] = field(default_factory=dict)
+
+    def send(self, kind: str, **fields: Any) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(encode(kind, **fields))
+
+
+@dataclass(slots=True)
+class VnfRuntime:
+    spec: Vnf
+    manager: HAManager
+    checkpoints: ck.CheckpointService
+    store: DiskStore | None
+
+
+class Engine:
+    def __init__(
+        self, deployment: Deployment, base_dir: Path, trace: Trace, state_dir: Path
+    ) -> None:
+        self.deployment, self.base_dir, self.trace = deployment, base_dir, trace
+        self.runtime_dir = paths.runtime_dir(deployment.name)
+        self.component_socket = self.runtime_dir / "components.sock"
+        self.state_dir = state_dir
+        self.vnfs: dict[str, VnfRuntime] = {}
+        self.owner: dict[str, str] = {}  # vnfc -> vnf
+        self.links: dict[str, Link] = {}
+        self.monitors: dict[str, HealthMonitor] = {}
+        self.escalations: list[dict[str, Any]] = []
+        self.errors_open: dict[str, dict[str, Any]] = {}
+        self._queue: deque[tuple[str, m.Message]] = deque()
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+        self._ping_ids = itertools.count(1)
+        self.started = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.procs = ProcessDriver(self._on_exit, state_dir / "logs")
+        self._servers: list[asyncio.AbstractServer] = []
+        for vnf in deployment.vnfs:
+            self._add_vnf(vnf)
+
+    def _add_vnf(self, vnf: Vnf) -> None:
+        store, epoch = None, 0
+        service = ck.CheckpointService(vnf.state_mode)  # type: ignore[arg-type]
+        if vnf.state_mode == "checkpoint":
+            store = DiskStore(self.state_dir / "checkpoints" / f"{vnf.name}.log")
+            service.version, epoch, service.state = store.load()
+            if service.version:
+                self.trace.record(
+                    "note",
+                    "CheckpointLoaded",
+                    src=vnf.name,
+                    data={"version": service.version, "epoch": epoch, "state": service.state},
+                )
+        self.vnfs[vnf.name] = VnfRuntime(vnf, HAManager(vnf, epoch=epoch), service, store)
+        for c in vnf.vnfcs:
+            self.owner[c.name] = vnf.name
+
+    # --- life of the engine -----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def start(self) -> None:
+        from nfvha.runtime.control import ControlServer  # the control API sits on top of us
+
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.component_socket.unlink()
+        self._servers.append(
+            await asyncio.start_unix_server(
+                self._serve_component, self.component_socket, limit=MAX_LINE
+            )
+        )
+        self._servers.append(await ControlServer(self).start())
+        self.trace.record(
+            "note", "DeploymentStarted", src="nfvha", data={"name": self.deployment.name}
+        )
+        now = time.monotonic()
+        for name, vnf in self.vnfs.items():
+            self._execute_all(name, vnf.manager.start(now), event=None)
+        self.started.set()
+
+    async def shutdown(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.trace.record("note", "DeploymentStopping", src="nfvha")
+        for monitor in self.monitors.values():
+            monitor.stop()
+        grace = max(v.spec.policies.cleanup_grace_ms for v in self.vnfs.values()) / 1000
+        await self.procs.shutdown(grace)
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._servers:
+            server.close()
+        for link in self.links.values():
+            link.writer.close()
+        for vnf in self.vnfs.values():
+            if vnf.store:
+                vnf.store.close()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        self.trace.record("note", "DeploymentStopped", src="nfvha")
+        self.stopped.set()
+
+    # --- events in ----------------------------------------------------------------------------
+
+    def feed(self, vnf_name: str, event: m.Message) -> None:
+        """Queue an observed event; events are handled strictly one after another."""
+        self._queue.append((vnf_name, event))
+        if len(self._queue) == 1:
+            while self._queue:
+                name, ev = self._queue[0]
+                self._handle(name, ev)
+                self._queue.popleft()
+
+    def _handle(self, vnf_name: str, event: m.Message) -> None:
+        if self._stopping:
+            return
+        decision = self.vnfs[vnf_name].manager.handle(event, time.monotonic())
+        self._execute_all(vnf_name, decision, event)
+
+    def _execute_all(self, vnf_name: str, decision: Any, event: m.Message | None) -> None:
+        manager = f"ha:{vnf_name}"
+        if event is not None:
+            self.trace.record(
+                "event",
+                event.name,
+                src=event.vnfc,
+                dst=manager,
+                data=event.fields(),
+                why=decision.why,
+            )
+        else:
+            self.trace.record("note", "ManagerStarted", src=manager, why=decision.why)
+        for command in decision.commands:
+            dst = "vnfm" if isinstance(command, m.TO_VNFM) else command.vnfc
+            kind = "message" if isinstance(command, m.TO_VNFM) else "command"
+            self.trace.record(kind, command.name, src=manager, dst=dst, data=command.fields())
+            self._execute(vnf_name, command)
+
+    # --- commands out -------------------------------------------------------------------------
+
+    def _execute(self, vnf_name: str, cmd: m.Message) -> None:
+        vnf = self.vnfs[vnf_name]
+        if isinstance(cmd, m.StartVnfc):
+            self._spawn_task(self._start_vnfc(vnf, cmd.vnfc))
+        elif isinstance(cmd, m.Cleanup):
+            self._ckpt(vnf, vnf.checkpoints.revoke(cmd.vnfc))
+            self._spawn_task(self._cleanup(vnf_name, cmd))
+        elif isinstance(cmd, m.AssignRole):
+            self._assign(vnf, cmd)
+        elif isinstance(cmd, m.WatchHealth):
+            self._watch(vnf, cmd.vnfc, cmd.on)
+        elif isinstance(cmd, m.Escalate):
+            self.escalations.append({"vnf": vnf_name, **cmd.fields()})
+        elif isinstance(cmd, m.ReportError):
+            self.errors_open[cmd.service] = cmd.fields()
+        elif isinstance(cmd, m.ClearError):
+            self.errors_open.pop(cmd.service, None)
+
+    async def _start_vnfc(self, vnf: VnfRuntime, name: str) -> None:
+        spec = next(c for c in vnf.spec.vnfcs if c.name == name)
+        env = dict(os.environ)
+        # The interpreter's own bin first: entry points of the installed package resolve there.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.update(spec.env)
+        env.update(
+            {
+                ENV_SOCKET: str(self.component_socket),
+                ENV_VNFC: name,
+                ENV_ADDRESS: vnf.spec.service.address,
+            }
+        )
+        try:
+            pid = await self.procs.spawn(name, spec.command, env, self.base_dir)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            self.feed(
+                vnf.spec.name, m.StartFailed(vnfc=name, reason=f"{spec.command[0]}: {reason}")
+            )
+            return
+        self.feed(vnf.spec.name, m.ProcessStarted(vnfc=name, pid=pid))
+
+    async def _cleanup(self, vnf_name: str, cmd: m.Cleanup) -> None:
+        ok, detail = await self.procs.cleanup(cmd.vnfc, cmd.grace_s)
+        link = self.links.pop(cmd.vnfc, None)
+        if link:
+            link.writer.close()
+        self.feed(vnf_name, m.CleanupDone(vnfc=cmd.vnfc, ok=ok, detail=detail))
+
+    def _assign(self, vnf: VnfRuntime, cmd: m.AssignRole) -> None:
+        if cmd.role == "active":
+            self._ckpt(vnf, vnf.checkpoints.grant(cmd.vnfc, cmd.epoch))
+        elif cmd.role == "standby":
+            vnf.checkpoints.attach_standby(cmd.vnfc)
+        link = self.links.get(cmd.vnfc)
+        if not vnf.spec.sdk:
+            # A plain process serves as soon as it runs; its health check already passed.
+            self._soon(
+                vnf.spec.name, m.RoleConfirmed(vnfc=cmd.vnfc, role=cmd.role, epoch=cmd.epoch)
+            )
+        elif link is not None:
+            link.send(
+                "assign",
+                role=cmd.role,
+                epoch=cmd.epoch,
+                state=vnf.checkpoints.state,
+                address=vnf.spec.service.address,
+                reuse_port=vnf.spec.redundancy.model == "n+m",
+            )
+
+    def _watch(self, vnf: VnfRuntime, name: str, on: bool) -> None:
+        monitor = self.monitors.pop(name, None)
+        if monitor:
+            monitor.stop()
+        if not on:
+            return
+        spec = vnf.spec.policies.health_check
+        probe = (
+            (lambda: self._sdk_ping(name))
+            if spec.kind == "sdk"
+            else network_probe(spec, vnf.spec.service.address)
+        )
+
+        def report(ok: bool, reason: str) -> None:
+            event = (
+                m.HealthCheckPassed(vnfc=name)
+                if ok
+                else m.HealthCheckFailed(vnfc=name, reason=reason)
+            )
+            self.feed(vnf.spec.name, event)
+
+        self.monitors[name] = HealthMonitor(spec, probe, report)
+        self.monitors[name].start()
+
+    async def _sdk_ping(self, name: str) -> str | None:
+        link = self.links.get(name)
+        if link is None:
+            return "not connected"
+        ping_id = next(self._ping_ids)
+        answer = asyncio.get_running_loop().create_future()
+        link.pings[ping_id] = answer
+        link.send("ping", id=ping_id)
+        try:
+            ok = await answer
+        finally:
+            link.pings.pop(ping_id, None)
+        return None if ok else "component reports itself unhealthy"
+
+    # --- checkpoint data path -----------------------------------------------------------------
+
+    def _ckpt(self, vnf: VnfRuntime, actions: list[ck.Action]) -> None:
+        for action in actions:
+            if isinstance(action, ck.Ack):
+                if link := self.links.get(action.vnfc):
+                    link.send("ckpt_done", req=action.request)
+            elif isinstance(action, ck.Refuse):
+                self.trace.record(
+                    "message",
+                    "CheckpointRefused",
+                    src=f"ha:{vnf.spec.name}",
+                    dst=action.vnfc,
+                    why=action.reason,
+                )
+                if link := self.links.get(action.vnfc):
+                    link.send("refused", req=action.request, reason=action.reason)
+            elif isinstance(action, ck.Replicate):
+                link = self.links.get(action.standby)
+                if link is None:
+                    self._ckpt(vnf, vnf.checkpoints.drop_standby(action.standby))
+                else:
+                    link.send("replicate", version=action.version, updates=action.updates)
+            elif isinstance(action, ck.Persist):
+                self._spawn_task(self._persist(vnf, action))
+
+    async def _persist(self, vnf: VnfRuntime, action: ck.Persist) -> None:
+        assert vnf.store is not None
+        await vnf.store.write(action.version, action.epoch, action.state)
+        self._ckpt(vnf, vnf.checkpoints.persisted(action.version))
+
+    # --- component connections ----------------------------------------------------------------
+
+    async def _serve_component(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        link: Link | None = None
+        try:
+            while line := await reader.readline():
+                try:
+                    msg = decode_from_component(line)
+                    link = self._on_component_message(link, writer, msg)
+                except ProtocolError as exc:
+                    self._refuse(link, writer, str(exc))
+        except ValueError as exc:  # a line over MAX_LINE
+            self._refuse(link, writer, f"line too long, connection dropped: {exc}")
+        except ConnectionError:
+            pass  # the component died; its process exit is what the manager acts on
+        finally:
+            writer.close()
+            if link is not None and self.links.get(link.vnfc) is link:
+                del self.links[link.vnfc]
+
+    def _refuse(self, link: Link | None, writer: asyncio.StreamWriter, reason: str) -> None:
+        self.trace.record("note", "MessageRefused", src=link.vnfc if link else "?", why=reason)
+        if not writer.is_closing():
+            writer.write(encode("refused", reason=reason))
+
+    def _on_component_message(
+        self, link: Link | None, writer: asyncio.StreamWriter, msg: dict[str, Any]
+    ) -> Link | None:
+        kind = msg["t"]
+        if kind == "hello":
+            return self._hello(link, writer, msg)
+        if link is None:
+            raise ProtocolError(f"{kind} before hello")
+        vnf_name = self.owner[link.vnfc]
+        vnf = self.vnfs[vnf_name]
+        if kind == "pong":
+            fut = link.pings.get(msg["id"])
+            if fut is not None and not fut.done():
+                fut.set_result(msg["ok"])
+        elif kind == "ckpt_write":
+            self._ckpt(
+                vnf, vnf.checkpoints.write(link.vnfc, msg["epoch"], msg["req"], msg["updates"])
+            )
+        elif kind == "ckpt_ack":
+            self._ckpt(vnf, vnf.checkpoints.standby_acked(link.vnfc, msg["version"]))
+        elif kind == "role_ok":
+            self.feed(
+                vnf_name, m.RoleConfirmed(vnfc=link.vnfc, role=msg["role"], epoch=msg["epoch"])
+            )
+        elif kind == "error":
+            self.feed(vnf_name, m.ErrorReported(vnfc=link.vnfc, reason=msg["reason"][:200]))
+        return link
+
+    def _hello(self, link: Link | None, writer: asyncio.StreamWriter, msg: dict[str, Any]) -> Link:
+        name, pid = msg["vnfc"], msg["pid"]
+        if link is not None:
+            raise ProtocolError("hello sent twice")
+        if name not in self.owner:
+            raise ProtocolError(f"unknown VNFC {name!r}")
+        if self.procs.pid_of(name) != pid:
+            raise ProtocolError(f"pid {pid} is not the process nfvha started for {name}")
+        if name in self.links:
+            raise ProtocolError(f"{name} is already connected")
+        link = self.links[name] = Link(name, writer)
+        self.feed(self.owner[name], m.ComponentRegistered(vnfc=name))
+        return link
+
+    # --- process exits, faults ----------------------------------------------------------------
+
+    def _on_exit(self, name: str, pid: int, status: str) -> None:
+        self.feed(self.owner[name], m.ProcessExited(vnfc=name, status=status))
+
+    def inject(self, kind: str, vnfc: str) -> dict[str, Any]:
+        if vnfc not in self.owner:
+            raise KeyError(f"no VNFC named {vnfc!r}")
+        pid = self.procs.signal(vnfc, FAULTS[kind])
+        self.trace.record("fault", kind, src="operator", dst=vnfc, data={"pid": pid})
+        return {"vnfc": vnfc, "pid": pid, "fault": kind}
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _soon(self, vnf_name: str, event: m.Message) -> None:
+        asyncio.get_running_loop().call_soon(self.feed, vnf_name, event)
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def status(self) -> dict[str, Any]:
+        vnfs = []
+        for vnf in self.vnfs.values():
+            snap = vnf.manager.snapshot()
+            snap["state"] = vnf.spec.state_mode
+            snap["degraded"] = vnf.checkpoints.degraded
+            snap["error_open"] = vnf.spec.service.name in self.errors_open
+            vnfs.append(snap)
+        return {"deployment": self.deployment.name, "vnfs": vnfs, "escalations": self.escalations}
