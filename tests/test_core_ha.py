@@ -1,0 +1,259 @@
+"""The HA manager's rules, driven with no I/O: events in, commands and reasons out."""
+
+from __future__ import annotations
+
+import pytest
+
+from nfvha.core import messages as m
+from nfvha.core.ha import HAManager, IllegalEvent, Life, Role
+from tests.helpers import vnf_spec
+
+
+class Driver:
+    """Plays the runtime: feeds events, keeps every command, answers nothing by itself."""
+
+    def __init__(self, model: str = "2n", **kw) -> None:
+        self.mgr = HAManager(vnf_spec(model, **kw))
+        self.now = 0.0
+        self.log: list[m.Message] = []
+        self.log.extend(self.mgr.start(self.now).commands)
+
+    def feed(self, event: m.Message, dt: float = 0.001) -> tuple[m.Message, ...]:
+        self.now += dt
+        decision = self.mgr.handle(event, self.now)
+        assert decision.why  # every decision says why
+        self.log.extend(decision.commands)
+        return decision.commands
+
+    def up(self, name: str, pid: int = 100) -> tuple[m.Message, ...]:
+        self.feed(m.ProcessStarted(vnfc=name, pid=pid))
+        cmds = self.feed(m.ComponentRegistered(vnfc=name))
+        assign = next(c for c in cmds if isinstance(c, m.AssignRole))
+        self.feed(m.RoleConfirmed(vnfc=name, role=assign.role, epoch=assign.epoch))
+        return cmds
+
+    def role(self, name: str) -> Role:
+        return self.mgr.vnfcs[name].role
+
+    def index(self, kind: type, vnfc: str, **fields) -> int:
+        """Position of the latest matching command."""
+        for i, c in reversed(list(enumerate(self.log))):
+            if (
+                isinstance(c, kind)
+                and c.vnfc == vnfc
+                and all(getattr(c, k) == v for k, v in fields.items())
+            ):
+                return i
+        raise AssertionError(f"no {kind.__name__} for {vnfc} {fields} in {self.log}")
+
+
+def steady_2n() -> Driver:
+    d = Driver("2n")
+    d.up("c0")
+    d.up("c1")
+    assert (d.role("c0"), d.role("c1")) == (Role.ACTIVE, Role.STANDBY)
+    return d
+
+
+def test_start_launches_both_and_first_registered_is_active() -> None:
+    d = Driver("2n")
+    assert [type(c) for c in d.log] == [m.StartVnfc, m.StartVnfc]
+    d.up("c1")
+    assert d.role("c1") is Role.ACTIVE
+    d.up("c0")
+    assert d.role("c0") is Role.STANDBY
+
+
+def test_failover_waits_for_cleanup_of_the_failed_active() -> None:
+    d = steady_2n()
+    cmds = d.feed(m.ProcessExited(vnfc="c0", status="killed by SIGKILL"))
+    assert not any(isinstance(c, m.AssignRole) for c in cmds), "role moved before isolation"
+    assert any(isinstance(c, m.Cleanup) and c.vnfc == "c0" for c in cmds)
+    assert d.mgr.active_holders() == ["c0"]  # the failed active still holds the role
+    cmds = d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    assert m.AssignRole(vnfc="c1", role="active", epoch=2) in cmds
+    assert d.index(m.Cleanup, "c0") < d.index(m.AssignRole, "c1", role="active")
+
+
+def test_never_two_active_holders_through_a_failover() -> None:
+    d = steady_2n()
+    d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    assert len(d.mgr.active_holders()) == 1
+    d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    assert d.mgr.active_holders() == ["c1"]
+
+
+def test_failed_cleanup_moves_no_role_and_escalates() -> None:
+    d = steady_2n()
+    d.feed(m.HealthCheckFailed(vnfc="c0", reason="timeout"))
+    d.feed(m.HealthCheckFailed(vnfc="c0", reason="timeout"))
+    d.feed(m.HealthCheckFailed(vnfc="c0", reason="timeout"))
+    cmds = d.feed(m.CleanupDone(vnfc="c0", ok=False, detail="still alive"))
+    assert not any(isinstance(c, m.AssignRole) for c in cmds)
+    assert any(isinstance(c, m.Escalate) for c in cmds)
+    assert d.role("c1") is Role.STANDBY
+    assert d.mgr.vnfcs["c0"].life is Life.ESCALATED
+
+
+def test_repair_starts_only_after_the_new_active_confirms() -> None:
+    d = steady_2n()
+    d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    cmds = d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    assert not any(isinstance(c, m.StartVnfc) for c in cmds), "repair before recovery"
+    cmds = d.feed(m.RoleConfirmed(vnfc="c1", role="active", epoch=2))
+    assert m.StartVnfc(vnfc="c0") in cmds
+    assert d.index(m.AssignRole, "c1", role="active") < d.index(m.StartVnfc, "c0")
+    # the repaired VNFC comes back as standby
+    d.up("c0")
+    assert d.role("c0") is Role.STANDBY
+
+
+def test_error_report_on_service_loss_and_clear_when_back() -> None:
+    d = steady_2n()
+    cmds = d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    assert any(isinstance(c, m.ReportError) and c.service == "svc" for c in cmds)
+    d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    cmds = d.feed(m.RoleConfirmed(vnfc="c1", role="active", epoch=2))
+    assert m.ClearError(vnfc="c1", service="svc") in cmds
+    assert d.index(m.ReportError, "c0") < d.index(m.ClearError, "c1")
+
+
+def test_standby_failure_reports_no_service_error_and_restarts_at_once() -> None:
+    d = steady_2n()
+    d.feed(m.ProcessExited(vnfc="c1", status="x"))
+    cmds = d.feed(m.CleanupDone(vnfc="c1", ok=True))
+    assert m.StartVnfc(vnfc="c1") in cmds
+    assert not any(isinstance(c, (m.ReportError, m.AssignRole)) for c in d.log[-3:])
+    assert d.role("c0") is Role.ACTIVE
+
+
+def test_same_failure_seen_twice_is_handled_once() -> None:
+    d = steady_2n()
+    first = d.feed(m.ErrorReported(vnfc="c0", reason="bad"))
+    second = d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    third = d.feed(m.HealthCheckFailed(vnfc="c0", reason="timeout"))
+    assert sum(isinstance(c, m.Cleanup) for c in first) == 1
+    assert second == () and third == ()
+    assert d.mgr.vnfcs["c0"].intensity.count == 1
+
+
+def test_hung_vnfc_fails_only_at_threshold_and_is_killed_without_grace() -> None:
+    d = steady_2n()
+    assert d.feed(m.HealthCheckFailed(vnfc="c0", reason="t")) == ()
+    assert d.feed(m.HealthCheckPassed(vnfc="c0")) == ()  # a pass resets the count
+    assert d.feed(m.HealthCheckFailed(vnfc="c0", reason="t")) == ()
+    assert d.feed(m.HealthCheckFailed(vnfc="c0", reason="t")) == ()
+    cmds = d.feed(m.HealthCheckFailed(vnfc="c0", reason="t"))
+    cleanup = next(c for c in cmds if isinstance(c, m.Cleanup))
+    assert cleanup.grace_s == 0.0
+
+
+def test_error_report_gets_a_graceful_cleanup() -> None:
+    d = steady_2n()
+    cmds = d.feed(m.ErrorReported(vnfc="c0", reason="db lost"))
+    cleanup = next(c for c in cmds if isinstance(c, m.Cleanup))
+    assert cleanup.grace_s == 0.5
+
+
+def test_escalation_on_the_failure_after_the_maximum() -> None:
+    d = Driver("none", restart_max=2, probation=10.0)
+    d.up("c0")
+    for failure in (1, 2, 3):
+        d.feed(m.ProcessExited(vnfc="c0", status="x"))
+        cmds = d.feed(m.CleanupDone(vnfc="c0", ok=True))
+        if failure <= 2:
+            assert m.StartVnfc(vnfc="c0") in cmds, f"failure {failure} should restart"
+            d.up("c0")
+        else:
+            assert not any(isinstance(c, m.StartVnfc) for c in cmds)
+            esc = next(c for c in cmds if isinstance(c, m.Escalate))
+            assert esc.failures == 3
+    assert d.mgr.vnfcs["c0"].life is Life.ESCALATED
+    assert d.mgr.snapshot()["vnfcs"][0]["state"] == "escalated"  # type: ignore[index]
+
+
+def test_failures_older_than_probation_do_not_count() -> None:
+    d = Driver("none", restart_max=1, probation=5.0)
+    d.up("c0")
+    d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    d.up("c0")
+    d.feed(m.ProcessExited(vnfc="c0", status="x"), dt=6.0)  # the first failure has expired
+    cmds = d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    assert m.StartVnfc(vnfc="c0") in cmds
+
+
+def test_escalated_standby_leaves_the_active_serving() -> None:
+    d = Driver("2n", restart_max=0)
+    d.up("c0")
+    d.up("c1")
+    d.feed(m.ProcessExited(vnfc="c1", status="x"))
+    cmds = d.feed(m.CleanupDone(vnfc="c1", ok=True))
+    assert any(isinstance(c, m.Escalate) for c in cmds)
+    assert d.mgr.snapshot()["service"]["active"] == ["c0"]  # type: ignore[index]
+
+
+def test_none_model_restart_is_the_recovery() -> None:
+    d = Driver("none")
+    d.up("c0")
+    cmds = d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    assert any(isinstance(c, m.ReportError) for c in cmds)
+    cmds = d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    assert m.StartVnfc(vnfc="c0") in cmds
+    cmds = d.up("c0")
+    assert any(isinstance(c, m.AssignRole) and c.role == "active" for c in cmds)
+    assert m.ClearError(vnfc="c0", service="svc") in d.log
+
+
+def test_n_plus_m_prestarted_spare_takes_over() -> None:
+    d = Driver("n+m", active=2, spare=1)
+    for name in ("c0", "c1", "c2"):
+        d.up(name)
+    assert [d.role(n) for n in ("c0", "c1", "c2")] == [Role.ACTIVE, Role.ACTIVE, Role.SPARE]
+    cmds = d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    assert not any(isinstance(c, m.ReportError) for c in cmds), "c1 still serves"
+    cmds = d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    assert m.AssignRole(vnfc="c2", role="active", epoch=3) in cmds
+    d.feed(m.RoleConfirmed(vnfc="c2", role="active", epoch=3))
+    assert m.StartVnfc(vnfc="c0") in d.log[-1:]
+    d.up("c0")
+    assert d.role("c0") is Role.SPARE
+
+
+def test_n_plus_m_on_demand_spare_is_started_only_when_needed() -> None:
+    d = Driver("n+m", active=1, spare=1, spare_start="on_demand")
+    assert [c.vnfc for c in d.log] == ["c0"]
+    d.up("c0")
+    d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    cmds = d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    assert cmds == (m.StartVnfc(vnfc="c1"),)
+    d.up("c1")
+    assert d.role("c1") is Role.ACTIVE
+    assert d.mgr.vnfcs["c0"].life is Life.STOPPED  # back in the pool, not running
+
+
+def test_stale_role_confirmation_is_ignored() -> None:
+    d = steady_2n()
+    d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    cmds = d.feed(m.RoleConfirmed(vnfc="c1", role="active", epoch=1))
+    assert cmds == ()
+    assert not d.mgr.snapshot()["service"]["up"]  # type: ignore[index]
+
+
+def test_unknown_vnfc_is_an_illegal_event() -> None:
+    d = Driver("2n")
+    with pytest.raises(IllegalEvent, match="unknown VNFC"):
+        d.feed(m.ProcessExited(vnfc="ghost", status="x"))
+
+
+def test_epoch_grows_with_every_active_assignment() -> None:
+    d = steady_2n()
+    epochs = [d.mgr.epoch]
+    for failed, other in (("c0", "c1"), ("c1", "c0")):
+        d.feed(m.ProcessExited(vnfc=failed, status="x"))
+        d.feed(m.CleanupDone(vnfc=failed, ok=True))
+        d.feed(m.RoleConfirmed(vnfc=other, role="active", epoch=d.mgr.epoch))
+        d.up(failed)
+        epochs.append(d.mgr.epoch)
+    assert epochs == sorted(set(epochs))
