@@ -2,8 +2,13 @@
 
 Kinds: ``sdk`` (a ping answered by the component's SDK), ``udp`` (send a datagram, expect an
 answer starting with a prefix), ``tcp`` (a connection is accepted), ``exec`` (a command exits 0).
-Every miss is reported; a pass is reported when it is the first result or follows a miss, so
-the manager sees every change without a record per healthy tick.
+
+Timing is a heartbeat's, as keepalived's master-down timer: a probe is sent every interval
+whatever the previous one is doing, and a miss is counted at every whole interval without a
+good answer since the last one. With threshold k the manager therefore hears the k-th miss
+k x interval after the last good answer, so a hang is found within k x interval of itself,
+not k x interval after the next probe. Every miss is reported; a pass is reported when it is
+the first result or follows a miss, so the manager sees every change without a record per tick.
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ class HealthMonitor:
     ) -> None:
         self.spec, self._probe, self._report = spec, probe, report
         self._task: asyncio.Task | None = None
+        self._probes: set[asyncio.Task] = set()
+        self._last_good = 0.0
+        self._misses = 0
+        self._reported_ok: bool | None = None
+        self._last_reason = "no answer"
+        self._answered = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None:
@@ -34,22 +45,48 @@ class HealthMonitor:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        for probe in self._probes:
+            probe.cancel()
 
     async def _loop(self) -> None:
         interval = self.spec.interval_ms / 1000
-        last_ok: bool | None = None
+        self._last_good = next_probe = time.monotonic()
         while True:
-            started = time.monotonic()
-            try:
-                reason = await asyncio.wait_for(self._probe(), self.spec.timeout_s)
-            except TimeoutError:
-                reason = f"no answer within {self.spec.timeout_s * 1000:g} ms"
-            if reason is not None:
-                self._report(False, reason)
-            elif last_ok is not True:
-                self._report(True, "")
-            last_ok = reason is None
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+            now = time.monotonic()
+            if now >= next_probe:
+                self._launch()
+                next_probe += interval
+                if now - next_probe > interval:  # we were descheduled: do not burst
+                    next_probe = now + interval
+            deadline = self._last_good + (self._misses + 1) * interval
+            if now >= deadline:
+                self._misses += 1
+                self._reported_ok = False
+                waited = (now - self._last_good) * 1000
+                self._report(False, f"no good answer for {waited:.0f} ms ({self._last_reason})")
+                continue
+            self._answered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), min(next_probe, deadline) - now)
+
+    def _launch(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_probe())
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _run_probe(self) -> None:
+        try:
+            reason = await asyncio.wait_for(self._probe(), self.spec.timeout_s)
+        except TimeoutError:
+            reason = f"no answer within {self.spec.timeout_s * 1000:g} ms"
+        if reason is not None:
+            self._last_reason = reason
+            return
+        self._last_good, self._misses, self._last_reason = time.monotonic(), 0, "no answer"
+        if self._reported_ok is not True:
+            self._reported_ok = True
+            self._report(True, "")
+        self._answered.set()
 
 
 def network_probe(spec: HealthCheck, service_address: str) -> Probe:
