@@ -27,9 +27,12 @@ PHASES = {
     "ReportError": "error report",
     "ClearError": "error clear",
     "Escalate": "escalation",
+    "Degraded": "redundancy",
+    "Redundant": "redundancy",
 }
 
 QUIET = {"HealthCheckPassed", "WatchHealth"}
+NOTES_SHOWN = {"MessageRefused", "Degraded", "Redundant", "CheckpointLoaded"}
 
 
 def describe(rec: Record) -> str:
@@ -52,7 +55,7 @@ def timeline(
     """Rows of (ms from origin, phase, from, to, what, why), with the consumer's view merged in."""
     rows = []
     for rec in records:
-        if rec["name"] in QUIET or rec["kind"] == "note" and rec["name"] != "MessageRefused":
+        if rec["name"] in QUIET or (rec["kind"] == "note" and rec["name"] not in NOTES_SHOWN):
             continue
         rows.append(
             {

@@ -54,6 +54,7 @@ class VnfRuntime:
     manager: HAManager
     checkpoints: ck.CheckpointService
     store: DiskStore | None
+    degraded_seen: bool = False
 
 
 class Engine:
@@ -240,6 +241,7 @@ class Engine:
             self._ckpt(vnf, vnf.checkpoints.grant(cmd.vnfc, cmd.epoch))
         elif cmd.role == "standby":
             vnf.checkpoints.attach_standby(cmd.vnfc)
+            self._ckpt(vnf, [])
         link = self.links.get(cmd.vnfc)
         if not vnf.spec.sdk:
             # A plain process serves as soon as it runs; its health check already passed.
@@ -297,6 +299,19 @@ class Engine:
     # --- checkpoint data path -----------------------------------------------------------------
 
     def _ckpt(self, vnf: VnfRuntime, actions: list[ck.Action]) -> None:
+        """Carry out the checkpoint service's actions. The data path is not traced per write
+        (docs/adr/001); refusals and changes of redundancy (degraded or not) are."""
+        if vnf.checkpoints.degraded != vnf.degraded_seen:
+            vnf.degraded_seen = vnf.checkpoints.degraded
+            self.trace.record(
+                "note",
+                "Degraded" if vnf.degraded_seen else "Redundant",
+                src=f"ha:{vnf.spec.name}",
+                data={"version": vnf.checkpoints.version},
+                why="no standby holds the state; writes are acknowledged from the manager's replica"
+                if vnf.degraded_seen
+                else "a standby holds the state again",
+            )
         for action in actions:
             if isinstance(action, ck.Ack):
                 if link := self.links.get(action.vnfc):
@@ -422,6 +437,7 @@ class Engine:
             snap = vnf.manager.snapshot()
             snap["state"] = vnf.spec.state_mode
             snap["degraded"] = vnf.checkpoints.degraded
+            snap["checkpoint_version"] = vnf.checkpoints.version
             snap["error_open"] = vnf.spec.service.name in self.errors_open
             vnfs.append(snap)
         return {"deployment": self.deployment.name, "vnfs": vnfs, "escalations": self.escalations}
