@@ -109,7 +109,10 @@ def run(
         if deployment.state_dir
         else paths.default_state_dir(deployment.name)
     )
-    asyncio.run(_run(deployment, base_dir, state, trace))
+    try:
+        asyncio.run(_run(deployment, base_dir, state, trace))
+    except OSError as exc:
+        raise fail(f"{deployment.name}: {exc}") from None
 
 
 async def _run(

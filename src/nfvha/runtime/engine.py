@@ -13,8 +13,11 @@ import itertools
 import os
 import shutil
 import signal
+import socket
+import struct
 import sys
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +114,8 @@ class Engine:
     async def start(self) -> None:
         from nfvha.runtime.control import ControlServer  # the control API sits on top of us
 
+        if len(str(self.component_socket).encode()) >= 108:
+            raise OSError(f"socket path too long for AF_UNIX: {self.component_socket}")
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.component_socket.unlink()
@@ -158,8 +163,13 @@ class Engine:
         if len(self._queue) == 1:
             while self._queue:
                 name, ev = self._queue[0]
-                self._handle(name, ev)
-                self._queue.popleft()
+                try:
+                    self._handle(name, ev)
+                except Exception as exc:  # a bug must not stop the manager of every other VNF
+                    traceback.print_exc()
+                    self.trace.record("note", "InternalError", src=f"ha:{name}", why=repr(exc))
+                finally:
+                    self._queue.popleft()
 
     def _handle(self, vnf_name: str, event: m.Message) -> None:
         if self._stopping:
@@ -401,13 +411,26 @@ class Engine:
             raise ProtocolError("hello sent twice")
         if name not in self.owner:
             raise ProtocolError(f"unknown VNFC {name!r}")
-        if self.procs.pid_of(name) != pid:
-            raise ProtocolError(f"pid {pid} is not the process nfvha started for {name}")
+        if not self._belongs_to(name, writer):
+            raise ProtocolError(f"the peer (pid {pid}) is not a process nfvha started for {name}")
         if name in self.links:
             raise ProtocolError(f"{name} is already connected")
         link = self.links[name] = Link(name, writer)
         self.feed(self.owner[name], m.ComponentRegistered(vnfc=name))
         return link
+
+    def _belongs_to(self, name: str, writer: asyncio.StreamWriter) -> bool:
+        """The kernel's word (SO_PEERCRED), not the message's: is the peer in the VNFC's group?"""
+        leader = self.procs.pid_of(name)
+        sock = writer.get_extra_info("socket")
+        if leader is None or sock is None:
+            return False
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        peer_pid = struct.unpack("3i", creds)[0]
+        try:
+            return peer_pid == leader or os.getpgid(peer_pid) == leader
+        except ProcessLookupError:
+            return False
 
     # --- process exits, faults ----------------------------------------------------------------
 

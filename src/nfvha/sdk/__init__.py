@@ -119,7 +119,11 @@ class Component:
             self.assignment = Assignment(
                 msg["role"], msg["epoch"], host, int(port), bool(msg.get("reuse_port"))
             )
-            await self._on_role(self.assignment)
+            try:
+                await self._on_role(self.assignment)
+            except Exception as exc:  # e.g. the address is taken: the manager must know
+                self.report_error(f"could not take role {msg['role']}: {exc}")
+                return
             self._send("role_ok", role=msg["role"], epoch=msg["epoch"])
 
     def _resolve(self, req: int, error: Exception | None) -> None:
