@@ -3,11 +3,12 @@
 Kinds: ``sdk`` (a ping answered by the component's SDK), ``udp`` (send a datagram, expect an
 answer starting with a prefix), ``tcp`` (a connection is accepted), ``exec`` (a command exits 0).
 
-Timing is a heartbeat's, as keepalived's master-down timer: a probe is sent every interval
-whatever the previous one is doing, and a miss is counted at every whole interval without a
-good answer since the last one. With threshold k the manager therefore hears the k-th miss
-k x interval after the last good answer, so a hang is found within k x interval of itself,
-not k x interval after the next probe. Every miss is reported; a pass is reported when it is
+Timing is a heartbeat's, as keepalived's master-down timer: a miss is counted at every whole
+interval without a good answer since the last one. Probes go out twice per interval, whatever
+the previous one is doing, so that an answer a little later than the last one does not make a
+miss: a miss means a whole interval of silence. With threshold k the manager hears the k-th
+miss k x interval after the last good answer, so a hang is found within k x interval of
+itself, not k x interval after the next probe. Every miss is reported; a pass is reported when it is
 the first result or follows a miss, so the manager sees every change without a record per tick.
 """
 
@@ -50,14 +51,15 @@ class HealthMonitor:
 
     async def _loop(self) -> None:
         interval = self.spec.interval_ms / 1000
+        period = interval / 2
         self._last_good = next_probe = time.monotonic()
         while True:
             now = time.monotonic()
             if now >= next_probe:
                 self._launch()
-                next_probe += interval
-                if now - next_probe > interval:  # we were descheduled: do not burst
-                    next_probe = now + interval
+                next_probe += period
+                if now - next_probe > period:  # we were descheduled: do not burst
+                    next_probe = now + period
             deadline = self._last_good + (self._misses + 1) * interval
             if now >= deadline:
                 self._misses += 1
