@@ -10,15 +10,29 @@ from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Message:
-    vnfc: str
+class Traced:
+    """Anything a manager receives or issues: it has a name and flat fields for the trace."""
 
     @property
     def name(self) -> str:
         return type(self).__name__
 
+    @property
+    def subject(self) -> str:
+        """The entity it is about (a VNFC, VM or host name)."""
+        raise NotImplementedError
+
     def fields(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message(Traced):
+    vnfc: str
+
+    @property
+    def subject(self) -> str:
+        return self.vnfc
 
 
 # --- events: what the runtime observed --------------------------------------------------------

@@ -1,0 +1,372 @@
+"""The VIM of one site: hosts and VMs, fencing, VM repair, alarms, and correlation of failures.
+
+Rules (design brief 3, 4, 6; tests in tests/test_core_vim.py):
+
+1. Fence before restart elsewhere. The VMs of a failed host are started again (here or on
+   another host) only after the host is confirmed fenced; a failed VM only after its guest is
+   confirmed cleaned up. If fencing fails, nothing is restarted and a critical alarm is raised.
+2. Coordination, not interference. Every VM failure is notified to the VNFM of the VNF it hosts.
+   In ``negotiation`` mode the VM is restarted only when the VNFM consents (an error report from
+   the VNFM on that VM counts as consent: it asked for the repair). In ``auto`` mode the VIM applies
+   the VNF's configured action without asking. Either way the VIM never touches VNFC roles.
+3. Handled once. A VM already failed is not failed again, whoever reports it.
+4. Correlation. Failures or error reports on two different VMs of one host within the
+   correlation window mean the host is at fault: the host is fenced and repaired, and all its
+   VMs with it, instead of each VM on its own.
+5. Anti-affinity. A VM restarted away from its failed host goes to an up host that runs no
+   other VM of the same VNF, if there is one; otherwise it waits for its host to come back.
+
+Theory of operation: events carry the current monotonic time; ``handle`` returns commands and
+one sentence of why. Detection (heartbeats, exits seen by host agents) is the runtime's; the
+decisions are here.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from nfvha.core.ha import Decision
+from nfvha.core.messages import Traced
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmMsg(Traced):
+    vm: str
+
+    @property
+    def subject(self) -> str:
+        return self.vm
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostMsg(Traced):
+    host: str
+
+    @property
+    def subject(self) -> str:
+        return self.host
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmFailed(VmMsg):
+    """Seen by the NFVI: the guest exited (``exit``) or its heartbeat stopped (``heartbeat``)."""
+
+    cause: Literal["exit", "heartbeat"]
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmErrorReport(VmMsg):
+    """From a VNFM: repairing inside this VM did not help (escalation, use case 9)."""
+
+    vnfm: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepairConsent(VmMsg):
+    vnfm: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmCleanedUp(VmMsg):
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmUp(VmMsg):
+    host: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostFailed(HostMsg):
+    cause: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostFenced(HostMsg):
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostUp(HostMsg):
+    pass
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alarm(Traced):
+    entity: str
+    severity: Literal["critical", "major", "cleared"]
+    text: str
+
+    @property
+    def subject(self) -> str:
+        return self.entity
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CleanupVm(VmMsg):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FenceHost(HostMsg):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartHost(HostMsg):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartVm(VmMsg):
+    host: str
+    restore: bool  # True: from its last snapshot (its disk as it was); False: initial state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifyVmFailed(VmMsg):
+    """To the VNFM of the VNF on the VM; in negotiation mode also a request for consent."""
+
+    vnf: str
+    host: str
+    reason: str
+    consent_needed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifyVmRepaired(VmMsg):
+    vnf: str
+    host: str
+
+
+TO_VNFM = (NotifyVmFailed, NotifyVmRepaired)
+
+# --- state --------------------------------------------------------------------------------------
+
+
+class VmLife(StrEnum):
+    UP = "up"
+    FAILED = "failed"  # isolation (cleanup or fencing) and consent pending
+    STARTING = "starting"
+
+
+class HostLife(StrEnum):
+    UP = "up"
+    FENCING = "fencing"
+    DOWN = "down"  # fenced; being restarted
+    FENCE_FAILED = "fence-failed"
+
+
+@dataclass(frozen=True, slots=True)
+class VmSpec:
+    name: str
+    host: str
+    vnf: str
+    repair: Literal["negotiation", "auto"] = "negotiation"
+    action: Literal["restart", "restart_from_snapshot"] = "restart_from_snapshot"
+
+
+@dataclass(slots=True)
+class VmState:
+    spec: VmSpec
+    host: str
+    life: VmLife = VmLife.UP
+    isolated: bool = False
+    consent: bool = False
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class Vim:
+    hosts: dict[str, HostLife]
+    vms: dict[str, VmState]
+    correlation_window_s: float = 10.0
+    recent: dict[str, deque[tuple[float, str]]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, hosts: list[str], vms: list[VmSpec], correlation_window_s: float) -> Vim:
+        return cls(
+            {h: HostLife.UP for h in hosts},
+            {v.name: VmState(v, v.host) for v in vms},
+            correlation_window_s,
+        )
+
+    def handle(self, event: Traced, now: float) -> Decision:
+        handler = getattr(self, f"_on_{event.name}", None)
+        if handler is None:
+            raise ValueError(f"VIM: no rule for {event.name}")
+        return handler(event, now)
+
+    # --- VM failures ----------------------------------------------------------------------------
+
+    def _on_VmFailed(self, e: VmFailed, now: float) -> Decision:
+        return self._vm_failure(e.vm, f"VM {e.cause}: {e.detail}".rstrip(": "), now, reporter=None)
+
+    def _on_VmErrorReport(self, e: VmErrorReport, now: float) -> Decision:
+        return self._vm_failure(e.vm, f"error report from {e.vnfm}: {e.reason}", now, e.vnfm)
+
+    def _vm_failure(self, name: str, reason: str, now: float, reporter: str | None) -> Decision:
+        vm = self.vms[name]
+        if reporter is not None:
+            vm.consent = True  # the VNFM asked for this repair
+        if vm.life is not VmLife.UP:
+            return Decision((), f"{name} {reason}; already {vm.life}, handled once")
+        suspects = self._correlate(vm.host, name, now)
+        if len(suspects) >= 2 and self.hosts[vm.host] is HostLife.UP:
+            why = f"{', '.join(sorted(suspects))} of {vm.host} failed within the window"
+            return self._fail_host(vm.host, why)
+        commands: list[Traced] = [
+            Alarm(entity=name, severity="major", text=reason),
+            *self._vm_down(vm, reason, reporter),
+            CleanupVm(vm=name),
+        ]
+        return Decision(
+            tuple(commands), f"{name} failed ({reason}); isolating it before any repair"
+        )
+
+    def _correlate(self, host: str, vm: str, now: float) -> set[str]:
+        window = self.recent.setdefault(host, deque())
+        window.append((now, vm))
+        while window and now - window[0][0] > self.correlation_window_s:
+            window.popleft()
+        return {v for _, v in window}
+
+    def _vm_down(self, vm: VmState, reason: str, reporter: str | None) -> list[Traced]:
+        vm.life, vm.isolated, vm.reason = VmLife.FAILED, False, reason
+        negotiate = vm.spec.repair == "negotiation"
+        if not negotiate:
+            vm.consent = True
+        if reporter is not None:
+            return []  # the VNFM knows: it reported it
+        return [
+            NotifyVmFailed(
+                vm=vm.spec.name,
+                vnf=vm.spec.vnf,
+                host=vm.host,
+                reason=reason,
+                consent_needed=negotiate and not vm.consent,
+            )
+        ]
+
+    def _on_VmCleanedUp(self, e: VmCleanedUp, now: float) -> Decision:
+        vm = self.vms[e.vm]
+        if vm.life is not VmLife.FAILED:
+            return Decision((), f"ignored cleanup result of {e.vm}: it is {vm.life}")
+        if not e.ok:
+            return self._fail_host(vm.host, f"{e.vm} could not be cleaned up ({e.detail})")
+        vm.isolated = True
+        return self._maybe_restart(vm, f"{e.vm} is isolated")
+
+    def _on_RepairConsent(self, e: RepairConsent, now: float) -> Decision:
+        vm = self.vms[e.vm]
+        vm.consent = True
+        if vm.life is not VmLife.FAILED:
+            return Decision((), f"consent for {e.vm} noted; it is {vm.life}")
+        return self._maybe_restart(vm, f"{e.vnfm} consents to repairing {e.vm}")
+
+    def _maybe_restart(self, vm: VmState, text: str) -> Decision:
+        if not vm.isolated:
+            return Decision((), f"{text}; waiting for its isolation")
+        if not vm.consent:
+            return Decision((), f"{text}; waiting for the VNFM's consent")
+        host = self._place(vm)
+        if host is None:
+            return Decision((), f"{text}; no host can take it, waiting for {vm.host}")
+        vm.life, vm.host = VmLife.STARTING, host
+        restore = vm.spec.action == "restart_from_snapshot"
+        return Decision(
+            (StartVm(vm=vm.spec.name, host=host, restore=restore),),
+            f"{text}; restarting it on {host}" + (" from its last snapshot" if restore else ""),
+        )
+
+    def _place(self, vm: VmState) -> str | None:
+        if self.hosts.get(vm.host) is HostLife.UP:
+            return vm.host
+        siblings = {v.host for v in self.vms.values() if v.spec.vnf == vm.spec.vnf and v is not vm}
+        for host, life in self.hosts.items():
+            if life is HostLife.UP and host not in siblings:
+                return host
+        return None
+
+    def _on_VmUp(self, e: VmUp, now: float) -> Decision:
+        vm = self.vms[e.vm]
+        vm.life, vm.host, vm.consent, vm.isolated = VmLife.UP, e.host, False, False
+        return Decision(
+            (
+                Alarm(entity=e.vm, severity="cleared", text=f"running on {e.host}"),
+                NotifyVmRepaired(vm=e.vm, vnf=vm.spec.vnf, host=e.host),
+            ),
+            f"{e.vm} is up again on {e.host}",
+        )
+
+    # --- host failures --------------------------------------------------------------------------
+
+    def _on_HostFailed(self, e: HostFailed, now: float) -> Decision:
+        if self.hosts[e.host] is not HostLife.UP:
+            return Decision((), f"{e.host} {e.cause}; already {self.hosts[e.host]}")
+        return self._fail_host(e.host, e.cause)
+
+    def _fail_host(self, host: str, reason: str) -> Decision:
+        self.hosts[host] = HostLife.FENCING
+        commands: list[Traced] = [Alarm(entity=host, severity="critical", text=reason)]
+        for vm in self._vms_on(host):
+            if vm.life is VmLife.UP:
+                commands += self._vm_down(vm, f"host {host} failed: {reason}", reporter=None)
+            else:
+                vm.life, vm.isolated = VmLife.FAILED, False
+        commands.append(FenceHost(host=host))
+        return Decision(tuple(commands), f"host {host} is at fault ({reason}); fencing it first")
+
+    def _on_HostFenced(self, e: HostFenced, now: float) -> Decision:
+        if not e.ok:
+            self.hosts[e.host] = HostLife.FENCE_FAILED
+            return Decision(
+                (Alarm(entity=e.host, severity="critical", text=f"fencing failed: {e.detail}"),),
+                f"{e.host} could not be fenced; none of its VMs is restarted anywhere",
+            )
+        self.hosts[e.host] = HostLife.DOWN
+        commands: list[Traced] = [StartHost(host=e.host)]
+        texts = [f"{e.host} fenced; repairing it"]
+        for vm in self._vms_on(e.host):
+            vm.isolated = True
+            decision = self._maybe_restart(vm, f"{vm.spec.name} isolated with its host")
+            commands += decision.commands
+            texts.append(decision.why)
+        return Decision(tuple(commands), "; ".join(texts))
+
+    def _on_HostUp(self, e: HostUp, now: float) -> Decision:
+        self.hosts[e.host] = HostLife.UP
+        self.recent.pop(e.host, None)
+        commands: list[Traced] = [Alarm(entity=e.host, severity="cleared", text="host is up")]
+        texts = [f"{e.host} is up"]
+        for vm in self.vms.values():
+            if vm.life is VmLife.FAILED and vm.isolated and vm.host == e.host:
+                decision = self._maybe_restart(vm, f"{vm.spec.name} was waiting for {e.host}")
+                commands += decision.commands
+                texts.append(decision.why)
+        return Decision(tuple(commands), "; ".join(texts))
+
+    def _vms_on(self, host: str) -> list[VmState]:
+        return [v for v in self.vms.values() if v.host == host]
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "hosts": {h: life.value for h, life in self.hosts.items()},
+            "vms": {
+                n: {"host": v.host, "vnf": v.spec.vnf, "state": v.life.value, "reason": v.reason}
+                for n, v in self.vms.items()
+            },
+        }

@@ -1,0 +1,120 @@
+"""The VIM's rules: isolation before restart, consent, handled once, correlation, fencing."""
+
+from __future__ import annotations
+
+from nfvha.core import vim as v
+
+
+def build(repair: str = "negotiation", hosts: int = 3) -> v.Vim:
+    specs = [
+        v.VmSpec("vm-a1", "h1", "a", repair),  # type: ignore[arg-type]
+        v.VmSpec("vm-a2", "h2", "a", repair),  # type: ignore[arg-type]
+        v.VmSpec("vm-b1", "h1", "b", repair),  # type: ignore[arg-type]
+    ]
+    return v.Vim.build([f"h{i + 1}" for i in range(hosts)], specs, correlation_window_s=10)
+
+
+def kinds(commands) -> list[str]:
+    return [c.name for c in commands]
+
+
+def test_vm_crash_notifies_isolates_and_waits_for_consent() -> None:
+    vim = build()
+    d = vim.handle(v.VmFailed(vm="vm-a1", cause="exit"), 1.0)
+    assert kinds(d.commands) == ["Alarm", "NotifyVmFailed", "CleanupVm"]
+    notify = d.commands[1]
+    assert notify.vnf == "a" and notify.consent_needed
+    assert vim.handle(v.VmCleanedUp(vm="vm-a1", ok=True), 1.1).commands == ()
+    d = vim.handle(v.RepairConsent(vm="vm-a1", vnfm="vnfm"), 1.2)
+    assert d.commands == (v.StartVm(vm="vm-a1", host="h1", restore=True),)
+    d = vim.handle(v.VmUp(vm="vm-a1", host="h1"), 2.0)
+    assert v.NotifyVmRepaired(vm="vm-a1", vnf="a", host="h1") in d.commands
+
+
+def test_consent_before_cleanup_still_waits_for_isolation() -> None:
+    vim = build()
+    vim.handle(v.VmFailed(vm="vm-a1", cause="heartbeat"), 1.0)
+    assert vim.handle(v.RepairConsent(vm="vm-a1", vnfm="vnfm"), 1.1).commands == ()
+    d = vim.handle(v.VmCleanedUp(vm="vm-a1", ok=True), 1.2)
+    assert kinds(d.commands) == ["StartVm"]
+
+
+def test_auto_mode_restarts_without_asking() -> None:
+    vim = build("auto")
+    d = vim.handle(v.VmFailed(vm="vm-a1", cause="exit"), 1.0)
+    assert not d.commands[1].consent_needed
+    d = vim.handle(v.VmCleanedUp(vm="vm-a1", ok=True), 1.1)
+    assert kinds(d.commands) == ["StartVm"]
+
+
+def test_error_report_from_the_vnfm_is_consent_and_is_not_echoed_back() -> None:
+    vim = build()
+    d = vim.handle(v.VmErrorReport(vm="vm-a1", vnfm="vnfm", reason="VNFC failed 4 times"), 1.0)
+    assert "NotifyVmFailed" not in kinds(d.commands)
+    d = vim.handle(v.VmCleanedUp(vm="vm-a1", ok=True), 1.1)
+    assert kinds(d.commands) == ["StartVm"]
+
+
+def test_the_same_vm_failure_is_handled_once() -> None:
+    vim = build()
+    vim.handle(v.VmFailed(vm="vm-a1", cause="exit"), 1.0)
+    assert vim.handle(v.VmFailed(vm="vm-a1", cause="heartbeat"), 1.1).commands == ()
+    d = vim.handle(v.VmErrorReport(vm="vm-a1", vnfm="vnfm", reason="x"), 1.2)
+    assert d.commands == ()
+
+
+def test_two_vms_of_one_host_mean_the_host_is_fenced_first() -> None:
+    vim = build()
+    vim.handle(v.VmFailed(vm="vm-a1", cause="exit"), 1.0)
+    d = vim.handle(v.VmErrorReport(vm="vm-b1", vnfm="vnfm-b", reason="repeated"), 2.0)
+    assert kinds(d.commands)[-1] == "FenceHost" and d.commands[-1].host == "h1"
+    assert not any(isinstance(c, v.StartVm) for c in d.commands)
+    d = vim.handle(v.HostFenced(host="h1", ok=True), 2.5)
+    starts = [c for c in d.commands if isinstance(c, v.StartVm)]
+    assert v.StartHost(host="h1") in d.commands
+    # vm-b1 asked for (consent); vm-a1 still waits for its VNFM's consent
+    assert [s.vm for s in starts] == ["vm-b1"]
+    assert all(s.host != "h1" for s in starts)
+
+
+def test_failures_outside_the_window_are_not_correlated() -> None:
+    vim = build()
+    vim.handle(v.VmFailed(vm="vm-a1", cause="exit"), 1.0)
+    d = vim.handle(v.VmFailed(vm="vm-b1", cause="exit"), 20.0)
+    assert "FenceHost" not in kinds(d.commands)
+
+
+def test_host_failure_restarts_vms_elsewhere_with_anti_affinity() -> None:
+    vim = build("auto")
+    d = vim.handle(v.HostFailed(host="h1", cause="heartbeat lost"), 1.0)
+    assert sorted(c.vm for c in d.commands if isinstance(c, v.NotifyVmFailed)) == ["vm-a1", "vm-b1"]
+    assert not any(isinstance(c, v.StartVm) for c in d.commands), "restart before fencing"
+    d = vim.handle(v.HostFenced(host="h1", ok=True), 1.5)
+    placed = {c.vm: c.host for c in d.commands if isinstance(c, v.StartVm)}
+    assert placed["vm-a1"] == "h3"  # h2 already runs vm-a2 of the same VNF
+    assert placed["vm-b1"] in ("h2", "h3")
+
+
+def test_failed_fencing_restarts_nothing() -> None:
+    vim = build("auto")
+    vim.handle(v.HostFailed(host="h1", cause="heartbeat lost"), 1.0)
+    d = vim.handle(v.HostFenced(host="h1", ok=False, detail="agent unreachable"), 1.5)
+    assert kinds(d.commands) == ["Alarm"]
+    assert vim.snapshot()["hosts"]["h1"] == "fence-failed"  # type: ignore[index]
+
+
+def test_vm_without_a_free_host_waits_for_its_own() -> None:
+    vim = build("auto", hosts=2)
+    vim.handle(v.HostFailed(host="h1", cause="heartbeat lost"), 1.0)
+    d = vim.handle(v.HostFenced(host="h1", ok=True), 1.5)
+    placed = {c.vm: c.host for c in d.commands if isinstance(c, v.StartVm)}
+    assert "vm-a1" not in placed  # h2 holds its sibling, h1 is down
+    d = vim.handle(v.HostUp(host="h1"), 3.0)
+    assert v.StartVm(vm="vm-a1", host="h1", restore=True) in d.commands
+
+
+def test_failed_vm_cleanup_escalates_to_the_host() -> None:
+    vim = build()
+    vim.handle(v.VmFailed(vm="vm-a1", cause="heartbeat"), 1.0)
+    d = vim.handle(v.VmCleanedUp(vm="vm-a1", ok=False, detail="stuck"), 1.1)
+    assert d.commands[-1] == v.FenceHost(host="h1")
