@@ -22,10 +22,14 @@ class ProbeError(ValueError):
 
 
 def parse_target(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if parts.scheme != "udp" or not parts.hostname or not parts.port:
-        raise ProbeError(f"expected udp://HOST:PORT, got {url!r}")
-    return parts.hostname, parts.port
+    try:
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme, parts.hostname, parts.port  # .port may raise
+    except ValueError:
+        scheme = host = port = None
+    if scheme != "udp" or not host or not port:
+        raise ProbeError(f"expected udp://HOST:PORT with a port in 1..65535, got {url!r}")
+    return host, port
 
 
 @dataclass(slots=True)

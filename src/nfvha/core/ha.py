@@ -12,6 +12,10 @@ Rules (design brief 1, 2, 5, 6; each has tests in tests/test_core_ha.py):
    ``ReportError``; when an active confirms again it gets ``ClearError``.
 5. Escalation. More than ``restart_max`` failures of a VNFC within ``restart_probation_s``:
    the VNFC is not restarted again and the VNFM gets ``Escalate``.
+6. A VM failure (``VmLost``, relayed by the VNFM from the VIM) isolates the VNFCs on it; it
+   causes at most the one failover their loss calls for, never a second one, and their repair
+   waits for ``VmRestored``. A VM failure is not the VNFC's fault: it does not count towards
+   the VNFC's escalation, and a repaired VM clears the count.
 
 Theory of operation: every VNFC has a life (stopped, starting, running, failed = being cleaned
 up, escalated) and a role (none, active, standby, spare). The runtime feeds events with the
@@ -66,6 +70,7 @@ class VnfcState:
     misses: int = 0
     escalate: bool = False
     last_failure: str = ""
+    vm_down: bool = False  # its VM failed: no restart until the VIM has repaired it
 
 
 @dataclass(slots=True)
@@ -178,6 +183,36 @@ class HAManager:
         moved = f"; {successor} takes over" if successor else ""
         return Decision(tuple(commands), f"{c.name} isolated{moved}; {repair_text}")
 
+    def _on_VmLost(self, c: VnfcState, e: m.VmLost, now: float) -> Decision:
+        already = c.vm_down
+        c.vm_down = True
+        if c.name in self.awaiting_recovery:
+            self.awaiting_recovery.remove(c.name)
+        if c.life in (Life.STARTING, Life.RUNNING):
+            # Not the VNFC's fault: no escalation count. Gone with its VM, so already isolated.
+            c.life = Life.FAILED
+            c.last_failure = f"its VM {e.vm} failed"
+            commands = [
+                m.WatchHealth(vnfc=c.name, on=False),
+                *self._service_loss(c, c.role is Role.ACTIVE, c.last_failure),
+            ]
+            done = self._on_CleanupDone(c, m.CleanupDone(vnfc=c.name, ok=True), now)
+            return Decision(tuple(commands) + done.commands, f"VM {e.vm} lost: {done.why}")
+        if c.life is Life.FAILED:
+            done = self._on_CleanupDone(c, m.CleanupDone(vnfc=c.name, ok=True), now)
+            return Decision(
+                done.commands, f"VM {e.vm} lost, which confirms the isolation: {done.why}"
+            )
+        state = "already known" if already else f"{c.name} waits for it"
+        return Decision((), f"VM {e.vm} lost; {state}; no second failover")
+
+    def _on_VmRestored(self, c: VnfcState, e: m.VmRestored, now: float) -> Decision:
+        c.vm_down = False
+        c.intensity.failures.clear()  # the wider fault zone was repaired: count afresh
+        if c.life in (Life.STOPPED, Life.ESCALATED):
+            return Decision((self._start(c),), f"VM {e.vm} is back; restarting {c.name} on it")
+        return Decision((), f"VM {e.vm} is back; {c.name} is {c.life}")
+
     def _on_RoleConfirmed(self, c: VnfcState, e: m.RoleConfirmed, now: float) -> Decision:
         stale = c.role != e.role or (e.role == Role.ACTIVE and e.epoch != self.epoch)
         if stale or c.life is not Life.RUNNING:
@@ -193,6 +228,7 @@ class HAManager:
             texts.append("error cleared")
         if self.awaiting_recovery:
             names, self.awaiting_recovery = self.awaiting_recovery, []
+            names = [n for n in names if not self.vnfcs[n].vm_down]
             commands += [self._start(self.vnfcs[n]) for n in names]
             texts.append(f"now repairing {', '.join(names)}")
         return Decision(tuple(commands), "; ".join(texts))
@@ -211,12 +247,15 @@ class HAManager:
             m.WatchHealth(vnfc=c.name, on=False),
             m.Cleanup(vnfc=c.name, grace_s=grace),
         ]
-        if was_serving and not self._serving_actives() and not self.service_down_reported:
-            self.service_down_reported = True
-            commands.append(
-                m.ReportError(vnfc=c.name, service=self.vnf.service.name, reason=reason)
-            )
+        commands += self._service_loss(c, was_serving, reason)
         return Decision(tuple(commands), f"{c.name} {reason}; isolating it before any role moves")
+
+    def _service_loss(self, c: VnfcState, was_serving: bool, reason: str) -> list[m.Message]:
+        """Rule 4: report the interruption once, when the last serving active is lost."""
+        if not was_serving or self._serving_actives() or self.service_down_reported:
+            return []
+        self.service_down_reported = True
+        return [m.ReportError(vnfc=c.name, service=self.vnf.service.name, reason=reason)]
 
     def _failover(self, failed: VnfcState) -> tuple[str | None, list[m.Message]]:
         """Pick the successor of a failed (now isolated) active."""
@@ -234,6 +273,8 @@ class HAManager:
         return None, []
 
     def _repair(self, c: VnfcState, waiting_for: str | None) -> tuple[list[m.Message], str]:
+        if c.vm_down:
+            return [], f"{c.name} is restarted once its VM is repaired"
         if c.escalate:
             c.life = Life.ESCALATED
             reason = f"failed {c.intensity.count} times within {c.intensity.probation_s:g} s"

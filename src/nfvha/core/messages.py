@@ -89,6 +89,21 @@ class RoleConfirmed(Message):
     epoch: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmLost(Message):
+    """From the VNFM, relaying the VIM: the VM of this VNFC failed. The VNFC is isolated with
+    it; its repair waits for the VM (use cases 2, 4, 6, 8)."""
+
+    vm: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmRestored(Message):
+    """From the VNFM, relaying the VIM: the VM of this VNFC is running again."""
+
+    vm: str
+
+
 # --- commands: what a manager asks the drivers (or another manager) to do ---------------------
 
 
@@ -149,6 +164,8 @@ EVENTS = (
     ErrorReported,
     CleanupDone,
     RoleConfirmed,
+    VmLost,
+    VmRestored,
 )
 EVENT_NAMES = {cls.__name__ for cls in EVENTS}
 # Commands that leave the HA manager for another manager rather than a driver.

@@ -56,13 +56,27 @@ class ProcessDriver:
         self._log_dir = log_dir
         self.children: dict[str, Child] = {}
         self._starting: set[str] = set()
+        self._pending: set[asyncio.Task[int]] = set()
+        self._closing = False
         become_subreaper()
 
     async def spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> int:
-        """Start ``argv`` in a new session; fork/exec runs in a thread so the loop keeps serving."""
+        """Start ``argv`` in a new session; fork/exec runs in a thread so the loop keeps serving.
+
+        The start runs to its end even if the caller is cancelled, and ``shutdown`` waits for
+        it, so a process started while the deployment stops is stopped too, never left behind.
+        """
+        if self._closing:
+            raise OSError("the deployment is stopping")
         if name in self.children or name in self._starting:
             raise OSError(f"{name} is already running")
         self._starting.add(name)
+        task = asyncio.get_running_loop().create_task(self._spawn(name, argv, env, cwd))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return await asyncio.shield(task)
+
+    async def _spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> int:
         try:
             popen = await asyncio.to_thread(self._popen, name, argv, env, cwd)
         finally:
@@ -149,6 +163,8 @@ class ProcessDriver:
             await asyncio.sleep(0.001)
 
     async def shutdown(self, grace_s: float) -> None:
+        self._closing = True
+        await asyncio.gather(*self._pending, return_exceptions=True)
         names = list(self.children)
         await asyncio.gather(*(self.cleanup(n, grace_s) for n in names))
 

@@ -1,0 +1,44 @@
+"""Isolation of every integration test: its own runtime dir (sockets), and no process left
+behind, even when the test fails."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import kill_and_reap, processes_of
+
+# Unix socket paths are limited to 107 bytes: RUNTIME/<deployment>/components.sock must fit.
+_SOCKET_TAIL = len("/it-xxxxxxxx/components.sock")
+
+
+@pytest.fixture(autouse=True)
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """NFVHA_RUNTIME_DIR for this test only; at teardown, any process whose environment points
+    into it (a VNFC, an `nfvha run`, a probe) is killed and reaped, and the test errors."""
+    wanted = tmp_path / "rt"
+    short = None
+    if len(str(wanted)) + _SOCKET_TAIL > 100:
+        short = Path(tempfile.mkdtemp(prefix="nfvha-it-"))
+        wanted = short / "rt"
+    wanted.mkdir()
+    monkeypatch.setenv("NFVHA_RUNTIME_DIR", str(wanted))
+    yield wanted
+    leftovers = processes_of(wanted)
+    kill_and_reap(leftovers)
+    if short is not None:
+        shutil.rmtree(short, ignore_errors=True)
+    if leftovers:
+        pytest.fail(f"processes left behind by the test (killed now): {leftovers}")
+
+
+@pytest.fixture
+def nfvha_runs(runtime_dir: Path):
+    """Collects the `nfvha run` processes a test starts; stops them all at teardown."""
+    runs = []
+    yield runs
+    for run in runs:
+        run.close()
