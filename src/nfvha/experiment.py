@@ -112,15 +112,16 @@ async def run_faults(
             answers = _read_answers(answers_path)
         finally:
             await engine.shutdown()
+    ends = [t for _, t in injected[1:]] + [None]
     outcomes = [
         FaultOutcome(
             fault,
             target,
             t,
             *_consumer_view(answers, t),
-            phases_ms=phases(trace.records, t, target),
+            phases_ms=phases(trace.records, t, target, until_ns=end),
         )
-        for target, t in injected
+        for (target, t), end in zip(injected, ends, strict=True)
     ]
     return Experiment(deployment.name, vnf.redundancy.model, probe_result, outcomes, trace.records)
 
@@ -200,13 +201,18 @@ PHASE_MARKS = (
 )
 
 
-def phases(records: list[Record], fault_ns: int, target: str) -> dict[str, float]:
-    """Milliseconds from the fault to each phase mark, read from the trace in order."""
+def phases(
+    records: list[Record], fault_ns: int, target: str, until_ns: int | None = None
+) -> dict[str, float]:
+    """Milliseconds from the fault to each phase mark, read from the trace in order, up to the
+    next fault. Without redundancy the restart is the recovery: there is no separate repair."""
     out: dict[str, float] = {}
     start = bisect.bisect_left([r["t"] for r in records], fault_ns)
     marks = iter(PHASE_MARKS)
     name, match = next(marks)
     for rec in records[start:]:
+        if until_ns is not None and rec["t"] >= until_ns:
+            break
         if match(rec, target):
             out[name] = round((rec["t"] - fault_ns) / 1e6, 3)
             try:
