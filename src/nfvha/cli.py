@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import datetime
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -230,9 +231,10 @@ def print_timeline(rows: list[dict[str, Any]]) -> None:
 # --- faults ------------------------------------------------------------------------------------
 
 
-def _fault(kind: str, vnfc: str, socket: Path | None) -> None:
-    answer = call(socket, {"op": "fault", "kind": kind, "vnfc": vnfc})
-    console.print(f"{kind}: {answer['vnfc']} (pid {answer['pid']})", highlight=False)
+def _fault(kind: str, target: str, socket: Path | None) -> None:
+    answer = call(socket, {"op": "fault", "kind": kind, "target": target})
+    pid = f" (pid {answer['pid']})" if "pid" in answer else ""
+    console.print(f"{kind}: {target}{pid}", highlight=False)
 
 
 @fault_app.command("kill")
@@ -249,6 +251,75 @@ def fault_hang(
 ) -> None:
     """Hang a VNFC: SIGSTOP; only its health check can tell."""
     _fault("hang", vnfc, socket)
+
+
+@fault_app.command("crash-vm")
+def fault_crash_vm(
+    vm: Annotated[str, typer.Argument(help="VM name.")], socket: SocketOpt = None
+) -> None:
+    """Crash a VM: its guest agent and every VNFC in it die at once (cgroup.kill)."""
+    _fault("crash-vm", vm, socket)
+
+
+@fault_app.command("hang-vm")
+def fault_hang_vm(
+    vm: Annotated[str, typer.Argument(help="VM name.")], socket: SocketOpt = None
+) -> None:
+    """Hang a VM: freeze its guest and VNFCs (cgroup.freeze); only heartbeats tell."""
+    _fault("hang-vm", vm, socket)
+
+
+@fault_app.command("crash-host")
+def fault_crash_host(
+    host: Annotated[str, typer.Argument(help="Host name.")], socket: SocketOpt = None
+) -> None:
+    """Crash a host: its host agent, guests and VNFCs die at once; only heartbeats tell."""
+    _fault("crash-host", host, socket)
+
+
+@fault_app.command("flap")
+def fault_flap(
+    vnfc: Annotated[str, typer.Argument(help="VNFC name.")],
+    times: Annotated[int, typer.Option(min=1, help="How many kills.")] = 3,
+    every: Annotated[float, typer.Option(min=0.05, help="Seconds between kills.")] = 1.0,
+    socket: SocketOpt = None,
+) -> None:
+    """Kill a VNFC repeatedly (each time it is running again), to drive escalation."""
+    import time
+
+    for i in range(times):
+        if i:
+            time.sleep(every)
+        try:
+            _fault("kill", vnfc, socket)
+        except typer.Exit:
+            console.print(f"{vnfc} is not running (escalated or being repaired); stopping")
+            raise
+
+
+@app.command()
+def alarms(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    socket: SocketOpt = None,
+) -> None:
+    """The VIM's alarms and log: hosts and VMs failed, fenced, repaired."""
+    answer = call(socket, {"op": "status"})
+    nfvi = answer.get("nfvi")
+    if nfvi is None:
+        raise fail("this deployment has no hosts or VMs, so no VIM and no alarms")
+    if as_json:
+        print(json.dumps(nfvi, indent=2))
+        return
+    console.print(
+        "hosts: " + ", ".join(f"{h} {s}" for h, s in nfvi["hosts"].items()), highlight=False
+    )
+    for name, vm in nfvi["vms"].items():
+        console.print(f"  {name} on {vm['host']} ({vm['vnf']}): {vm['state']}", highlight=False)
+    table = Table("time", "entity", "severity", "text")
+    for alarm in nfvi["alarms"]:
+        stamp = datetime.fromtimestamp(alarm["t"]).strftime("%H:%M:%S.%f")[:-3]
+        table.add_row(stamp, alarm["entity"], alarm["severity"], alarm["text"])
+    console.print(table)
 
 
 # --- measure -----------------------------------------------------------------------------------

@@ -100,6 +100,29 @@ class Vnfc(Strict):
     name: Name
     command: Command
     env: dict[str, str] = {}
+    vm: Name | None = None  # with hosts declared: its VM (default: a VM of its own)
+
+
+class Repair(Strict):
+    """How the VIM repairs a failed VM of this VNF (design brief 4)."""
+
+    mode: Literal["negotiation", "auto"] = "negotiation"  # ask the VNFM first, or just act
+    action: Literal["restart", "restart_from_snapshot"] = "restart_from_snapshot"
+
+
+class Host(Strict):
+    name: Name
+
+
+class VmDecl(Strict):
+    name: Name
+    host: Name | None = None  # default: placed by the VIM with anti-affinity
+
+
+class Nfvi(Strict):
+    heartbeat_interval_ms: PositiveInt = 50
+    heartbeat_misses: PositiveInt = 3
+    correlation_window_s: PositiveFloat = 10.0
 
 
 class Vnf(Strict):
@@ -112,6 +135,7 @@ class Vnf(Strict):
     # (no redundancy, use case 3), or nowhere (stateless).
     state: Literal["replicated", "checkpoint", "none"] | None = None
     sdk: bool = True  # False: plain processes, supervised and health-checked only
+    repair: Repair = Repair()
 
     @model_validator(mode="after")
     def _consistent(self) -> Vnf:
@@ -156,6 +180,10 @@ class Deployment(Strict):
     name: Name
     vnfs: list[Vnf] = Field(min_length=1)
     state_dir: str | None = None  # checkpoints; default ~/.local/state/nfvha/NAME
+    # The NFVI: without hosts the VNFCs run as plain processes of this machine.
+    hosts: list[Host] = []
+    vms: list[VmDecl] = []
+    nfvi: Nfvi = Nfvi()
 
     @model_validator(mode="after")
     def _unique(self) -> Deployment:
@@ -166,7 +194,25 @@ class Deployment(Strict):
         addresses = [v.service.address for v in self.vnfs]
         if len(set(addresses)) != len(addresses):
             raise ValueError("two services share one address")
+        self._check_nfvi()
         return self
+
+    def _check_nfvi(self) -> None:
+        hosts = [h.name for h in self.hosts]
+        vms = [v.name for v in self.vms]
+        for label, names in (("host", hosts), ("VM", vms)):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{label} names must be unique, repeated: {', '.join(dupes)}")
+        if self.vms and not self.hosts:
+            raise ValueError("VMs are declared but no hosts: declare 'hosts' too")
+        for vm in self.vms:
+            if vm.host is not None and vm.host not in hosts:
+                raise ValueError(f"VM {vm.name} is placed on unknown host {vm.host!r}")
+        for vnf in self.vnfs:
+            for c in vnf.vnfcs:
+                if c.vm is not None and c.vm not in vms:
+                    raise ValueError(f"VNFC {c.name} is placed on unknown VM {c.vm!r}")
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

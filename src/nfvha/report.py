@@ -29,9 +29,27 @@ PHASES = {
     "Escalate": "escalation",
     "Degraded": "redundancy",
     "Redundant": "redundancy",
+    "VmFailed": "detection",
+    "HostFailed": "detection",
+    "NotifyVmFailed": "notification",
+    "VmLost": "isolation",
+    "RepairConsent": "consent",
+    "VmErrorReport": "escalation",
+    "CleanupVm": "isolation",
+    "VmCleanedUp": "isolation",
+    "FenceHost": "fencing",
+    "HostFenced": "fencing",
+    "StartHost": "repair",
+    "HostUp": "repair",
+    "StartVm": "repair",
+    "VmUp": "repair",
+    "NotifyVmRepaired": "repair",
+    "VmRestored": "repair",
+    "Alarm": "alarm",
 }
 
 QUIET = {"HealthCheckPassed", "WatchHealth"}
+SUBJECTS = ("vnfc", "vm", "host", "entity")
 NOTES_SHOWN = {"MessageRefused", "Degraded", "Redundant", "CheckpointLoaded"}
 
 
@@ -44,8 +62,10 @@ def describe(rec: Record) -> str:
         return f"assign {data['role']} to {data['vnfc']} (epoch {data['epoch']})"
     if name == "RoleConfirmed":
         return f"{data['vnfc']} confirms {data['role']}"
-    details = ", ".join(f"{k}={v}" for k, v in data.items() if k != "vnfc" and v not in ("", None))
-    subject = data.get("vnfc", rec.get("src", ""))
+    details = ", ".join(
+        f"{k}={v}" for k, v in data.items() if k not in SUBJECTS and v not in ("", None)
+    )
+    subject = next((data[k] for k in SUBJECTS if k in data), rec.get("src", ""))
     return f"{name} {subject}" + (f" ({details})" if details else "")
 
 

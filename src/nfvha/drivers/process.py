@@ -39,15 +39,12 @@ def describe_status(status: int, code: int) -> str:
 @dataclass(slots=True)
 class Child:
     name: str
-    popen: subprocess.Popen
+    pid: int
     pidfd: int
+    popen: subprocess.Popen | None = None  # None: started by a guest agent, watched from here
     exited: asyncio.Future[str] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
 
 
 class ProcessDriver:
@@ -81,11 +78,22 @@ class ProcessDriver:
             popen = await asyncio.to_thread(self._popen, name, argv, env, cwd)
         finally:
             self._starting.discard(name)
-        pidfd = os.pidfd_open(popen.pid)  # the child cannot be reaped before this: we reap it
-        child = Child(name, popen, pidfd)
+        self._watch(name, popen.pid, popen)  # our child: it cannot be reaped before this
+        return popen.pid
+
+    def adopt(self, name: str, pid: int) -> None:
+        """Watch a VNFC that a guest agent started (its parent reaps it; the pidfd still tells
+        us the moment it exits, and its process group is still ours to clean up)."""
+        try:
+            self._watch(name, pid, None)
+        except ProcessLookupError:
+            self._on_exit(name, pid, "exited before it could be watched")
+
+    def _watch(self, name: str, pid: int, popen: subprocess.Popen | None) -> None:
+        pidfd = os.pidfd_open(pid)
+        child = Child(name, pid, pidfd, popen)
         self.children[name] = child
         asyncio.get_running_loop().add_reader(pidfd, self._reap, child)
-        return popen.pid
 
     def _popen(
         self, name: str, argv: list[str], env: dict[str, str], cwd: Path
@@ -107,9 +115,10 @@ class ProcessDriver:
         try:
             info = os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED | os.WNOHANG)
             text = describe_status(info.si_status, info.si_code) if info else "exited"
-            child.popen.returncode = info.si_status if info else -1
+            if child.popen is not None:
+                child.popen.returncode = info.si_status if info else -1
         except ChildProcessError:
-            text = "exited (reaped elsewhere)"
+            text = "exited; its guest agent reaped it"  # not our child
         os.close(child.pidfd)
         self.children.pop(child.name, None)
         child.exited.set_result(text)

@@ -1,7 +1,8 @@
 """The operator's control socket of a running deployment: status, faults, trace.
 
 One JSON request per connection, one JSON answer: ``{"op": "status"}``,
-``{"op": "fault", "kind": "kill"|"hang"|"resume", "vnfc": NAME}``, ``{"op": "trace", "since": NS}``.
+``{"op": "fault", "kind": KIND, "target": NAME}`` (kill, hang, resume a VNFC; crash-vm,
+hang-vm a VM; crash-host a host), ``{"op": "trace", "since": NS}``.
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": TEXT}``.
 """
 
@@ -53,7 +54,8 @@ class ControlServer:
             return {"ok": True, "records": self.engine.trace.since(int(request.get("since", 0)))}
         if op == "fault":
             try:
-                return {"ok": True, **self.engine.inject(request["kind"], request["vnfc"])}
+                target = request.get("target", request.get("vnfc"))
+                return {"ok": True, **self.engine.inject(request["kind"], target)}
             except (KeyError, ProcessLookupError) as exc:
                 return {"ok": False, "error": str(exc.args[0]) if exc.args else repr(exc)}
         return {"ok": False, "error": f"unknown op {op!r}"}

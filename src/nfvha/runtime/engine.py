@@ -26,11 +26,17 @@ from typing import Any
 from nfvha.config import Deployment, Vnf
 from nfvha.core import checkpoint as ck
 from nfvha.core import messages as m
+from nfvha.core import vim as v
 from nfvha.core.ha import HAManager
+from nfvha.core.messages import Traced
+from nfvha.core.placement import Placement, plan
+from nfvha.core.vim import Vim, VmSpec
+from nfvha.core.vnfm import Vnfm
 from nfvha.drivers.health import HealthMonitor, network_probe
 from nfvha.drivers.process import ProcessDriver
 from nfvha.drivers.store import DiskStore
 from nfvha.runtime import paths
+from nfvha.runtime.nfvi import NfviRuntime
 from nfvha.runtime.trace import Trace
 from nfvha.sdk import ENV_ADDRESS, ENV_SOCKET, ENV_VNFC
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, decode_from_component, encode
@@ -84,6 +90,37 @@ class Engine:
         self._servers: list[asyncio.AbstractServer] = []
         for vnf in deployment.vnfs:
             self._add_vnf(vnf)
+        self.alarms: list[dict[str, Any]] = []
+        self.placement = plan(deployment)
+        self.vim: Vim | None = None
+        self.vnfm: Vnfm | None = None
+        self.nfvi: NfviRuntime | None = None
+        if self.placement is not None:
+            self._add_nfvi(self.placement)
+
+    def _add_nfvi(self, placement: Placement) -> None:
+        repair = {name: vnf.spec.repair for name, vnf in self.vnfs.items()}
+        specs = [
+            VmSpec(
+                vm,
+                host,
+                placement.vm_vnf[vm],
+                repair[placement.vm_vnf[vm]].mode,
+                repair[placement.vm_vnf[vm]].action,
+            )
+            for vm, host in placement.vm_host.items()
+        ]
+        nfvi = self.deployment.nfvi
+        self.vim = Vim.build(list(placement.hosts), specs, nfvi.correlation_window_s)
+        self.vnfm = Vnfm("vnfm", dict(placement.vnfc_vm), dict(self.owner))
+        self.nfvi = NfviRuntime(
+            self.deployment.name,
+            placement,
+            nfvi,
+            self.runtime_dir / "nfvi.sock",
+            report=lambda event: self.feed("vim", event),
+            note=lambda name, why: self.trace.record("note", name, src="nfvi", why=why),
+        )
 
     def _add_vnf(self, vnf: Vnf) -> None:
         store, epoch = None, 0
@@ -105,10 +142,18 @@ class Engine:
     # --- life of the engine -----------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.start()
+        """Start, serve until ``stop`` is set, then stop everything, also when starting fails
+        or is interrupted."""
+        starting = asyncio.ensure_future(self.start())
+        stopping = asyncio.ensure_future(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # raises if the start failed
+                await stopping
         finally:
+            starting.cancel()
+            stopping.cancel()
             await self.shutdown()
 
     async def start(self) -> None:
@@ -128,6 +173,9 @@ class Engine:
         self.trace.record(
             "note", "DeploymentStarted", src="nfvha", data={"name": self.deployment.name}
         )
+        if self.nfvi is not None:
+            await self.nfvi.start()
+            self.trace.record("note", "NfviUp", src="vim", data=self.vim.snapshot())
         now = time.monotonic()
         for name, vnf in self.vnfs.items():
             self._execute_all(name, vnf.manager.start(now), event=None)
@@ -142,6 +190,8 @@ class Engine:
             monitor.stop()
         grace = max(v.spec.policies.cleanup_grace_ms for v in self.vnfs.values()) / 1000
         await self.procs.shutdown(grace)
+        if self.nfvi is not None:
+            await self.nfvi.shutdown()
         for task in list(self._tasks):
             task.cancel()
         for server in self._servers:
@@ -157,9 +207,10 @@ class Engine:
 
     # --- events in ----------------------------------------------------------------------------
 
-    def feed(self, vnf_name: str, event: m.Message) -> None:
-        """Queue an observed event; events are handled strictly one after another."""
-        self._queue.append((vnf_name, event))
+    def feed(self, target: str, event: Traced) -> None:
+        """Queue an event for a manager: a VNF's name (its HA manager), "vnfm" or "vim".
+        Events are handled strictly one after another, in the order they were fed."""
+        self._queue.append((target, event))
         if len(self._queue) == 1:
             while self._queue:
                 name, ev = self._queue[0]
@@ -167,34 +218,74 @@ class Engine:
                     self._handle(name, ev)
                 except Exception as exc:  # a bug must not stop the manager of every other VNF
                     traceback.print_exc()
-                    self.trace.record("note", "InternalError", src=f"ha:{name}", why=repr(exc))
+                    self.trace.record("note", "InternalError", src=self.label(name), why=repr(exc))
                 finally:
                     self._queue.popleft()
 
-    def _handle(self, vnf_name: str, event: m.Message) -> None:
+    @staticmethod
+    def label(target: str) -> str:
+        return target if target in ("vim", "vnfm") else f"ha:{target}"
+
+    def _handle(self, target: str, event: Traced) -> None:
         if self._stopping:
             return
-        decision = self.vnfs[vnf_name].manager.handle(event, time.monotonic())
-        self._execute_all(vnf_name, decision, event)
+        if target == "vim":
+            manager: Any = self.vim
+        elif target == "vnfm":
+            manager = self.vnfm
+        else:
+            manager = self.vnfs[target].manager
+        decision = manager.handle(event, time.monotonic())
+        self._execute_all(target, decision, event)
 
-    def _execute_all(self, vnf_name: str, decision: Any, event: m.Message | None) -> None:
-        manager = f"ha:{vnf_name}"
+    def _execute_all(self, target: str, decision: Any, event: Traced | None) -> None:
+        label = self.label(target)
         if event is not None:
             self.trace.record(
                 "event",
                 event.name,
-                src=event.vnfc,
-                dst=manager,
+                src=event.subject,
+                dst=label,
                 data=event.fields(),
                 why=decision.why,
             )
         else:
-            self.trace.record("note", "ManagerStarted", src=manager, why=decision.why)
+            self.trace.record("note", "ManagerStarted", src=label, why=decision.why)
         for command in decision.commands:
-            dst = "vnfm" if isinstance(command, m.TO_VNFM) else command.vnfc
-            kind = "message" if isinstance(command, m.TO_VNFM) else "command"
-            self.trace.record(kind, command.name, src=manager, dst=dst, data=command.fields())
-            self._execute(vnf_name, command)
+            self._route(target, label, command)
+
+    def _route(self, target: str, label: str, cmd: Traced) -> None:
+        """A command goes to a driver; a message goes to another manager (and the trace)."""
+        to: str | None = None
+        if target == "vim":
+            if isinstance(cmd, v.Alarm):
+                self.alarms.append({"t": time.time(), **cmd.fields()})
+                self.trace.record("message", cmd.name, src=label, dst="operator", data=cmd.fields())
+                return
+            to = "vnfm" if isinstance(cmd, v.TO_VNFM) else None
+        elif target == "vnfm":
+            to = self.owner[cmd.vnfc] if isinstance(cmd, m.Message) else "vim"
+        elif isinstance(cmd, m.TO_VNFM):
+            self._bookkeep(target, cmd)
+            to = "vnfm"
+        if to is not None:
+            self.trace.record("message", cmd.name, src=label, dst=self.label(to), data=cmd.fields())
+            if to != "vnfm" or self.vnfm is not None:
+                self.feed(to, cmd)
+            return
+        self.trace.record("command", cmd.name, src=label, dst=cmd.subject, data=cmd.fields())
+        if target == "vim":
+            self.nfvi.execute(cmd)
+        else:
+            self._execute(target, cmd)
+
+    def _bookkeep(self, vnf_name: str, cmd: m.Message) -> None:
+        if isinstance(cmd, m.Escalate):
+            self.escalations.append({"vnf": vnf_name, **cmd.fields()})
+        elif isinstance(cmd, m.ReportError):
+            self.errors_open[cmd.service] = cmd.fields()
+        elif isinstance(cmd, m.ClearError):
+            self.errors_open.pop(cmd.service, None)
 
     # --- commands out -------------------------------------------------------------------------
 
@@ -209,12 +300,6 @@ class Engine:
             self._assign(vnf, cmd)
         elif isinstance(cmd, m.WatchHealth):
             self._watch(vnf, cmd.vnfc, cmd.on)
-        elif isinstance(cmd, m.Escalate):
-            self.escalations.append({"vnf": vnf_name, **cmd.fields()})
-        elif isinstance(cmd, m.ReportError):
-            self.errors_open[cmd.service] = cmd.fields()
-        elif isinstance(cmd, m.ClearError):
-            self.errors_open.pop(cmd.service, None)
 
     async def _start_vnfc(self, vnf: VnfRuntime, name: str) -> None:
         spec = next(c for c in vnf.spec.vnfcs if c.name == name)
@@ -230,7 +315,12 @@ class Engine:
             }
         )
         try:
-            pid = await self.procs.spawn(name, spec.command, env, self.base_dir)
+            vm = self.placement.vnfc_vm[name] if self.placement else None
+            if vm is None:
+                pid = await self.procs.spawn(name, spec.command, env, self.base_dir)
+            else:
+                pid = await self.nfvi.start_vnfc(vm, name, spec.command, env, self.base_dir)
+                self.procs.adopt(name, pid)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             self.feed(
@@ -437,12 +527,19 @@ class Engine:
     def _on_exit(self, name: str, pid: int, status: str) -> None:
         self.feed(self.owner[name], m.ProcessExited(vnfc=name, status=status))
 
-    def inject(self, kind: str, vnfc: str) -> dict[str, Any]:
-        if vnfc not in self.owner:
-            raise KeyError(f"no VNFC named {vnfc!r}")
-        pid = self.procs.signal(vnfc, FAULTS[kind])
-        self.trace.record("fault", kind, src="operator", dst=vnfc, data={"pid": pid})
-        return {"vnfc": vnfc, "pid": pid, "fault": kind}
+    def inject(self, kind: str, target: str) -> dict[str, Any]:
+        """Fault injection: kill/hang/resume a VNFC; crash-vm/hang-vm a VM; crash-host a host."""
+        if kind in FAULTS:
+            if target not in self.owner:
+                raise KeyError(f"no VNFC named {target!r}")
+            pid = self.procs.signal(target, FAULTS[kind])
+            self.trace.record("fault", kind, src="operator", dst=target, data={"pid": pid})
+            return {"vnfc": target, "pid": pid, "fault": kind}
+        if self.nfvi is None:
+            raise KeyError(f"fault {kind!r} needs hosts and VMs in the deployment")
+        answer = self.nfvi.inject(kind, target)
+        self.trace.record("fault", kind, src="operator", dst=target)
+        return answer
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -463,4 +560,8 @@ class Engine:
             snap["checkpoint_version"] = vnf.checkpoints.version
             snap["error_open"] = vnf.spec.service.name in self.errors_open
             vnfs.append(snap)
-        return {"deployment": self.deployment.name, "vnfs": vnfs, "escalations": self.escalations}
+        status = {"deployment": self.deployment.name, "vnfs": vnfs, "escalations": self.escalations}
+        if self.vim is not None:
+            status["nfvi"] = {**self.vim.snapshot(), "alarms": self.alarms[-50:]}
+            status["placement"] = dict(self.placement.vnfc_vm)
+        return status

@@ -30,7 +30,7 @@ class ProtocolError(ValueError):
     pass
 
 
-def encode(kind: str, **fields: Any) -> bytes:
+def encode(kind: str, /, **fields: Any) -> bytes:
     return (json.dumps({"t": kind, **fields}, separators=(",", ":")) + "\n").encode()
 
 

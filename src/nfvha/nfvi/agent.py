@@ -1,0 +1,120 @@
+"""Host and guest agents: small processes that make the NFVI real on one machine.
+
+    python -m nfvha.nfvi.agent host NAME SOCKET INTERVAL_MS
+    python -m nfvha.nfvi.agent guest NAME SOCKET INTERVAL_MS
+
+Both connect to the VIM's NFVI socket, say hello, and send a heartbeat every interval. A host
+agent starts guest agents (``start_vm``) inside the VM's cgroup and reports a guest's exit the
+moment its pidfd says so (``vm_exited``). A guest agent starts VNFCs (``start_vnfc``), each in
+its own session, and reaps them. Both stop when the VIM's connection goes away: a lost manager
+leaves no orphans. Messages are JSON lines (see ``nfvha.sdk.protocol.encode``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from nfvha.sdk.protocol import encode
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def in_cgroup(cgroup: str, argv: list[str]) -> list[str]:
+    """argv that first moves itself into ``cgroup`` (if any), then execs: no window outside."""
+    if not cgroup:
+        return argv
+    return ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, *argv]
+
+
+class Agent:
+    def __init__(self, kind: str, name: str, socket_path: str, interval_ms: int) -> None:
+        self.kind, self.name, self.socket_path = kind, name, socket_path
+        self.interval = interval_ms / 1000
+        self.children: dict[int, subprocess.Popen] = {}
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def run(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of our VNFCs come to us
+        reader, self.writer = await asyncio.open_unix_connection(self.socket_path)
+        self.send("hello", kind=self.kind, name=self.name, pid=os.getpid())
+        beat = asyncio.create_task(self._heartbeat())
+        try:
+            while line := await reader.readline():
+                self._dispatch(json.loads(line))
+        finally:
+            beat.cancel()
+
+    def send(self, kind: str, /, **fields: Any) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(encode(kind, **fields))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self.send("hb")
+            await asyncio.sleep(self.interval)
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        if msg["t"] == "start_vm" and self.kind == "host":
+            argv = [
+                sys.executable,
+                "-m",
+                "nfvha.nfvi.agent",
+                "guest",
+                msg["vm"],
+                self.socket_path,
+                str(int(self.interval * 1000)),
+            ]
+            self._spawn(in_cgroup(msg["cgroup"], argv), "vm", msg["vm"], {}, None)
+        elif msg["t"] == "start_vnfc" and self.kind == "guest":
+            self._spawn(msg["argv"], "vnfc", msg["vnfc"], msg["env"], msg["cwd"], msg["req"])
+
+    def _spawn(
+        self,
+        argv: list[str],
+        what: str,
+        name: str,
+        env: dict,
+        cwd: str | None,
+        req: int | None = None,
+    ) -> None:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                env=env or None,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=sys.stderr if what == "vm" else None,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.send(f"{what}_failed", name=name, req=req, reason=exc.strerror or str(exc))
+            return
+        self.children[proc.pid] = proc
+        pidfd = os.pidfd_open(proc.pid)
+        asyncio.get_running_loop().add_reader(pidfd, self._exited, proc, pidfd, what, name)
+        self.send(f"{what}_started", name=name, req=req, pid=proc.pid)
+
+    def _exited(self, proc: subprocess.Popen, pidfd: int, what: str, name: str) -> None:
+        asyncio.get_running_loop().remove_reader(pidfd)
+        os.close(pidfd)
+        status = proc.wait()
+        self.children.pop(proc.pid, None)
+        self.send(f"{what}_exited", name=name, pid=proc.pid, status=status)
+
+
+def main() -> None:
+    kind, name, socket_path, interval = sys.argv[1:5]
+    with contextlib.suppress(ConnectionError, FileNotFoundError, KeyboardInterrupt):
+        asyncio.run(Agent(kind, name, socket_path, int(interval)).run())
+
+
+if __name__ == "__main__":
+    main()

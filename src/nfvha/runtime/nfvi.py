@@ -1,0 +1,340 @@
+"""The VIM's hands and eyes on this machine: host and guest agents, cgroups, heartbeats.
+
+Contracts (each answered as an event to the VIM core):
+- ``fence_host`` / ``cleanup_vm``: ``cgroup.kill`` of the zone, then True only once the kernel
+  says the cgroup holds no process (``populated 0``).
+- ``start_host`` / ``start_vm``: the agent is started inside its cgroup; it is up when it has
+  said hello on the NFVI socket.
+- An agent silent for ``heartbeat_misses`` x ``heartbeat_interval`` is reported once (host or
+  VM failed by heartbeat); a guest's exit is reported by its host agent at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nfvha.config import Nfvi
+from nfvha.core import vim as v
+from nfvha.core.messages import Traced
+from nfvha.core.placement import Placement
+from nfvha.nfvi.agent import in_cgroup
+from nfvha.sdk.protocol import MAX_LINE, encode
+
+CGROUP2_MOUNTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+
+
+class NfviUnavailable(OSError):
+    pass
+
+
+class Cgroups:
+    """Fault zones as cgroup v2 directories: ROOT/HOST and ROOT/HOST/VM."""
+
+    def __init__(self, deployment: str) -> None:
+        mount = next(
+            (
+                m
+                for m in CGROUP2_MOUNTS
+                if (m / "cgroup.procs").exists() and (m / "cgroup.subtree_control").exists()
+            ),
+            None,
+        )
+        if mount is None:
+            raise NfviUnavailable("the NFVI needs a cgroup v2 hierarchy (none is mounted)")
+        self.root = mount / "nfvha" / deployment
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NfviUnavailable(f"cannot create {self.root}: {exc.strerror}") from None
+
+    def zone(self, host: str, vm: str | None = None) -> Path:
+        path = self.root / host / vm if vm else self.root / host
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @staticmethod
+    def kill(path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (path / "cgroup.kill").write_text("1")
+
+    @staticmethod
+    def freeze(path: Path, on: bool) -> None:
+        (path / "cgroup.freeze").write_text("1" if on else "0")
+
+    @staticmethod
+    def populated(path: Path) -> bool:
+        try:
+            return "populated 1" in (path / "cgroup.events").read_text()
+        except FileNotFoundError:
+            return False
+
+    async def kill_and_confirm(self, path: Path, timeout_s: float = 5.0) -> bool:
+        self.kill(path)
+        deadline = time.monotonic() + timeout_s
+        while self.populated(path):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.0005)
+        return True
+
+    async def remove(self) -> None:
+        await self.kill_and_confirm(self.root)
+        for path in sorted(self.root.rglob("*"), key=lambda p: -len(p.parts)):
+            if path.is_dir():
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        for path in (self.root, self.root.parent):  # the parent only if no other deployment
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+@dataclass(slots=True)
+class AgentLink:
+    kind: str
+    name: str
+    writer: asyncio.StreamWriter
+    last_beat: float
+    reported: bool = False
+
+
+class NfviRuntime:
+    def __init__(
+        self,
+        deployment: str,
+        placement: Placement,
+        spec: Nfvi,
+        socket_path: Path,
+        report: Callable[[Traced], None],
+        note: Callable[[str, str], None],
+    ) -> None:
+        self.placement, self.spec, self.socket_path = placement, spec, socket_path
+        self.report, self.note = report, note
+        self.vm_host = dict(placement.vm_host)
+        self.cgroups = Cgroups(deployment)
+        self.links: dict[tuple[str, str], AgentLink] = {}
+        self._hello: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._rpc: dict[int, asyncio.Future[int]] = {}
+        self._ids = itertools.count(1)
+        self._agents: list[subprocess.Popen] = []
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.booted = False
+
+    # --- life -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(
+            self._serve, self.socket_path, limit=MAX_LINE
+        )
+        self._spawn_task(self._watch_heartbeats())
+        await asyncio.gather(*(self._boot_host(h) for h in self.placement.hosts))
+        await asyncio.gather(*(self._boot_vm(vm, host) for vm, host in self.vm_host.items()))
+        self.booted = True
+
+    async def _boot_host(self, host: str) -> None:
+        waiter = self._expect("host", host)
+        self._spawn_agent("host", host, self.cgroups.zone(host))
+        await asyncio.wait_for(waiter, 30)
+
+    async def _boot_vm(self, vm: str, host: str) -> None:
+        waiter = self._expect("guest", vm)
+        self._send(("host", host), "start_vm", vm=vm, cgroup=str(self.cgroups.zone(host, vm)))
+        await asyncio.wait_for(waiter, 30)
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.cgroups.remove()
+        if self._server:
+            self._server.close()
+        for link in self.links.values():
+            link.writer.close()
+        for proc in self._agents:
+            with contextlib.suppress(ChildProcessError):
+                proc.wait(timeout=1)
+
+    # --- commands of the VIM --------------------------------------------------------------------
+
+    def execute(self, cmd: Traced) -> None:
+        if isinstance(cmd, v.CleanupVm):
+            self._spawn_task(self._cleanup_vm(cmd.vm))
+        elif isinstance(cmd, v.FenceHost):
+            self._spawn_task(self._fence(cmd.host))
+        elif isinstance(cmd, v.StartHost):
+            self._spawn_task(self._restart_host(cmd.host))
+        elif isinstance(cmd, v.StartVm):
+            self._spawn_task(self._restart_vm(cmd.vm, cmd.host))
+
+    async def _cleanup_vm(self, vm: str) -> None:
+        zone = self.cgroups.zone(self.vm_host[vm], vm)
+        with contextlib.suppress(OSError):
+            self.cgroups.freeze(zone, False)
+        ok = await self.cgroups.kill_and_confirm(zone)
+        self._forget("guest", vm)
+        self.report(v.VmCleanedUp(vm=vm, ok=ok, detail="" if ok else "cgroup still populated"))
+
+    async def _fence(self, host: str) -> None:
+        ok = await self.cgroups.kill_and_confirm(self.cgroups.zone(host))
+        self._forget("host", host)
+        for vm, h in self.vm_host.items():
+            if h == host:
+                self._forget("guest", vm)
+        self.report(v.HostFenced(host=host, ok=ok, detail="" if ok else "cgroup still populated"))
+
+    async def _restart_host(self, host: str) -> None:
+        await self._boot_host(host)
+        self.report(v.HostUp(host=host))
+
+    async def _restart_vm(self, vm: str, host: str) -> None:
+        self.vm_host[vm] = host
+        await self._boot_vm(vm, host)
+        self.report(v.VmUp(vm=vm, host=host))
+
+    # --- VNFCs ----------------------------------------------------------------------------------
+
+    async def start_vnfc(self, vm: str, name: str, argv: list[str], env: dict, cwd: Path) -> int:
+        if ("guest", vm) not in self.links:
+            raise OSError(f"VM {vm} is not running")
+        req = next(self._ids)
+        answer = asyncio.get_running_loop().create_future()
+        self._rpc[req] = answer
+        self._send(
+            ("guest", vm), "start_vnfc", req=req, vnfc=name, argv=argv, env=env, cwd=str(cwd)
+        )
+        try:
+            return await asyncio.wait_for(answer, 30)
+        finally:
+            self._rpc.pop(req, None)
+
+    # --- faults ---------------------------------------------------------------------------------
+
+    def inject(self, kind: str, target: str) -> dict[str, Any]:
+        if kind in ("crash-vm", "hang-vm"):
+            if target not in self.vm_host:
+                raise KeyError(f"no VM named {target!r}")
+            zone = self.cgroups.zone(self.vm_host[target], target)
+            self.cgroups.kill(zone) if kind == "crash-vm" else self.cgroups.freeze(zone, True)
+        elif kind == "crash-host":
+            if target not in self.placement.hosts:
+                raise KeyError(f"no host named {target!r}")
+            self.cgroups.kill(self.cgroups.zone(target))
+        else:
+            raise KeyError(f"unknown fault {kind!r}")
+        return {"target": target, "fault": kind}
+
+    # --- the agents' side -----------------------------------------------------------------------
+
+    def _spawn_agent(self, kind: str, name: str, zone: Path) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "nfvha.nfvi.agent",
+            kind,
+            name,
+            str(self.socket_path),
+            str(self.spec.heartbeat_interval_ms),
+        ]
+        proc = subprocess.Popen(
+            in_cgroup(str(zone), argv), stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        self._agents.append(proc)
+        pidfd = os.pidfd_open(proc.pid)
+        loop = asyncio.get_running_loop()
+
+        def reaped() -> None:  # reap only: a host's death is for its heartbeat to tell
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            proc.wait()
+            self._agents.remove(proc)
+
+        loop.add_reader(pidfd, reaped)
+
+    def _expect(self, kind: str, name: str) -> asyncio.Future[None]:
+        fut = asyncio.get_running_loop().create_future()
+        self._hello[(kind, name)] = fut
+        return fut
+
+    def _forget(self, kind: str, name: str) -> None:
+        link = self.links.pop((kind, name), None)
+        if link:
+            link.writer.close()
+
+    def _send(self, key: tuple[str, str], kind: str, **fields: Any) -> None:
+        link = self.links.get(key)
+        if link is None:
+            raise OSError(f"{key[0]} {key[1]} is not connected")
+        link.writer.write(encode(kind, **fields))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link: AgentLink | None = None
+        try:
+            while line := await reader.readline():
+                try:
+                    msg = json.loads(line)
+                    link = self._on_message(link, writer, msg)
+                except (ValueError, KeyError, TypeError) as exc:
+                    self.note("MessageRefused", f"from an NFVI agent: {exc}")
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    def _on_message(self, link: AgentLink | None, writer, msg: dict[str, Any]) -> AgentLink | None:
+        kind = msg["t"]
+        now = time.monotonic()
+        if kind == "hello":
+            key = ("host" if msg["kind"] == "host" else "guest", msg["name"])
+            link = self.links[key] = AgentLink(key[0], key[1], writer, now)
+            waiter = self._hello.pop(key, None)
+            if waiter and not waiter.done():
+                waiter.set_result(None)
+            return link
+        if link is None or self.links.get((link.kind, link.name)) is not link:
+            return link  # a fenced or cleaned-up agent's last words
+        link.last_beat = now
+        if kind == "vm_exited":
+            self.report(v.VmFailed(vm=msg["name"], cause="exit", detail=f"status {msg['status']}"))
+        elif kind == "vnfc_started":
+            fut = self._rpc.get(msg["req"])
+            if fut and not fut.done():
+                fut.set_result(msg["pid"])
+        elif kind == "vnfc_failed":
+            fut = self._rpc.get(msg["req"])
+            if fut and not fut.done():
+                fut.set_exception(OSError(msg["reason"]))
+        return link
+
+    async def _watch_heartbeats(self) -> None:
+        interval = self.spec.heartbeat_interval_ms / 1000
+        limit = interval * self.spec.heartbeat_misses
+        while True:
+            await asyncio.sleep(interval / 4)
+            now = time.monotonic()
+            for link in list(self.links.values()):
+                if link.reported or now - link.last_beat < limit:
+                    continue
+                link.reported = True
+                silent = f"no heartbeat for {(now - link.last_beat) * 1000:.0f} ms"
+                if link.kind == "host":
+                    self.report(v.HostFailed(host=link.name, cause=silent))
+                else:
+                    self.report(v.VmFailed(vm=link.name, cause="heartbeat", detail=silent))
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"cgroups": str(self.cgroups.root), "vm_host": dict(self.vm_host)}
