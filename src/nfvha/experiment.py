@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ class FaultOutcome:
     fault_ns: int
     outage_ms: float | None  # consumer side; None if no answer came after the fault
     lost: int
+    last_good_ns: int = 0  # the consumer's last good answer before the fault
+    first_good_ns: int = 0  # and its first good answer after it
     phases_ms: dict[str, float] = field(default_factory=dict)  # from the fault, per the trace
 
 
@@ -39,6 +43,7 @@ class Experiment:
     probe: dict[str, Any]
     faults: list[FaultOutcome]
     records: list[Record]
+    answers: list[tuple[int, int, str]] = field(default_factory=list)  # (t_ns, total, vnfc)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -50,7 +55,14 @@ class Experiment:
 
 
 def is_steady(engine: Engine) -> bool:
-    """Every service up, nothing starting or being cleaned up, every running VNFC confirmed."""
+    """Every service up, nothing starting or being cleaned up, every running VNFC confirmed,
+    every host and VM up."""
+    if engine.vim is not None:
+        snap = engine.vim.snapshot()
+        if any(s != "up" for s in snap["hosts"].values()):  # type: ignore[union-attr]
+            return False
+        if any(vm["state"] != "up" for vm in snap["vms"].values()):  # type: ignore[union-attr]
+            return False
     for vnf in engine.vnfs.values():
         mgr = vnf.manager
         if not mgr.snapshot()["service"]["up"]:  # type: ignore[index]
@@ -81,8 +93,10 @@ async def run_faults(
     spacing_s: float = 1.0,
     lead_s: float = 0.5,
     state_dir: Path | None = None,
+    target: Callable[[Engine], str] | None = None,
 ) -> Experiment:
-    """Inject ``faults`` faults into the serving active, ``spacing_s`` apart, under the probe."""
+    """Inject ``faults`` faults, ``spacing_s`` apart (and each once the deployment is steady
+    again), under the probe. The target is the serving active VNFC unless ``target`` says."""
     vnf = deployment.vnfs[0]
     with tempfile.TemporaryDirectory(prefix="nfvha-exp-") as tmp:
         work = Path(tmp)
@@ -92,19 +106,18 @@ async def run_faults(
         try:
             await wait_steady(engine)
             answers_path = work / "answers.csv"
-            probe = await _start_probe(
-                vnf.service.address, interval_ms, lead_s + faults * spacing_s + 0.3, answers_path
-            )
+            probe = await _start_probe(vnf.service.address, interval_ms, 3600, answers_path)
             await _wait_for_answers(answers_path)
             await asyncio.sleep(lead_s)
             injected: list[tuple[str, int]] = []
             for _ in range(faults):
                 started = time.monotonic()
-                target = vnf_active(engine, vnf.name)
-                engine.inject(fault, target)
-                injected.append((target, trace.records[-1]["t"]))
+                victim = target(engine) if target else vnf_active(engine, vnf.name)
+                engine.inject(fault, victim)
+                injected.append((victim, trace.records[-1]["t"]))
                 await wait_steady(engine)
                 await asyncio.sleep(max(0.0, spacing_s - (time.monotonic() - started)))
+            probe.send_signal(signal.SIGINT)
             out, _ = await probe.communicate()
             if probe.returncode != 0:
                 raise RuntimeError(f"probe failed with exit code {probe.returncode}")
@@ -123,7 +136,9 @@ async def run_faults(
         )
         for (target, t), end in zip(injected, ends, strict=True)
     ]
-    return Experiment(deployment.name, vnf.redundancy.model, probe_result, outcomes, trace.records)
+    return Experiment(
+        deployment.name, vnf.redundancy.model, probe_result, outcomes, trace.records, answers
+    )
 
 
 def vnf_active(engine: Engine, vnf_name: str) -> str:
@@ -160,24 +175,27 @@ async def _wait_for_answers(path: Path, timeout_s: float = 20.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def _read_answers(path: Path) -> list[tuple[int, int]]:
-    """(receive time ns, total) of every good answer, in order."""
+def _read_answers(path: Path) -> list[tuple[int, int, str]]:
+    """(receive time ns, total, answering VNFC) of every good answer, in order."""
     rows = []
     for line in path.read_text().splitlines():
-        t, _seq, total, _vnfc = line.split(",", 3)
-        rows.append((int(t), int(total)))
+        t, _seq, total, vnfc = line.split(",", 3)
+        rows.append((int(t), int(total), vnfc))
     return rows
 
 
-def _consumer_view(answers: list[tuple[int, int]], fault_ns: int) -> tuple[float | None, int]:
-    """Outage around one fault (last good answer before it to first after) and the lost count."""
-    times = [t for t, _ in answers]
+def _consumer_view(
+    answers: list[tuple[int, int, str]], fault_ns: int
+) -> tuple[float | None, int, int, int]:
+    """Around one fault: outage (last good answer before it to the first after), lost count,
+    and those two answers' times."""
+    times = [t for t, _, _ in answers]
     i = bisect.bisect_right(times, fault_ns)
     if i == 0 or i == len(answers):
-        return None, 0
-    before_max = max(total for _, total in answers[:i])
-    lost = sum(1 for _, total in answers[i : i + 2000] if 0 < total <= before_max)
-    return (answers[i][0] - answers[i - 1][0]) / 1e6, lost
+        return None, 0, 0, 0
+    before_max = max(total for _, total, _ in answers[:i])
+    lost = sum(1 for _, total, _ in answers[i : i + 2000] if 0 < total <= before_max)
+    return (times[i] - times[i - 1]) / 1e6, lost, times[i - 1], times[i]
 
 
 # What ends each phase of a failover, as recorded in the trace.

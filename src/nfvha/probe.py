@@ -117,19 +117,23 @@ def run(
         start = time.monotonic_ns()
         end = start + int(duration_s * 1e9)
         next_send = start
-        while (now := time.monotonic_ns()) < end:
-            if now >= next_send:
-                result.sent += 1
-                try:
-                    sock.sendto(b"%s %d" % (op.encode(), result.sent), (host, port))
-                except OSError:
-                    result.errors += 1
-                next_send += interval_ns
-                if now - next_send > 10 * interval_ns:  # we were descheduled: do not burst
-                    next_send = now + interval_ns
-            timeout = max(0.0, (min(next_send, end) - time.monotonic_ns()) / 1e9)
-            if sel.select(timeout):
-                _drain(sock, tally, answers_out)
+        try:
+            while (now := time.monotonic_ns()) < end:
+                if now >= next_send:
+                    result.sent += 1
+                    try:
+                        sock.sendto(b"%s %d" % (op.encode(), result.sent), (host, port))
+                    except OSError:
+                        result.errors += 1
+                    next_send += interval_ns
+                    if now - next_send > 10 * interval_ns:  # we were descheduled: no burst
+                        next_send = now + interval_ns
+                timeout = max(0.0, (min(next_send, end) - time.monotonic_ns()) / 1e9)
+                if sel.select(timeout):
+                    _drain(sock, tally, answers_out)
+        except KeyboardInterrupt:
+            pass  # stopped early (SIGINT/SIGTERM): report what was seen so far
+        result.duration_s = (time.monotonic_ns() - start) / 1e9
         # Answers to the last requests may still be on their way.
         if sel.select(0.05):
             _drain(sock, tally, answers_out)

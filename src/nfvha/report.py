@@ -70,9 +70,10 @@ def describe(rec: Record) -> str:
 
 
 def timeline(
-    records: Iterable[Record], origin_ns: int, probe: dict[str, Any] | None = None
+    records: Iterable[Record], origin_ns: int, consumer: tuple[int, int] | None = None
 ) -> list[dict]:
-    """Rows of (ms from origin, phase, from, to, what, why), with the consumer's view merged in."""
+    """Rows of (ms from origin, phase, from, to, what, why), with the consumer's view merged in:
+    ``consumer`` is (last good answer before the fault, first good answer after it), in ns."""
     rows = []
     for rec in records:
         if rec["name"] in QUIET or (rec["kind"] == "note" and rec["name"] not in NOTES_SHOWN):
@@ -88,13 +89,11 @@ def timeline(
                 "why": rec.get("why", ""),
             }
         )
-    if probe and probe.get("outage_from_ns"):
+    if consumer and consumer[0]:
+        outage = (consumer[1] - consumer[0]) / 1e6
         for t_ns, what in (
-            (probe["outage_from_ns"], "last good answer before the outage"),
-            (
-                probe["outage_to_ns"],
-                f"first good answer after it: outage {probe['outage_ms']:.1f} ms",
-            ),
+            (consumer[0], "last good answer before the fault"),
+            (consumer[1], f"first good answer after it: outage {outage:.1f} ms"),
         ):
             rows.append(
                 {

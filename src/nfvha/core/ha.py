@@ -123,6 +123,12 @@ class HAManager:
         return Decision((), f"{c.name} started as pid {e.pid}; waiting for it to register")
 
     def _on_StartFailed(self, c: VnfcState, e: m.StartFailed, now: float) -> Decision:
+        if e.vm_unreachable and c.life is Life.STARTING:
+            # The VNFM can see that it cannot reach the VM, not why: it waits for the VIM.
+            c.life, c.vm_down = Life.STOPPED, True
+            return Decision(
+                (), f"{c.name} not started: its VM is unreachable; waiting for its repair"
+            )
         return self._fail(c, f"could not start: {e.reason}", now, responsive=False)
 
     def _on_ComponentRegistered(self, c: VnfcState, e: m.Message, now: float) -> Decision:

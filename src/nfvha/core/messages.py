@@ -46,6 +46,7 @@ class ProcessStarted(Message):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartFailed(Message):
     reason: str
+    vm_unreachable: bool = False  # the VNFC's VM did not answer: not the VNFC's fault
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

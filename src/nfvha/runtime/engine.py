@@ -36,7 +36,7 @@ from nfvha.drivers.health import HealthMonitor, network_probe
 from nfvha.drivers.process import ProcessDriver
 from nfvha.drivers.store import DiskStore
 from nfvha.runtime import paths
-from nfvha.runtime.nfvi import NfviRuntime
+from nfvha.runtime.nfvi import NfviRuntime, VmUnreachable
 from nfvha.runtime.trace import Trace
 from nfvha.sdk import ENV_ADDRESS, ENV_SOCKET, ENV_VNFC
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, decode_from_component, encode
@@ -222,9 +222,13 @@ class Engine:
                 finally:
                     self._queue.popleft()
 
-    @staticmethod
-    def label(target: str) -> str:
-        return target if target in ("vim", "vnfm") else f"ha:{target}"
+    def label(self, target: str) -> str:
+        """Trace name of a manager. A VNF without redundancy has no HA manager of its own: its
+        VNFC life-cycle is the VNFM's (use cases 3, 4, 7, 8, 9), hence ``vnfm:NAME``."""
+        if target in ("vim", "vnfm"):
+            return target
+        vnf = self.vnfs.get(target)
+        return f"vnfm:{target}" if vnf and vnf.spec.redundancy.model == "none" else f"ha:{target}"
 
     def _handle(self, target: str, event: Traced) -> None:
         if self._stopping:
@@ -321,6 +325,10 @@ class Engine:
             else:
                 pid = await self.nfvi.start_vnfc(vm, name, spec.command, env, self.base_dir)
                 self.procs.adopt(name, pid)
+        except VmUnreachable as exc:
+            event = m.StartFailed(vnfc=name, reason=str(exc), vm_unreachable=True)
+            self.feed(vnf.spec.name, event)
+            return
         except OSError as exc:
             reason = exc.strerror or str(exc)
             self.feed(
@@ -406,7 +414,7 @@ class Engine:
             self.trace.record(
                 "note",
                 "Degraded" if vnf.degraded_seen else "Redundant",
-                src=f"ha:{vnf.spec.name}",
+                src=self.label(vnf.spec.name),
                 data={"version": vnf.checkpoints.version},
                 why="no standby holds the state; writes are acknowledged from the manager's replica"
                 if vnf.degraded_seen
@@ -420,7 +428,7 @@ class Engine:
                 self.trace.record(
                     "message",
                     "CheckpointRefused",
-                    src=f"ha:{vnf.spec.name}",
+                    src=self.label(vnf.spec.name),
                     dst=action.vnfc,
                     why=action.reason,
                 )

@@ -34,7 +34,14 @@ from nfvha.sdk.protocol import MAX_LINE, encode
 CGROUP2_MOUNTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 
 
+RPC_TIMEOUT_S = 2.0
+
+
 class NfviUnavailable(OSError):
+    pass
+
+
+class VmUnreachable(OSError):
     pass
 
 
@@ -106,6 +113,7 @@ class AgentLink:
     writer: asyncio.StreamWriter
     last_beat: float
     reported: bool = False
+    closed: bool = False  # its connection ended; only its heartbeat timeout reports it
 
 
 class NfviRuntime:
@@ -124,7 +132,7 @@ class NfviRuntime:
         self.cgroups = Cgroups(deployment)
         self.links: dict[tuple[str, str], AgentLink] = {}
         self._hello: dict[tuple[str, str], asyncio.Future[None]] = {}
-        self._rpc: dict[int, asyncio.Future[int]] = {}
+        self._rpc: dict[int, tuple[str, asyncio.Future[int]]] = {}  # req -> (vm, answer)
         self._ids = itertools.count(1)
         self._agents: list[subprocess.Popen] = []
         self._server: asyncio.AbstractServer | None = None
@@ -204,16 +212,21 @@ class NfviRuntime:
     # --- VNFCs ----------------------------------------------------------------------------------
 
     async def start_vnfc(self, vm: str, name: str, argv: list[str], env: dict, cwd: Path) -> int:
-        if ("guest", vm) not in self.links:
-            raise OSError(f"VM {vm} is not running")
+        """Ask the VM's guest agent to start a VNFC. Raises VmUnreachable when the guest is not
+        connected, goes away, or does not answer within ``RPC_TIMEOUT_S``."""
+        link = self.links.get(("guest", vm))
+        if link is None or link.closed:
+            raise VmUnreachable(f"VM {vm} is not connected")
         req = next(self._ids)
         answer = asyncio.get_running_loop().create_future()
-        self._rpc[req] = answer
+        self._rpc[req] = (vm, answer)
         self._send(
             ("guest", vm), "start_vnfc", req=req, vnfc=name, argv=argv, env=env, cwd=str(cwd)
         )
         try:
-            return await asyncio.wait_for(answer, 30)
+            return await asyncio.wait_for(answer, RPC_TIMEOUT_S)
+        except TimeoutError:
+            raise VmUnreachable(f"VM {vm} did not answer within {RPC_TIMEOUT_S:g} s") from None
         finally:
             self._rpc.pop(req, None)
 
@@ -269,11 +282,18 @@ class NfviRuntime:
         link = self.links.pop((kind, name), None)
         if link:
             link.writer.close()
+        if kind == "guest":
+            self._fail_rpcs(name)
+
+    def _fail_rpcs(self, vm: str) -> None:
+        for target, answer in self._rpc.values():
+            if target == vm and not answer.done():
+                answer.set_exception(VmUnreachable(f"VM {vm} went away"))
 
     def _send(self, key: tuple[str, str], kind: str, **fields: Any) -> None:
         link = self.links.get(key)
-        if link is None:
-            raise OSError(f"{key[0]} {key[1]} is not connected")
+        if link is None or link.closed:
+            raise VmUnreachable(f"{key[0]} {key[1]} is not connected")
         link.writer.write(encode(kind, **fields))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -289,6 +309,11 @@ class NfviRuntime:
             pass
         finally:
             writer.close()
+            if link is not None:
+                # A dead agent answers nothing more; that it is dead is for its heartbeat (a
+                # silent host) or its host agent (a guest's exit) to tell the VIM.
+                link.closed = True
+                self._fail_rpcs(link.name)
 
     def _on_message(self, link: AgentLink | None, writer, msg: dict[str, Any]) -> AgentLink | None:
         kind = msg["t"]
@@ -305,14 +330,13 @@ class NfviRuntime:
         link.last_beat = now
         if kind == "vm_exited":
             self.report(v.VmFailed(vm=msg["name"], cause="exit", detail=f"status {msg['status']}"))
-        elif kind == "vnfc_started":
-            fut = self._rpc.get(msg["req"])
-            if fut and not fut.done():
-                fut.set_result(msg["pid"])
-        elif kind == "vnfc_failed":
-            fut = self._rpc.get(msg["req"])
-            if fut and not fut.done():
-                fut.set_exception(OSError(msg["reason"]))
+        elif kind in ("vnfc_started", "vnfc_failed"):
+            _, fut = self._rpc.get(msg["req"], (None, None))
+            if fut is not None and not fut.done():
+                if kind == "vnfc_started":
+                    fut.set_result(msg["pid"])
+                else:
+                    fut.set_exception(OSError(msg["reason"]))
         return link
 
     async def _watch_heartbeats(self) -> None:

@@ -1,0 +1,270 @@
+"""Scenarios: the seed's use cases as runnable files, checked against their expected sequence.
+
+A scenario file holds a deployment, the fault to inject and the expected sequence: one or more
+*chains*, each an ordered list of steps that must appear in the trace in that order after the
+fault (other records may come between them; chains of different layers may interleave, since
+the VNF level and the NFVI level act at the same time). ``forbid`` names records that must not
+appear at all after the fault; ``escalates_on`` says on which failure the escalation must come.
+
+Steps match records by ``name`` and optionally ``kind``, ``src``, ``dst`` and ``data`` fields.
+Placeholders, resolved when the fault is injected: ``$failed`` (the active VNFC hit by the
+fault), ``$successor`` (the other VNFC of a two-VNFC VNF), ``$vm``, ``$host`` (where ``$failed``
+runs), ``$manager`` (its VNF's manager: ``ha:VNF`` or ``vnfm:VNF``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from nfvha import charts, report
+from nfvha.config import ConfigError, Deployment, Strict, _location
+from nfvha.experiment import Experiment, run_faults, vnf_active
+from nfvha.runtime.engine import Engine
+from nfvha.runtime.trace import Record, dump
+
+
+class Step(Strict):
+    name: str
+    kind: str | None = None
+    src: str | None = None
+    dst: str | None = None
+    data: dict[str, Any] = {}
+
+
+class Fault(Strict):
+    kind: Literal["kill", "hang", "crash-vm", "hang-vm", "crash-host"]
+    times: int = Field(1, ge=1)
+    every_s: float = Field(1.0, gt=0)
+
+
+class Scenario(Strict):
+    title: str
+    seed: str
+    deployment: Deployment
+    fault: Fault
+    expect: list[list[Step]] = Field(min_length=1)
+    forbid: list[str] = []
+    escalates_on: int | None = None
+    redundant: bool = True  # the sub-second target applies (a VNF with redundancy)
+
+
+def directory() -> Path:
+    return Path(str(resources.files("nfvha.scenarios")))
+
+
+def names() -> list[str]:
+    return sorted((p.stem for p in directory().glob("uc*.yaml")), key=lambda n: int(n[2:]))
+
+
+def load(name_or_path: str) -> Scenario:
+    path = Path(name_or_path)
+    if not path.exists():
+        path = directory() / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(f"no scenario {name_or_path!r} (known: {', '.join(names())})")
+    try:
+        return Scenario.model_validate(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(
+            "\n".join(f"{path}: {_location(e['loc'])}: {e['msg']}" for e in exc.errors())
+        ) from None
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Outcome:
+    name: str
+    scenario: Scenario
+    experiment: Experiment
+    bindings: dict[str, str]
+    chains: list[dict[str, Any]]
+    forbidden_seen: list[str]
+    escalated_on: int | None
+
+    @property
+    def matches(self) -> bool:
+        escalation_ok = (
+            self.scenario.escalates_on is None or self.escalated_on == self.scenario.escalates_on
+        )
+        return all(c["ok"] for c in self.chains) and not self.forbidden_seen and escalation_ok
+
+    @property
+    def outage_ms(self) -> float | None:
+        outages = [f.outage_ms for f in self.experiment.faults]
+        return None if None in outages else max(outages)  # type: ignore[type-var]
+
+    def verdict(self) -> dict[str, Any]:
+        outage = self.outage_ms
+        v = report.verdict(
+            outage if outage is not None else float("inf"),
+            self.experiment.probe["lost"],
+            self.experiment.probe["interleaved"],
+        )
+        v["sub_second_applies"] = self.scenario.redundant
+        v["sequence_matches"] = self.matches
+        v["pass"] = self.matches and v["lost_acknowledged"] == 0 and not v["two_actives_seen"]
+        if self.scenario.redundant:
+            v["pass"] = v["pass"] and v["sub_second"]
+        return v
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.name,
+            "title": self.scenario.title,
+            "seed": self.scenario.seed,
+            "bindings": self.bindings,
+            "faults": [
+                {
+                    "target": f.target,
+                    "outage_ms": f.outage_ms,
+                    "lost": f.lost,
+                    "phases_ms": f.phases_ms,
+                }
+                for f in self.experiment.faults
+            ],
+            "probe": self.experiment.probe,
+            "chains": self.chains,
+            "forbidden_seen": self.forbidden_seen,
+            "escalated_on": self.escalated_on,
+            "verdict": self.verdict(),
+        }
+
+
+async def run(name: str, scenario: Scenario, base_dir: Path) -> Outcome:
+    bindings: dict[str, str] = {}
+    kind = scenario.fault.kind
+
+    def pick(engine: Engine) -> str:
+        vnf = scenario.deployment.vnfs[0]
+        active = vnf_active(engine, vnf.name)
+        if not bindings:
+            others = [c.name for c in vnf.vnfcs if c.name != active]
+            bindings.update(failed=active, manager=engine.label(vnf.name))
+            if len(others) == 1:
+                bindings["successor"] = others[0]
+            if engine.placement is not None:
+                bindings["vm"] = engine.placement.vnfc_vm[active]
+                bindings["host"] = engine.nfvi.vm_host[bindings["vm"]]
+        if kind in ("crash-vm", "hang-vm"):
+            return bindings["vm"]
+        return bindings["host"] if kind == "crash-host" else active
+
+    exp = await run_faults(
+        scenario.deployment,
+        base_dir,
+        faults=scenario.fault.times,
+        fault=kind,
+        spacing_s=scenario.fault.every_s,
+        target=pick,
+    )
+    after = [r for r in exp.records if r["t"] >= exp.faults[0].fault_ns]
+    chains = [match_chain(chain, after, bindings) for chain in scenario.expect]
+    forbidden = sorted({r["name"] for r in after if r["name"] in scenario.forbid})
+    return Outcome(name, scenario, exp, bindings, chains, forbidden, escalated_on(after))
+
+
+def escalated_on(records: list[Record]) -> int | None:
+    """On which failure (counted from the first fault) the first escalation came."""
+    failures = 0
+    for rec in records:
+        if rec["kind"] == "event" and "isolating it before any role moves" in rec.get("why", ""):
+            failures += 1
+        if rec["name"] == "Escalate" and rec["kind"] == "message":
+            return failures
+    return None
+
+
+def _bind(value: Any, bindings: dict[str, str]) -> Any:
+    if isinstance(value, str) and value.startswith("$"):
+        return bindings.get(value[1:], value)
+    return value
+
+
+def _matches(step: Step, rec: Record, bindings: dict[str, str]) -> bool:
+    if rec["name"] != step.name or (step.kind and rec["kind"] != step.kind):
+        return False
+    if step.src and rec.get("src") != _bind(step.src, bindings):
+        return False
+    if step.dst and rec.get("dst") != _bind(step.dst, bindings):
+        return False
+    data = rec.get("data", {})
+    return all(data.get(k) == _bind(v, bindings) for k, v in step.data.items())
+
+
+def _describe(step: Step, bindings: dict[str, str]) -> str:
+    parts = [step.name]
+    if step.src or step.dst:
+        parts.append(f"{_bind(step.src, bindings) or '*'} → {_bind(step.dst, bindings) or '*'}")
+    if step.data:
+        parts.append(", ".join(f"{k}={_bind(v, bindings)}" for k, v in step.data.items()))
+    return " ".join(parts)
+
+
+def match_chain(chain: list[Step], records: list[Record], bindings: dict[str, str]) -> dict:
+    """Greedy in-order match; reports each step's time (ms after the fault) or where it broke."""
+    origin = records[0]["t"] if records else 0
+    steps, i = [], 0
+    for step in chain:
+        while i < len(records) and not _matches(step, records[i], bindings):
+            i += 1
+        found = i < len(records)
+        steps.append(
+            {
+                "step": _describe(step, bindings),
+                "ms": round((records[i]["t"] - origin) / 1e6, 3) if found else None,
+            }
+        )
+        if not found:
+            return {"ok": False, "steps": steps, "missing": steps[-1]["step"]}
+        i += 1
+    return {"ok": True, "steps": steps}
+
+
+# --- reports --------------------------------------------------------------------------------
+
+
+def write_report(outcome: Outcome, directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    exp = outcome.experiment
+    first = exp.faults[0]
+    trace_path = directory / "trace.jsonl"
+    dump(exp.records, trace_path)
+    consumer = None
+    if first.last_good_ns:
+        consumer = {"last_good_ns": first.last_good_ns, "first_good_ns": first.first_good_ns}
+    start = first.fault_ns - 20_000_000
+    # A message between managers is drawn once, as sent; its handling is the receiver's event.
+    sent = {r["name"] for r in exp.records if r["kind"] == "message"}
+    drawn = [
+        r
+        for r in exp.records
+        if r["t"] >= start
+        and r["kind"] != "note"
+        and not (r["kind"] == "event" and r["name"] in sent)
+    ]
+    seq = directory / "sequence.svg"
+    seq.write_text(charts.sequence_chart(drawn, outcome.scenario.title, consumer=consumer))
+    answers = [(t, vnfc) for t, _total, vnfc in exp.answers]
+    faults = [(f.fault_ns, f"{f.target}") for f in exp.faults]
+    timeline = directory / "outage.svg"
+    timeline.write_text(charts.outage_timeline(answers, faults, outcome.scenario.title))
+    result = directory / "result.json"
+    result.write_text(json.dumps(outcome.to_json(), indent=2) + "\n")
+    return [trace_path, seq, timeline, result]
+
+
+def run_sync(name: str) -> Outcome:
+    scenario = load(name)
+    return asyncio.run(run(name, scenario, directory()))
