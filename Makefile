@@ -25,6 +25,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/scenarios.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
