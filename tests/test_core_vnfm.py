@@ -80,3 +80,13 @@ def test_escalated_vnfc_is_restarted_after_its_vm_is_repaired() -> None:
     assert d.mgr.vnfcs["c0"].life is Life.ESCALATED
     d.feed(m.VmLost(vnfc="c0", vm="vm0"))
     assert d.feed(m.VmRestored(vnfc="c0", vm="vm0")) == (m.StartVnfc(vnfc="c0"),)
+
+
+def test_vm_lost_after_a_failed_cleanup_releases_the_role() -> None:
+    d = steady_2n()
+    d.feed(m.ErrorReported(vnfc="c0", reason="r"))
+    cmds = d.feed(m.CleanupDone(vnfc="c0", ok=False, detail="unreachable"))
+    assert not any(isinstance(c, m.AssignRole) for c in cmds)
+    cmds = d.feed(m.VmLost(vnfc="c0", vm="vm0"))  # the VIM fenced it: now it is isolated
+    assert m.AssignRole(vnfc="c1", role="active", epoch=2) in cmds
+    assert not any(isinstance(c, m.StartVnfc) for c in cmds)

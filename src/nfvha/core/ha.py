@@ -204,6 +204,9 @@ class HAManager:
             ]
             done = self._on_CleanupDone(c, m.CleanupDone(vnfc=c.name, ok=True), now)
             return Decision(tuple(commands) + done.commands, f"VM {e.vm} lost: {done.why}")
+        if c.life is Life.ESCALATED and c.role is not Role.NONE:
+            # Its cleanup could not be confirmed, so its role stayed; the VM's loss confirms it.
+            c.life = Life.FAILED
         if c.life is Life.FAILED:
             done = self._on_CleanupDone(c, m.CleanupDone(vnfc=c.name, ok=True), now)
             return Decision(
