@@ -26,6 +26,7 @@ from typing import Any
 from nfvha.config import Deployment, Vnf
 from nfvha.core import checkpoint as ck
 from nfvha.core import messages as m
+from nfvha.core import routing
 from nfvha.core import vim as v
 from nfvha.core.ha import HAManager
 from nfvha.core.messages import Traced
@@ -260,25 +261,20 @@ class Engine:
 
     def _route(self, target: str, label: str, cmd: Traced) -> None:
         """A command goes to a driver; a message goes to another manager (and the trace)."""
-        to: str | None = None
-        if target == "vim":
-            if isinstance(cmd, v.Alarm):
-                self.alarms.append({"t": time.time(), **cmd.fields()})
-                self.trace.record("message", cmd.name, src=label, dst="operator", data=cmd.fields())
-                return
-            to = "vnfm" if isinstance(cmd, v.TO_VNFM) else None
-        elif target == "vnfm":
-            to = self.owner[cmd.vnfc] if isinstance(cmd, m.Message) else "vim"
-        elif isinstance(cmd, m.TO_VNFM):
+        if isinstance(cmd, v.Alarm):
+            self.alarms.append({"t": time.time(), **cmd.fields()})
+            self.trace.record("message", cmd.name, src=label, dst="operator", data=cmd.fields())
+            return
+        if target not in (routing.VIM, routing.VNFM) and isinstance(cmd, m.TO_VNFM):
             self._bookkeep(target, cmd)
-            to = "vnfm"
+        to = routing.destination(target, cmd, self.owner)
         if to is not None:
             self.trace.record("message", cmd.name, src=label, dst=self.label(to), data=cmd.fields())
-            if to != "vnfm" or self.vnfm is not None:
+            if to != routing.VNFM or self.vnfm is not None:
                 self.feed(to, cmd)
             return
         self.trace.record("command", cmd.name, src=label, dst=cmd.subject, data=cmd.fields())
-        if target == "vim":
+        if target == routing.VIM:
             self.nfvi.execute(cmd)
         else:
             self._execute(target, cmd)
