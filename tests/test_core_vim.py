@@ -118,3 +118,11 @@ def test_failed_vm_cleanup_escalates_to_the_host() -> None:
     vim.handle(v.VmFailed(vm="vm-a1", cause="heartbeat"), 1.0)
     d = vim.handle(v.VmCleanedUp(vm="vm-a1", ok=False, detail="stuck"), 1.1)
     assert d.commands[-1] == v.FenceHost(host="h1")
+
+
+def test_a_vm_that_does_not_come_up_is_started_again() -> None:
+    vim = build("auto")
+    vim.handle(v.VmFailed(vm="vm-a1", cause="exit"), 1.0)
+    vim.handle(v.VmCleanedUp(vm="vm-a1", ok=True), 1.1)
+    d = vim.handle(v.VmStartFailed(vm="vm-a1", detail="host went away"), 2.0)
+    assert kinds(d.commands) == ["StartVm"]

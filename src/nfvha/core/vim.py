@@ -86,6 +86,13 @@ class VmUp(VmMsg):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VmStartFailed(VmMsg):
+    """The VM did not come up where it was started (its host went away meanwhile)."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HostFailed(HostMsg):
     cause: str
 
@@ -300,6 +307,13 @@ class Vim:
             if life is HostLife.UP and host not in siblings:
                 return host
         return None
+
+    def _on_VmStartFailed(self, e: VmStartFailed, now: float) -> Decision:
+        vm = self.vms[e.vm]
+        if vm.life is not VmLife.STARTING:
+            return Decision((), f"ignored start failure of {e.vm}: it is {vm.life}")
+        vm.life = VmLife.FAILED  # still isolated and consented: try again, elsewhere if need be
+        return self._maybe_restart(vm, f"{e.vm} did not start ({e.detail})")
 
     def _on_VmUp(self, e: VmUp, now: float) -> Decision:
         vm = self.vms[e.vm]

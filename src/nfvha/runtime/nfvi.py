@@ -201,12 +201,20 @@ class NfviRuntime:
         self.report(v.HostFenced(host=host, ok=ok, detail="" if ok else "cgroup still populated"))
 
     async def _restart_host(self, host: str) -> None:
-        await self._boot_host(host)
+        try:
+            await self._boot_host(host)
+        except TimeoutError:
+            self.note("HostStartFailed", f"{host}: no hello from its host agent")
+            return
         self.report(v.HostUp(host=host))
 
     async def _restart_vm(self, vm: str, host: str) -> None:
         self.vm_host[vm] = host
-        await self._boot_vm(vm, host)
+        try:
+            await self._boot_vm(vm, host)
+        except (OSError, TimeoutError) as exc:
+            self.report(v.VmStartFailed(vm=vm, detail=str(exc) or "no hello from its guest"))
+            return
         self.report(v.VmUp(vm=vm, host=host))
 
     # --- VNFCs ----------------------------------------------------------------------------------
