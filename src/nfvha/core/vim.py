@@ -202,14 +202,27 @@ class Vim:
     vms: dict[str, VmState]
     correlation_window_s: float = 10.0
     recent: dict[str, deque[tuple[float, str]]] = field(default_factory=dict)
+    # Indexes, so that no event costs a scan of every VM (thousands of hosts, tens of thousands
+    # of VMs): VMs by host, VMs by VNF.
+    by_host: dict[str, set[str]] = field(default_factory=dict)
+    by_vnf: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, hosts: list[str], vms: list[VmSpec], correlation_window_s: float) -> Vim:
-        return cls(
+        vim = cls(
             {h: HostLife.UP for h in hosts},
             {v.name: VmState(v, v.host) for v in vms},
             correlation_window_s,
         )
+        for spec in vms:
+            vim.by_host.setdefault(spec.host, set()).add(spec.name)
+            vim.by_vnf.setdefault(spec.vnf, set()).add(spec.name)
+        return vim
+
+    def _move(self, vm: VmState, host: str) -> None:
+        self.by_host[vm.host].discard(vm.spec.name)
+        self.by_host.setdefault(host, set()).add(vm.spec.name)
+        vm.host = host
 
     def handle(self, event: Traced, now: float) -> Decision:
         handler = getattr(self, f"_on_{event.name}", None)
@@ -292,7 +305,8 @@ class Vim:
         host = self._place(vm)
         if host is None:
             return Decision((), f"{text}; no host can take it, waiting for {vm.host}")
-        vm.life, vm.host = VmLife.STARTING, host
+        vm.life = VmLife.STARTING
+        self._move(vm, host)
         restore = vm.spec.action == "restart_from_snapshot"
         return Decision(
             (StartVm(vm=vm.spec.name, host=host, restore=restore),),
@@ -302,7 +316,7 @@ class Vim:
     def _place(self, vm: VmState) -> str | None:
         if self.hosts.get(vm.host) is HostLife.UP:
             return vm.host
-        siblings = {v.host for v in self.vms.values() if v.spec.vnf == vm.spec.vnf and v is not vm}
+        siblings = {self.vms[n].host for n in self.by_vnf[vm.spec.vnf] if n != vm.spec.name}
         for host, life in self.hosts.items():
             if life is HostLife.UP and host not in siblings:
                 return host
@@ -317,7 +331,8 @@ class Vim:
 
     def _on_VmUp(self, e: VmUp, now: float) -> Decision:
         vm = self.vms[e.vm]
-        vm.life, vm.host, vm.consent, vm.isolated = VmLife.UP, e.host, False, False
+        vm.life, vm.consent, vm.isolated = VmLife.UP, False, False
+        self._move(vm, e.host)
         return Decision(
             (
                 Alarm(entity=e.vm, severity="cleared", text=f"running on {e.host}"),
@@ -366,15 +381,15 @@ class Vim:
         self.recent.pop(e.host, None)
         commands: list[Traced] = [Alarm(entity=e.host, severity="cleared", text="host is up")]
         texts = [f"{e.host} is up"]
-        for vm in self.vms.values():
-            if vm.life is VmLife.FAILED and vm.isolated and vm.host == e.host:
+        for vm in self._vms_on(e.host):
+            if vm.life is VmLife.FAILED and vm.isolated:
                 decision = self._maybe_restart(vm, f"{vm.spec.name} was waiting for {e.host}")
                 commands += decision.commands
                 texts.append(decision.why)
         return Decision(tuple(commands), "; ".join(texts))
 
     def _vms_on(self, host: str) -> list[VmState]:
-        return [v for v in self.vms.values() if v.host == host]
+        return [self.vms[n] for n in sorted(self.by_host.get(host, ()))]
 
     def snapshot(self) -> dict[str, object]:
         return {
