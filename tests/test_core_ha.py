@@ -16,14 +16,21 @@ class Driver:
         self.mgr = HAManager(vnf_spec(model, **kw))
         self.now = 0.0
         self.log: list[m.Message] = []
-        self.log.extend(self.mgr.start(self.now).commands)
+        self.timers: list[m.SetTimer] = []
+        self._keep(self.mgr.start(self.now).commands)
+
+    def _keep(self, commands: tuple[m.Message, ...]) -> tuple[m.Message, ...]:
+        """Commands other than deadlines (kept apart in ``timers``, tested on their own)."""
+        self.timers += [c for c in commands if isinstance(c, m.SetTimer)]
+        rest = tuple(c for c in commands if not isinstance(c, m.SetTimer))
+        self.log.extend(rest)
+        return rest
 
     def feed(self, event: m.Message, dt: float = 0.001) -> tuple[m.Message, ...]:
         self.now += dt
         decision = self.mgr.handle(event, self.now)
         assert decision.why  # every decision says why
-        self.log.extend(decision.commands)
-        return decision.commands
+        return self._keep(decision.commands)
 
     def up(self, name: str, pid: int = 100) -> tuple[m.Message, ...]:
         self.feed(m.ProcessStarted(vnfc=name, pid=pid))
@@ -257,3 +264,23 @@ def test_epoch_grows_with_every_active_assignment() -> None:
         d.up(failed)
         epochs.append(d.mgr.epoch)
     assert epochs == sorted(set(epochs))
+
+
+def test_every_start_sets_a_deadline_and_a_vnfc_stuck_starting_is_failed() -> None:
+    d = Driver("none")
+    timer = d.timers[-1]
+    assert (timer.vnfc, timer.timer, timer.after_s) == ("c0", "start", 10.0)
+    d.feed(m.ProcessStarted(vnfc="c0", pid=1))
+    cmds = d.feed(m.TimerExpired(vnfc="c0", timer="start", token=timer.token))
+    assert any(isinstance(c, m.Cleanup) for c in cmds)
+    cmds = d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    assert m.StartVnfc(vnfc="c0") in cmds
+    assert d.timers[-1].token == timer.token + 1
+
+
+def test_a_stale_start_deadline_is_ignored() -> None:
+    d = Driver("none")
+    old = d.timers[-1]
+    d.up("c0")
+    assert d.feed(m.TimerExpired(vnfc="c0", timer="start", token=old.token)) == ()
+    assert d.mgr.vnfcs["c0"].life is Life.RUNNING

@@ -18,33 +18,35 @@ def kinds(commands) -> list[str]:
     return [c.name for c in commands]
 
 
-def test_vm_crash_notifies_isolates_and_waits_for_consent() -> None:
+def test_vm_crash_is_isolated_then_notified_then_waits_for_consent() -> None:
     vim = build()
     d = vim.handle(v.VmFailed(vm="vm-a1", cause="exit"), 1.0)
-    assert kinds(d.commands) == ["Alarm", "NotifyVmFailed", "CleanupVm"]
-    notify = d.commands[1]
+    assert kinds(d.commands) == ["Alarm", "CleanupVm"]  # nothing is said before isolation
+    d = vim.handle(v.VmCleanedUp(vm="vm-a1", ok=True), 1.1)
+    assert kinds(d.commands) == ["NotifyVmFailed"]
+    notify = d.commands[0]
     assert notify.vnf == "a" and notify.consent_needed
-    assert vim.handle(v.VmCleanedUp(vm="vm-a1", ok=True), 1.1).commands == ()
     d = vim.handle(v.RepairConsent(vm="vm-a1", vnfm="vnfm"), 1.2)
     assert d.commands == (v.StartVm(vm="vm-a1", host="h1", restore=True),)
     d = vim.handle(v.VmUp(vm="vm-a1", host="h1"), 2.0)
     assert v.NotifyVmRepaired(vm="vm-a1", vnf="a", host="h1") in d.commands
 
 
-def test_consent_before_cleanup_still_waits_for_isolation() -> None:
+def test_consent_before_isolation_still_waits_for_it() -> None:
     vim = build()
     vim.handle(v.VmFailed(vm="vm-a1", cause="heartbeat"), 1.0)
     assert vim.handle(v.RepairConsent(vm="vm-a1", vnfm="vnfm"), 1.1).commands == ()
     d = vim.handle(v.VmCleanedUp(vm="vm-a1", ok=True), 1.2)
-    assert kinds(d.commands) == ["StartVm"]
+    assert kinds(d.commands) == ["NotifyVmFailed", "StartVm"]
+    assert not d.commands[0].consent_needed
 
 
 def test_auto_mode_restarts_without_asking() -> None:
     vim = build("auto")
-    d = vim.handle(v.VmFailed(vm="vm-a1", cause="exit"), 1.0)
-    assert not d.commands[1].consent_needed
+    vim.handle(v.VmFailed(vm="vm-a1", cause="exit"), 1.0)
     d = vim.handle(v.VmCleanedUp(vm="vm-a1", ok=True), 1.1)
-    assert kinds(d.commands) == ["StartVm"]
+    assert kinds(d.commands) == ["NotifyVmFailed", "StartVm"]
+    assert not d.commands[0].consent_needed
 
 
 def test_error_report_from_the_vnfm_is_consent_and_is_not_echoed_back() -> None:
@@ -87,9 +89,10 @@ def test_failures_outside_the_window_are_not_correlated() -> None:
 def test_host_failure_restarts_vms_elsewhere_with_anti_affinity() -> None:
     vim = build("auto")
     d = vim.handle(v.HostFailed(host="h1", cause="heartbeat lost"), 1.0)
-    assert sorted(c.vm for c in d.commands if isinstance(c, v.NotifyVmFailed)) == ["vm-a1", "vm-b1"]
-    assert not any(isinstance(c, v.StartVm) for c in d.commands), "restart before fencing"
+    assert kinds(d.commands) == ["Alarm", "FenceHost"]
     d = vim.handle(v.HostFenced(host="h1", ok=True), 1.5)
+    notified = sorted(c.vm for c in d.commands if isinstance(c, v.NotifyVmFailed))
+    assert notified == ["vm-a1", "vm-b1"]  # told once fenced, not before
     placed = {c.vm: c.host for c in d.commands if isinstance(c, v.StartVm)}
     assert placed["vm-a1"] == "h3"  # h2 already runs vm-a2 of the same VNF
     assert placed["vm-b1"] in ("h2", "h3")

@@ -73,6 +73,7 @@ class HealthCheck(Strict):
 class Policies(Strict):
     health_check: HealthCheck = HealthCheck()
     cleanup_grace_ms: NonNegativeInt = 500
+    start_timeout_s: PositiveFloat = 10.0  # started but not up (registered) by then: failed
     restart_probation_s: PositiveFloat = 60.0
     restart_max: NonNegativeInt = 3
 

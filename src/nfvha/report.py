@@ -48,7 +48,7 @@ PHASES = {
     "Alarm": "alarm",
 }
 
-QUIET = {"HealthCheckPassed", "WatchHealth"}
+QUIET = {"HealthCheckPassed", "WatchHealth", "SetTimer", "TimerExpired"}
 SUBJECTS = ("vnfc", "vm", "host", "entity")
 NOTES_SHOWN = {"MessageRefused", "Degraded", "Redundant", "CheckpointLoaded"}
 

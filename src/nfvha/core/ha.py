@@ -71,6 +71,7 @@ class VnfcState:
     escalate: bool = False
     last_failure: str = ""
     vm_down: bool = False  # its VM failed: no restart until the VIM has repaired it
+    start_token: int = 0  # which start a start deadline belongs to
 
 
 @dataclass(slots=True)
@@ -97,7 +98,7 @@ class HAManager:
         if r.model == "n+m" and r.spare_start == "on_demand":
             names = names[: r.active]
         return Decision(
-            tuple(self._start(self.vnfcs[n]) for n in names),
+            tuple(cmd for n in names for cmd in self._start(self.vnfcs[n])),
             f"starting {', '.join(names)} ({self._model_text()})",
         )
 
@@ -189,6 +190,12 @@ class HAManager:
         moved = f"; {successor} takes over" if successor else ""
         return Decision(tuple(commands), f"{c.name} isolated{moved}; {repair_text}")
 
+    def _on_TimerExpired(self, c: VnfcState, e: m.TimerExpired, now: float) -> Decision:
+        if e.timer != "start" or e.token != c.start_token or c.life is not Life.STARTING:
+            return Decision((), f"{e.timer} deadline of {c.name} passed; nothing to do")
+        limit = self.vnf.policies.start_timeout_s
+        return self._fail(c, f"did not come up within {limit:g} s", now, responsive=False)
+
     def _on_VmLost(self, c: VnfcState, e: m.VmLost, now: float) -> Decision:
         already = c.vm_down
         c.vm_down = True
@@ -219,7 +226,7 @@ class HAManager:
         c.vm_down = False
         c.intensity.failures.clear()  # the wider fault zone was repaired: count afresh
         if c.life in (Life.STOPPED, Life.ESCALATED):
-            return Decision((self._start(c),), f"VM {e.vm} is back; restarting {c.name} on it")
+            return Decision(self._start(c), f"VM {e.vm} is back; restarting {c.name} on it")
         return Decision((), f"VM {e.vm} is back; {c.name} is {c.life}")
 
     def _on_RoleConfirmed(self, c: VnfcState, e: m.RoleConfirmed, now: float) -> Decision:
@@ -238,7 +245,7 @@ class HAManager:
         if self.awaiting_recovery:
             names, self.awaiting_recovery = self.awaiting_recovery, []
             names = [n for n in names if not self.vnfcs[n].vm_down]
-            commands += [self._start(self.vnfcs[n]) for n in names]
+            commands += [cmd for n in names for cmd in self._start(self.vnfcs[n])]
             texts.append(f"now repairing {', '.join(names)}")
         return Decision(tuple(commands), "; ".join(texts))
 
@@ -278,7 +285,7 @@ class HAManager:
         if model == "n+m" and self.vnf.redundancy.spare_start == "on_demand":
             for c in self.vnfcs.values():
                 if c.life is Life.STOPPED and c is not failed:
-                    return c.name, [self._start(c)]
+                    return c.name, list(self._start(c))
         return None, []
 
     def _repair(self, c: VnfcState, waiting_for: str | None) -> tuple[list[m.Message], str]:
@@ -294,7 +301,7 @@ class HAManager:
         if waiting_for:
             self.awaiting_recovery.append(c.name)
             return [], f"{c.name} is restarted once {waiting_for} serves"
-        return [self._start(c)], f"restarting {c.name}"
+        return list(self._start(c)), f"restarting {c.name}"
 
     def _role_for_newcomer(self) -> Role:
         r = self.vnf.redundancy
@@ -311,9 +318,15 @@ class HAManager:
         c.role, c.confirmed = role, False
         return m.AssignRole(vnfc=c.name, role=role.value, epoch=self.epoch)
 
-    def _start(self, c: VnfcState) -> m.StartVnfc:
+    def _start(self, c: VnfcState) -> tuple[m.Message, m.Message]:
+        """Start it, and a deadline for it to come up: a VNFC hung in its start-up is failed."""
         c.life, c.role, c.confirmed, c.misses = Life.STARTING, Role.NONE, False, 0
-        return m.StartVnfc(vnfc=c.name)
+        c.start_token += 1
+        timeout = self.vnf.policies.start_timeout_s
+        return (
+            m.StartVnfc(vnfc=c.name),
+            m.SetTimer(vnfc=c.name, timer="start", after_s=timeout, token=c.start_token),
+        )
 
     def _escalate(self, c: VnfcState, reason: str) -> m.Escalate:
         return m.Escalate(

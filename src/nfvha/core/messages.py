@@ -91,6 +91,14 @@ class RoleConfirmed(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TimerExpired(Message):
+    """A deadline the manager set (``SetTimer``) has passed."""
+
+    timer: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VmLost(Message):
     """From the VNFM, relaying the VIM: the VM of this VNFC failed. The VNFC is isolated with
     it; its repair waits for the VM (use cases 2, 4, 6, 8)."""
@@ -111,6 +119,15 @@ class VmRestored(Message):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartVnfc(Message):
     pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetTimer(Message):
+    """Report ``TimerExpired(timer, token)`` after ``after_s``: the core keeps no clock."""
+
+    timer: str
+    after_s: float
+    token: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +182,7 @@ EVENTS = (
     ErrorReported,
     CleanupDone,
     RoleConfirmed,
+    TimerExpired,
     VmLost,
     VmRestored,
 )

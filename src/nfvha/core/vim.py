@@ -5,7 +5,9 @@ Rules (design brief 3, 4, 6; tests in tests/test_core_vim.py):
 1. Fence before restart elsewhere. The VMs of a failed host are started again (here or on
    another host) only after the host is confirmed fenced; a failed VM only after its guest is
    confirmed cleaned up. If fencing fails, nothing is restarted and a critical alarm is raised.
-2. Coordination, not interference. Every VM failure is notified to the VNFM of the VNF it hosts.
+2. Coordination, not interference. Every VM failure is notified to the VNFM of the VNF it hosts,
+   once the VM is isolated (its guest confirmed cleaned up, or its host fenced): the HA manager
+   may take the notification as confirmed isolation of the VNFCs on it, never as a suspicion.
    In ``negotiation`` mode the VM is restarted only when the VNFM consents (an error report from
    the VNFM on that VM counts as consent: it asked for the repair). In ``auto`` mode the VIM applies
    the VNF's configured action without asking. Either way the VIM never touches VNFC roles.
@@ -194,6 +196,7 @@ class VmState:
     isolated: bool = False
     consent: bool = False
     reason: str = ""
+    notify: bool = False  # the VNFM is to be told once the VM is isolated
 
 
 @dataclass(slots=True)
@@ -248,9 +251,9 @@ class Vim:
         if len(suspects) >= 2 and self.hosts[vm.host] is HostLife.UP:
             why = f"{', '.join(sorted(suspects))} of {vm.host} failed within the window"
             return self._fail_host(vm.host, why)
+        self._vm_down(vm, reason, reporter)
         commands: list[Traced] = [
             Alarm(entity=name, severity="major", text=reason),
-            *self._vm_down(vm, reason, reporter),
             CleanupVm(vm=name),
         ]
         return Decision(
@@ -264,22 +267,29 @@ class Vim:
             window.popleft()
         return {v for _, v in window}
 
-    def _vm_down(self, vm: VmState, reason: str, reporter: str | None) -> list[Traced]:
+    def _vm_down(self, vm: VmState, reason: str, reporter: str | None) -> None:
         vm.life, vm.isolated, vm.reason = VmLife.FAILED, False, reason
-        negotiate = vm.spec.repair == "negotiation"
-        if not negotiate:
+        if vm.spec.repair != "negotiation":
             vm.consent = True
-        if reporter is not None:
-            return []  # the VNFM knows: it reported it
-        return [
-            NotifyVmFailed(
-                vm=vm.spec.name,
-                vnf=vm.spec.vnf,
-                host=vm.host,
-                reason=reason,
-                consent_needed=negotiate and not vm.consent,
+        vm.notify = reporter is None  # the VNFM that reported it knows
+
+    def _isolated(self, vm: VmState, text: str) -> Decision:
+        """The VM is confirmed gone: tell its VNFM (now), then repair it when allowed."""
+        vm.isolated = True
+        commands: list[Traced] = []
+        if vm.notify:
+            vm.notify = False
+            commands.append(
+                NotifyVmFailed(
+                    vm=vm.spec.name,
+                    vnf=vm.spec.vnf,
+                    host=vm.host,
+                    reason=vm.reason,
+                    consent_needed=not vm.consent,
+                )
             )
-        ]
+        restart = self._maybe_restart(vm, text)
+        return Decision(tuple(commands) + restart.commands, restart.why)
 
     def _on_VmCleanedUp(self, e: VmCleanedUp, now: float) -> Decision:
         vm = self.vms[e.vm]
@@ -287,8 +297,7 @@ class Vim:
             return Decision((), f"ignored cleanup result of {e.vm}: it is {vm.life}")
         if not e.ok:
             return self._fail_host(vm.host, f"{e.vm} could not be cleaned up ({e.detail})")
-        vm.isolated = True
-        return self._maybe_restart(vm, f"{e.vm} is isolated")
+        return self._isolated(vm, f"{e.vm} is isolated")
 
     def _on_RepairConsent(self, e: RepairConsent, now: float) -> Decision:
         vm = self.vms[e.vm]
@@ -353,7 +362,7 @@ class Vim:
         commands: list[Traced] = [Alarm(entity=host, severity="critical", text=reason)]
         for vm in self._vms_on(host):
             if vm.life is VmLife.UP:
-                commands += self._vm_down(vm, f"host {host} failed: {reason}", reporter=None)
+                self._vm_down(vm, f"host {host} failed: {reason}", reporter=None)
             else:
                 vm.life, vm.isolated = VmLife.FAILED, False
         commands.append(FenceHost(host=host))
@@ -370,8 +379,9 @@ class Vim:
         commands: list[Traced] = [StartHost(host=e.host)]
         texts = [f"{e.host} fenced; repairing it"]
         for vm in self._vms_on(e.host):
-            vm.isolated = True
-            decision = self._maybe_restart(vm, f"{vm.spec.name} isolated with its host")
+            if vm.life is not VmLife.FAILED:
+                continue  # already restarted elsewhere after its own cleanup
+            decision = self._isolated(vm, f"{vm.spec.name} isolated with its host")
             commands += decision.commands
             texts.append(decision.why)
         return Decision(tuple(commands), "; ".join(texts))

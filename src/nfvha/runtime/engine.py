@@ -300,6 +300,9 @@ class Engine:
             self._assign(vnf, cmd)
         elif isinstance(cmd, m.WatchHealth):
             self._watch(vnf, cmd.vnfc, cmd.on)
+        elif isinstance(cmd, m.SetTimer):
+            expired = m.TimerExpired(vnfc=cmd.vnfc, timer=cmd.timer, token=cmd.token)
+            asyncio.get_running_loop().call_later(cmd.after_s, self.feed, vnf_name, expired)
 
     async def _start_vnfc(self, vnf: VnfRuntime, name: str) -> None:
         spec = next(c for c in vnf.spec.vnfcs if c.name == name)

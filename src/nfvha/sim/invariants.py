@@ -1,0 +1,147 @@
+"""Invariants, checked at every step of a simulation. Each has a name; the first violation
+stops the run (``Violation``) with the virtual time and what was seen.
+
+- ``two-actives``: never more VNFCs that are alive and believe they are active than the
+  model allows (one for 2n and none, N for n+m).
+- ``isolation-before-failover``: when the active role is assigned, the holders it replaces are
+  dead (confirmed gone), not merely suspected.
+- ``acknowledged-state``: a VNFC confirming the active role holds every acknowledged checkpoint.
+- ``escalation``: the HA manager escalates exactly on the failure after the maximum within the
+  probation time (counted here independently, from its Cleanup commands), never otherwise.
+- ``scope``: every command is one its manager may issue, about entities in its scope.
+- ``eventual-repair`` (``check_end``): after a quiet period every host and VM is up and every
+  VNFC runs with a role, or was reported unrepairable (escalated).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from nfvha.core import messages as m
+from nfvha.core import routing
+from nfvha.core.ha import Decision, Life
+from nfvha.core.messages import Traced
+
+NAMES = (
+    "two-actives",
+    "isolation-before-failover",
+    "acknowledged-state",
+    "escalation",
+    "scope",
+    "eventual-repair",
+)
+
+
+class Violation(Exception):
+    def __init__(self, name: str, at: float, detail: str) -> None:
+        super().__init__(f"invariant {name} violated at t={at:.6f} s: {detail}")
+        self.name, self.at, self.detail = name, at, detail
+
+
+def active_limit(sim: Any, vnf: str) -> int:
+    r = sim.specs[vnf].redundancy
+    return r.active if r.model == "n+m" else 1
+
+
+@dataclass
+class Invariants:
+    # escalation, counted independently: failure times per VNFC since its VM was last repaired
+    failures: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
+    expect_escalation: dict[str, bool] = field(default_factory=dict)
+    vm_down: set[str] = field(default_factory=set)
+
+    def on_command(self, sim: Any, source: str, cmd: Traced) -> None:
+        if not routing.in_scope(source, cmd, sim.owner):
+            raise Violation("scope", sim.now, f"{sim.label(source)} issued {cmd!r}")
+        if isinstance(cmd, m.AssignRole) and cmd.role == "active":
+            vnf = sim.owner[cmd.vnfc]
+            others = [c for c in self._actives(sim, vnf) if c.name != cmd.vnfc]
+            if len(others) >= active_limit(sim, vnf):
+                names = ", ".join(c.name for c in others)
+                raise Violation(
+                    "isolation-before-failover",
+                    sim.now,
+                    f"{cmd.vnfc} made active while {names} still alive and active",
+                )
+        if isinstance(cmd, m.Cleanup):
+            self._count_failure(sim, cmd.vnfc)
+
+    def on_decision(self, sim: Any, target: str, event: Traced, decision: Decision) -> None:
+        if isinstance(event, m.VmLost):
+            self.vm_down.add(event.vnfc)
+            self.expect_escalation.pop(event.vnfc, None)  # isolated by its VM's loss
+        elif isinstance(event, m.VmRestored):
+            self.vm_down.discard(event.vnfc)
+            self.failures[event.vnfc].clear()
+        elif isinstance(event, m.CleanupDone) and event.vnfc in self.expect_escalation:
+            self._check_escalation(sim, event, decision)
+        elif isinstance(event, m.RoleConfirmed) and event.role == "active":
+            c, vnf = sim.vnfcs[event.vnfc], sim.owner[event.vnfc]
+            if sim.ha[vnf].vnfcs[c.name].confirmed and c.version < sim.acked[vnf]:
+                raise Violation(
+                    "acknowledged-state",
+                    sim.now,
+                    f"{c.name} serves with version {c.version}; {sim.acked[vnf]} was acknowledged",
+                )
+
+    def after_step(self, sim: Any) -> None:
+        for vnf in sim.specs:
+            actives = self._actives(sim, vnf)
+            if len(actives) > active_limit(sim, vnf):
+                names = ", ".join(c.name for c in actives)
+                raise Violation("two-actives", sim.now, f"{vnf}: {names} all alive and active")
+
+    def check_end(self, sim: Any) -> None:
+        down = [
+            h for h, s in sim.vim.snapshot()["hosts"].items() if s not in ("up", "fence-failed")
+        ]
+        down += [vm for vm, s in sim.vim.snapshot()["vms"].items() if s["state"] != "up"]
+        for vnf, mgr in sim.ha.items():
+            for c in mgr.vnfcs.values():
+                world = sim.vnfcs[c.name]
+                serving = world.alive and c.life is Life.RUNNING and c.confirmed
+                spare_pool = c.life is Life.STOPPED and self._pooled(sim, vnf)
+                if not (serving or spare_pool or c.life is Life.ESCALATED):
+                    down.append(f"{c.name} ({c.life}, {c.role})")
+        if down:
+            raise Violation("eventual-repair", sim.now, "not repaired: " + ", ".join(down))
+
+    # --- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _actives(sim: Any, vnf: str) -> list[Any]:
+        return [
+            sim.vnfcs[c.name]
+            for c in sim.specs[vnf].vnfcs
+            if sim.vnfcs[c.name].alive and sim.vnfcs[c.name].role == "active"
+        ]
+
+    @staticmethod
+    def _pooled(sim: Any, vnf: str) -> bool:
+        r = sim.specs[vnf].redundancy
+        return r.model == "n+m" and r.spare_start == "on_demand"
+
+    def _count_failure(self, sim: Any, vnfc: str) -> None:
+        policy = sim.specs[sim.owner[vnfc]].policies
+        times = self.failures[vnfc]
+        times.append(sim.now)
+        while times and sim.now - times[0] > policy.restart_probation_s:
+            times.popleft()
+        self.expect_escalation[vnfc] = len(times) > policy.restart_max
+
+    def _check_escalation(self, sim: Any, event: m.CleanupDone, decision: Decision) -> None:
+        expected = self.expect_escalation.pop(event.vnfc)
+        escalated = any(isinstance(c, m.Escalate) for c in decision.commands)
+        if not event.ok:
+            expected = True  # isolation not confirmed: always escalated
+        elif event.vnfc in self.vm_down:
+            return  # its VM is down: the repair waits for the VM, not for an escalation
+        if escalated != expected:
+            n = len(self.failures[event.vnfc])
+            raise Violation(
+                "escalation",
+                sim.now,
+                f"{event.vnfc}: {n} failures in the probation time, escalated={escalated}",
+            )

@@ -1,0 +1,549 @@
+"""The simulated world and its drivers, on a virtual clock, around the unchanged managers.
+
+Time is virtual (seconds, as the managers expect); nothing here reads a clock or sleeps. Every
+scheduled effect carries the incarnation (``gen``) of the entity it acts on, so an effect meant
+for a process that has since died and restarted is dropped, as a real one would be.
+
+What is observed how, as on a real multi-host system:
+- a VNFC that dies on a live, reachable VM: its exit is reported at once (pidfd/guest agent);
+- a VNFC that hangs, or whose VM hangs or host dies or link is cut: its health checks miss;
+- a guest that dies on a live host: its host agent reports it at once;
+- a frozen VM, a dead host, a cut link: their heartbeats stop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nfvha.config import Deployment
+from nfvha.core import checkpoint as ck
+from nfvha.core import messages as m
+from nfvha.core import routing
+from nfvha.core import vim as v
+from nfvha.core.ha import HAManager
+from nfvha.core.messages import Traced
+from nfvha.core.placement import Placement, plan
+from nfvha.core.vim import Vim, VmSpec
+from nfvha.core.vnfm import Vnfm
+from nfvha.sim.faults import Fault
+
+
+@dataclass(frozen=True, slots=True)
+class Latencies:
+    """Seconds. Defaults are this machine's measured medians (bench/results)."""
+
+    fork: float = 0.0015  # StartVnfc to ProcessStarted
+    spawn: float = 0.135  # ProcessStarted to registered (the component's start-up)
+    exit_seen: float = 0.003  # death to its exit being reported
+    cleanup: float = 0.0004
+    assign: float = 0.0011  # AssignRole to RoleConfirmed
+    message: float = 0.00005  # one hop between managers or to a component
+    vm_boot: float = 0.15
+    host_boot: float = 0.3
+    fence: float = 0.001
+    fsync: float = 0.002
+    rpc_timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    """The manager and service classes to run; tests swap in broken ones."""
+
+    ha: type = HAManager
+    vim: type = Vim
+    vnfm: type = Vnfm
+    checkpoints: type = ck.CheckpointService
+
+
+DEFAULT_LATENCIES = Latencies()
+DEFAULT_POLICIES = Policies()
+
+
+@dataclass(slots=True)
+class SimHost:
+    name: str
+    alive: bool = True
+    link: bool = True
+    gen: int = 0
+
+    @property
+    def reachable(self) -> bool:
+        return self.alive and self.link
+
+
+@dataclass(slots=True)
+class SimVm:
+    name: str
+    host: str
+    alive: bool = True
+    frozen: bool = False
+    gen: int = 0
+    vnfcs: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SimVnfc:
+    name: str
+    vnf: str
+    vm: str
+    alive: bool = False
+    hung: bool = False
+    role: str = "none"  # what the component itself believes
+    version: int = 0  # the checkpoint version it holds
+    gen: int = 0
+    watched: bool = False
+    watch_gen: int = 0
+
+
+class Simulation:
+    def __init__(
+        self,
+        deployment: Deployment,
+        seed: int,
+        faults: list[Fault] = (),  # type: ignore[assignment]
+        *,
+        latencies: Latencies = DEFAULT_LATENCIES,
+        policies: Policies = DEFAULT_POLICIES,
+        checkpoint_every: float | None = 0.05,
+        record: bool = True,
+        observers: tuple[Any, ...] = (),
+    ) -> None:
+        self.deployment, self.lat, self.policies = deployment, latencies, policies
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self._queue: list[tuple[float, int, Callable[..., None], tuple]] = []
+        self._seq = 0
+        self._feeding: list[tuple[str, Traced]] = []
+        self.record = record
+        self.records: list[dict[str, Any]] = []
+        self.observers = list(observers)
+        self.checkpoint_every = checkpoint_every
+        self.events = 0
+        self.placement = plan(deployment) or _single_host(deployment)
+        self._build_world(self.placement)
+        self._build_managers(self.placement)
+        self.slow_disk_until: dict[str, float] = {}
+        for fault in faults:
+            self.at(fault.at, self.inject, fault)
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def _build_world(self, p: Placement) -> None:
+        self.hosts = {h: SimHost(h) for h in p.hosts}
+        self.vms = {vm: SimVm(vm, host) for vm, host in p.vm_host.items()}
+        self.vms_by_host: dict[str, set[str]] = {}
+        for vm, host in p.vm_host.items():
+            self.vms_by_host.setdefault(host, set()).add(vm)
+        self.vnfcs: dict[str, SimVnfc] = {}
+        self.owner: dict[str, str] = {}
+        self.specs = {vnf.name: vnf for vnf in self.deployment.vnfs}
+        for vnf in self.deployment.vnfs:
+            for c in vnf.vnfcs:
+                vm = p.vnfc_vm[c.name]
+                self.vnfcs[c.name] = SimVnfc(c.name, vnf.name, vm)
+                self.vms[vm].vnfcs.append(c.name)
+                self.owner[c.name] = vnf.name
+
+    def _build_managers(self, p: Placement) -> None:
+        pol = self.policies
+        self.ha = {name: pol.ha(spec) for name, spec in self.specs.items()}
+        self.ckpt = {name: pol.checkpoints(spec.state_mode) for name, spec in self.specs.items()}
+        self.acked = dict.fromkeys(self.specs, 0)
+        vm_specs = [
+            VmSpec(
+                vm,
+                host,
+                p.vm_vnf[vm],
+                self.specs[p.vm_vnf[vm]].repair.mode,
+                self.specs[p.vm_vnf[vm]].repair.action,
+            )
+            for vm, host in p.vm_host.items()
+        ]
+        nfvi = self.deployment.nfvi
+        self.vim = pol.vim.build(list(p.hosts), vm_specs, nfvi.correlation_window_s)
+        self.vnfm = pol.vnfm("vnfm", dict(p.vnfc_vm), dict(self.owner))
+
+    # --- the clock ----------------------------------------------------------------------------
+
+    def at(self, when: float, fn: Callable[..., None], *args: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (when, self._seq, fn, args))
+
+    def after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        self.at(self.now + delay, fn, *args)
+
+    def run(self, until: float) -> None:
+        """Start every VNF, then play events until ``until`` (virtual seconds)."""
+        if self.now == 0.0 and not self.records and self.events == 0:
+            for name, mgr in self.ha.items():
+                decision = mgr.start(self.now)
+                self._note("ManagerStarted", self.label(name), decision.why)
+                for cmd in decision.commands:
+                    self._route(name, cmd)
+        while self._queue and self._queue[0][0] <= until:
+            when, _, fn, args = heapq.heappop(self._queue)
+            self.now = when
+            fn(*args)
+            for obs in self.observers:
+                obs.after_step(self)
+        self.now = max(self.now, until)
+
+    # --- managers -----------------------------------------------------------------------------
+
+    def label(self, target: str) -> str:
+        if target in (routing.VIM, routing.VNFM):
+            return target
+        return f"vnfm:{target}" if self.specs[target].redundancy.model == "none" else f"ha:{target}"
+
+    def feed(self, target: str, event: Traced) -> None:
+        self._feeding.append((target, event))
+        if len(self._feeding) > 1:
+            return
+        while self._feeding:
+            name, ev = self._feeding[0]
+            self._handle(name, ev)
+            self._feeding.pop(0)
+
+    def _handle(self, target: str, event: Traced) -> None:
+        self.events += 1
+        manager = (
+            self.vim
+            if target == routing.VIM
+            else self.vnfm
+            if target == routing.VNFM
+            else self.ha[target]
+        )
+        decision = manager.handle(event, self.now)
+        self._rec(
+            "event", event.name, event.subject, self.label(target), event.fields(), decision.why
+        )
+        for obs in self.observers:
+            obs.on_decision(self, target, event, decision)
+        for cmd in decision.commands:
+            self._route(target, cmd)
+
+    def _route(self, source: str, cmd: Traced) -> None:
+        for obs in self.observers:
+            obs.on_command(self, source, cmd)
+        to = routing.destination(source, cmd, self.owner)
+        if isinstance(cmd, v.Alarm):
+            self._rec("message", cmd.name, self.label(source), "operator", cmd.fields())
+        elif to is not None:
+            self._rec("message", cmd.name, self.label(source), self.label(to), cmd.fields())
+            self.after(self.lat.message, self.feed, to, cmd)
+        else:
+            self._rec("command", cmd.name, self.label(source), cmd.subject, cmd.fields())
+            self._drive(source, cmd)
+
+    # --- drivers ------------------------------------------------------------------------------
+
+    def _drive(self, source: str, cmd: Traced) -> None:
+        handler = getattr(self, f"_do_{cmd.name}", None)
+        if handler is not None:
+            handler(source, cmd)
+
+    def _do_StartVnfc(self, vnf: str, cmd: m.StartVnfc) -> None:
+        c = self.vnfcs[cmd.vnfc]
+        vm = self.vms[c.vm]
+        if not self._vm_reachable(vm):
+            delay = self.lat.rpc_timeout if vm.alive else self.lat.message
+            event = m.StartFailed(
+                vnfc=c.name, reason=f"VM {vm.name} unreachable", vm_unreachable=True
+            )
+            self.after(delay, self.feed, vnf, event)
+            return
+        c.gen += 1
+        self.after(self.lat.fork, self._process_started, c, c.gen)
+
+    def _process_started(self, c: SimVnfc, gen: int) -> None:
+        if gen != c.gen or not self._vm_reachable(self.vms[c.vm]):
+            return
+        c.alive, c.hung, c.role, c.version = True, False, "none", 0
+        self.feed(c.vnf, m.ProcessStarted(vnfc=c.name, pid=gen))
+        self.after(self.lat.spawn, self._registered, c, gen)
+
+    def _registered(self, c: SimVnfc, gen: int) -> None:
+        if gen == c.gen and c.alive and self._responsive(c):
+            self.feed(c.vnf, m.ComponentRegistered(vnfc=c.name))
+
+    def _do_SetTimer(self, vnf: str, cmd: m.SetTimer) -> None:
+        expired = m.TimerExpired(vnfc=cmd.vnfc, timer=cmd.timer, token=cmd.token)
+        self.after(cmd.after_s, self.feed, vnf, expired)
+
+    def _do_Cleanup(self, vnf: str, cmd: m.Cleanup) -> None:
+        c = self.vnfcs[cmd.vnfc]
+        self._ckpt(vnf, self.ckpt[vnf].revoke(c.name))
+        host = self.hosts[self.vms[c.vm].host]
+        if c.alive and host.alive and not host.link:
+            done = m.CleanupDone(vnfc=c.name, ok=False, detail="its host is unreachable")
+            self.after(self.lat.rpc_timeout, self.feed, vnf, done)
+            return
+        self._kill(c, seen=False)
+        self.after(self.lat.cleanup, self.feed, vnf, m.CleanupDone(vnfc=c.name, ok=True))
+
+    def _do_AssignRole(self, vnf: str, cmd: m.AssignRole) -> None:
+        c = self.vnfcs[cmd.vnfc]
+        service = self.ckpt[vnf]
+        if cmd.role == "active":
+            self._ckpt(vnf, service.grant(c.name, cmd.epoch))
+        elif cmd.role == "standby":
+            service.attach_standby(c.name)
+        version = service.version  # the assignment carries the whole state
+        self.after(self.lat.assign, self._take_role, c, c.gen, cmd, version)
+
+    def _take_role(self, c: SimVnfc, gen: int, cmd: m.AssignRole, version: int) -> None:
+        if gen != c.gen or not c.alive or not self._responsive(c):
+            return
+        c.role, c.version = cmd.role, version
+        self.feed(c.vnf, m.RoleConfirmed(vnfc=c.name, role=cmd.role, epoch=cmd.epoch))
+        if cmd.role == "active" and self.checkpoint_every and self.ckpt[c.vnf].mode != "none":
+            self.after(self.checkpoint_every, self._write, c, gen, cmd.epoch)
+
+    def _do_WatchHealth(self, vnf: str, cmd: m.WatchHealth) -> None:
+        c = self.vnfcs[cmd.vnfc]
+        c.watched, c.watch_gen = cmd.on, c.watch_gen + 1
+        if cmd.on and not (c.alive and self._responsive(c)):
+            self._health_misses(c)
+
+    def _health_misses(self, c: SimVnfc) -> None:
+        """A dead or unresponsive VNFC misses one check per interval: threshold misses fail it.
+        (Its checks run from the manager's side, so this holds whatever killed or froze it.)"""
+        if not c.watched:
+            return
+        hc = self.specs[c.vnf].policies.health_check
+        for k in range(1, hc.failure_threshold + 1):
+            self.after(k * hc.interval_ms / 1000, self._miss, c, c.watch_gen, c.gen, k)
+
+    def _miss(self, c: SimVnfc, watch_gen: int, gen: int, k: int) -> None:
+        silent = not c.alive or not self._responsive(c)
+        if c.watched and watch_gen == c.watch_gen and gen == c.gen and silent:
+            self.feed(c.vnf, m.HealthCheckFailed(vnfc=c.name, reason=f"miss {k}"))
+
+    # VIM side
+
+    def _do_CleanupVm(self, _: str, cmd: v.CleanupVm) -> None:
+        vm = self.vms[cmd.vm]
+        if self.hosts[vm.host].alive and not self.hosts[vm.host].link:
+            event = v.VmCleanedUp(vm=vm.name, ok=False, detail="host unreachable")
+            self.after(self.lat.rpc_timeout, self.feed, routing.VIM, event)
+            return
+        self._vm_down(vm, reported=False)
+        self.after(self.lat.cleanup, self.feed, routing.VIM, v.VmCleanedUp(vm=vm.name, ok=True))
+
+    def _do_FenceHost(self, _: str, cmd: v.FenceHost) -> None:
+        host = self.hosts[cmd.host]
+        self._host_down(host)  # out-of-band: power off works whatever the link does
+        host.link = True
+        self.after(self.lat.fence, self.feed, routing.VIM, v.HostFenced(host=host.name, ok=True))
+
+    def _do_StartHost(self, _: str, cmd: v.StartHost) -> None:
+        host = self.hosts[cmd.host]
+        host.gen += 1
+        self.after(self.lat.host_boot, self._host_booted, host, host.gen)
+
+    def _host_booted(self, host: SimHost, gen: int) -> None:
+        if gen == host.gen:
+            host.alive, host.link = True, True
+            self.feed(routing.VIM, v.HostUp(host=host.name))
+
+    def _do_StartVm(self, _: str, cmd: v.StartVm) -> None:
+        vm, host = self.vms[cmd.vm], self.hosts[cmd.host]
+        self.vms_by_host[vm.host].discard(vm.name)
+        self.vms_by_host.setdefault(cmd.host, set()).add(vm.name)
+        vm.host, vm.gen = cmd.host, vm.gen + 1
+        if not host.reachable:
+            event = v.VmStartFailed(vm=vm.name, detail=f"{host.name} unreachable")
+            self.after(self.lat.rpc_timeout, self.feed, routing.VIM, event)
+            return
+        self.after(self.lat.vm_boot, self._vm_booted, vm, vm.gen, host.gen)
+
+    def _vm_booted(self, vm: SimVm, gen: int, host_gen: int) -> None:
+        host = self.hosts[vm.host]
+        if gen != vm.gen:
+            return
+        if host_gen != host.gen or not host.reachable:
+            self.feed(routing.VIM, v.VmStartFailed(vm=vm.name, detail="its host went away"))
+            return
+        vm.alive, vm.frozen = True, False
+        self.feed(routing.VIM, v.VmUp(vm=vm.name, host=vm.host))
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def _write(self, c: SimVnfc, gen: int, epoch: int) -> None:
+        if gen != c.gen or not c.alive or c.role != "active":
+            return
+        if self._responsive(c):
+            service = self.ckpt[c.vnf]
+            request = service.version + 1
+            c.version = request
+            self._ckpt(c.vnf, service.write(c.name, epoch, request, {"n": request}))
+        self.after(self.checkpoint_every, self._write, c, gen, epoch)
+
+    def _ckpt(self, vnf: str, actions: list[ck.Action]) -> None:
+        for action in actions:
+            if isinstance(action, ck.Ack):
+                self.acked[vnf] = max(self.acked[vnf], action.request)
+            elif isinstance(action, ck.Replicate):
+                self.after(self.lat.message, self._replicate, vnf, action)
+            elif isinstance(action, ck.Persist):
+                slow = 50.0 if self.slow_disk_until.get(vnf, -1.0) > self.now else 1.0
+                self.after(self.lat.fsync * slow, self._persisted, vnf, action.version)
+
+    def _replicate(self, vnf: str, action: ck.Replicate) -> None:
+        c = self.vnfcs[action.standby]
+        if c.alive and self._responsive(c) and c.role == "standby":
+            c.version = max(c.version, action.version)
+            acks = self.ckpt[vnf].standby_acked(c.name, action.version)
+            self.after(self.lat.message, self._ckpt, vnf, acks)
+
+    def _persisted(self, vnf: str, version: int) -> None:
+        self._ckpt(vnf, self.ckpt[vnf].persisted(version))
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def inject(self, fault: Fault) -> None:
+        self._rec("fault", fault.kind, "operator", fault.target, fault.to_dict())
+        getattr(self, "_fault_" + fault.kind.replace("-", "_"))(fault)
+
+    def _fault_vnfc_crash(self, f: Fault) -> None:
+        c = self.vnfcs[f.target]
+        if c.alive:
+            self._kill(c, seen=self._vm_reachable(self.vms[c.vm]))
+
+    def _fault_vnfc_hang(self, f: Fault) -> None:
+        c = self.vnfcs[f.target]
+        if c.alive and not c.hung:
+            c.hung = True
+            self._unresponsive([c])
+
+    def _fault_vm_crash(self, f: Fault) -> None:
+        vm = self.vms[f.target]
+        if vm.alive:
+            self._vm_down(vm, reported=self.hosts[vm.host].reachable)
+
+    def _fault_vm_hang(self, f: Fault) -> None:
+        vm = self.vms[f.target]
+        if vm.alive and not vm.frozen:
+            vm.frozen = True
+            self._unresponsive([self.vnfcs[n] for n in vm.vnfcs])
+            self._heartbeat_loss(
+                routing.VIM,
+                v.VmFailed(vm=vm.name, cause="heartbeat"),
+                lambda: vm.frozen and vm.alive,
+            )
+
+    def _fault_host_crash(self, f: Fault) -> None:
+        host = self.hosts[f.target]
+        if host.alive:
+            self._host_down(host)
+            self._heartbeat_loss(
+                routing.VIM, v.HostFailed(host=host.name, cause="heartbeat"), lambda: not host.alive
+            )
+
+    def _fault_link_cut(self, f: Fault) -> None:
+        host = self.hosts[f.target]
+        if not host.reachable:
+            return
+        host.link = False
+        cut_gen = host.gen
+        on_it = [self.vnfcs[n] for vm in self._vms_on(host.name) for n in vm.vnfcs]
+        self._unresponsive([c for c in on_it if c.alive])
+        self._heartbeat_loss(
+            routing.VIM,
+            v.HostFailed(host=host.name, cause="heartbeat"),
+            lambda: host.alive and not host.link,
+        )
+        self.after(f.duration, self._heal, host, cut_gen)
+
+    def _heal(self, host: SimHost, gen: int) -> None:
+        if gen == host.gen and host.alive:
+            host.link = True
+
+    def _fault_slow_disk(self, f: Fault) -> None:
+        self.slow_disk_until[f.target] = self.now + f.duration
+
+    # --- world helpers ------------------------------------------------------------------------
+
+    def _kill(self, c: SimVnfc, *, seen: bool) -> None:
+        """The VNFC's process dies; ``seen``: its exit is reported (pidfd, guest agent)."""
+        was_alive = c.alive
+        c.alive, c.hung, c.role = False, False, "none"
+        c.gen += 1
+        if was_alive and seen:
+            event = m.ProcessExited(vnfc=c.name, status="killed")
+            self.after(self.lat.exit_seen, self.feed, c.vnf, event)
+        elif was_alive:
+            c.watch_gen += 1  # misses of its last life stop; those of its death begin
+            self._health_misses(c)
+
+    def _vm_down(self, vm: SimVm, *, reported: bool) -> None:
+        for name in vm.vnfcs:
+            self._kill(self.vnfcs[name], seen=False)
+        if vm.alive:
+            vm.alive, vm.frozen = False, False
+            vm.gen += 1
+            if reported:
+                event = v.VmFailed(vm=vm.name, cause="exit", detail="guest exited")
+                self.after(self.lat.exit_seen, self.feed, routing.VIM, event)
+
+    def _host_down(self, host: SimHost) -> None:
+        for vm in self._vms_on(host.name):
+            self._vm_down(vm, reported=False)
+        host.alive = False
+        host.gen += 1
+
+    def _unresponsive(self, vnfcs: list[SimVnfc]) -> None:
+        for c in vnfcs:
+            self._health_misses(c)
+
+    def _heartbeat_loss(self, target: str, event: Traced, still: Callable[[], bool]) -> None:
+        nfvi = self.deployment.nfvi
+        delay = nfvi.heartbeat_interval_ms * nfvi.heartbeat_misses / 1000
+        self.after(delay, lambda: still() and self.feed(target, event))
+
+    def _vms_on(self, host: str) -> list[SimVm]:
+        return [
+            self.vms[n] for n in sorted(self.vim.by_host.get(host, ())) if self.vms[n].host == host
+        ] or [vm for vm in self.vms.values() if vm.host == host]
+
+    def _vm_reachable(self, vm: SimVm) -> bool:
+        return vm.alive and not vm.frozen and self.hosts[vm.host].reachable
+
+    def _responsive(self, c: SimVnfc) -> bool:
+        return not c.hung and self._vm_reachable(self.vms[c.vm])
+
+    # --- trace --------------------------------------------------------------------------------
+
+    def _rec(self, kind: str, name: str, src: str, dst: str, data: dict, why: str = "") -> None:
+        if not self.record:
+            return
+        rec: dict[str, Any] = {
+            "t": round(self.now * 1e9),
+            "kind": kind,
+            "name": name,
+            "src": src,
+            "dst": dst,
+        }
+        if data:
+            rec["data"] = data
+        if why:
+            rec["why"] = why
+        self.records.append(rec)
+
+    def _note(self, name: str, src: str, why: str) -> None:
+        self._rec("note", name, src, "", {}, why)
+
+    def trace_text(self) -> str:
+        return "".join(json.dumps(r) + "\n" for r in self.records)
+
+
+def _single_host(deployment: Deployment) -> Placement:
+    """Deployments without hosts run on one host, each VNFC in a VM of its own."""
+    raw = deployment.model_dump()
+    raw["hosts"] = [{"name": "host-1"}]
+    return plan(Deployment.model_validate(raw))  # type: ignore[return-value]
