@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -567,6 +568,129 @@ def _print_scenario_table(outcomes: list[Any]) -> None:
             "PASS" if v["pass"] else "FAIL",
         )
     console.print(table)
+
+
+# --- simulation --------------------------------------------------------------------------------
+
+sim_app = typer.Typer(
+    help="Deterministic simulation of the same managers: fault schedules, invariants, fuzzing.",
+    no_args_is_help=True,
+)
+app.add_typer(sim_app, name="sim")
+
+ConfigArg = Annotated[
+    Path, typer.Argument(help="Deployment file (YAML), or a scenario name like uc2.")
+]
+
+
+def load_deployment(config: Path) -> cfg.Deployment:
+    """A deployment file, a scenario file, or a scenario's name."""
+    from nfvha import scenario as sc
+
+    if config.suffix in (".yaml", ".yml") and config.exists():
+        text = config.read_text(errors="replace")
+        if "\ndeployment:" not in "\n" + text:
+            return load_config(config)[0]
+    try:
+        return sc.load(str(config)).deployment
+    except cfg.ConfigError as exc:
+        raise fail(str(exc), code=2) from None
+
+
+def _print_outcome(outcome: Any, as_json: bool) -> None:
+    v = outcome.violation
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "seed": outcome.seed,
+                    "faults": [f.to_dict() for f in outcome.faults],
+                    "ok": v is None,
+                    "violation": None
+                    if v is None
+                    else {"invariant": v.name, "at_s": v.at, "detail": v.detail},
+                    "events": outcome.sim.events,
+                    "virtual_s": outcome.sim.now,
+                }
+            )
+        )
+        return
+    console.print(
+        f"seed {outcome.seed}: {len(outcome.faults)} faults, {outcome.sim.events} events, "
+        f"{outcome.sim.now:.1f} s simulated",
+        highlight=False,
+    )
+    if v is None:
+        console.print("[green]all invariants held[/green]")
+        return
+    console.print(
+        f"[red]invariant {v.name} violated[/red] at t={v.at:.6f} s: {v.detail}", highlight=False
+    )
+    console.print("schedule that fails (YAML, for --faults):", highlight=False)
+    print(yaml.safe_dump([f.to_dict() for f in outcome.faults], sort_keys=False), end="")
+
+
+@sim_app.command("run")
+def sim_run(
+    config: ConfigArg,
+    faults: Annotated[
+        str,
+        typer.Option(help="'random', or a YAML file: a list of {at, kind, target[, duration]}."),
+    ] = "random",
+    seed: Annotated[int, typer.Option(help="Seed of the random schedule.")] = 1,
+    duration: Annotated[float, typer.Option(help="Seconds of faults (random schedules).")] = 60.0,
+    mean_gap: Annotated[float, typer.Option(help="Mean seconds between random faults.")] = 2.0,
+    trace: Annotated[Path | None, typer.Option(help="Write the trace here (JSON lines).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Simulate a deployment under a fault schedule; every invariant checked at every step.
+    The same (deployment, schedule, seed) gives the same trace, byte for byte."""
+    from nfvha.sim import faults as fs
+    from nfvha.sim import runner
+
+    deployment = load_deployment(config)
+    if faults == "random":
+        schedule = runner.random_schedule(deployment, seed, duration, mean_gap)
+    else:
+        try:
+            schedule = fs.load(Path(faults), runner.entities(deployment))
+        except fs.ScheduleError as exc:
+            raise fail(str(exc), code=2) from None
+    outcome = runner.simulate(deployment, seed, schedule)
+    if outcome.violation is not None:
+        outcome = runner.shrink(deployment, outcome)
+    if trace is not None:
+        trace.write_text(outcome.sim.trace_text())
+    _print_outcome(outcome, as_json)
+    if outcome.violation is not None:
+        raise typer.Exit(1)
+
+
+@sim_app.command("fuzz")
+def sim_fuzz(
+    config: ConfigArg,
+    runs: Annotated[int, typer.Option(min=1, help="How many seeds to try.")] = 100,
+    first_seed: Annotated[int, typer.Option(help="The first seed.")] = 1,
+    duration: Annotated[float, typer.Option(help="Seconds of faults per run.")] = 30.0,
+    mean_gap: Annotated[float, typer.Option(help="Mean seconds between faults.")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Random fault schedules, one per seed; the first failing run is shrunk to the shortest
+    schedule that still fails, and printed with its seed."""
+    from nfvha.sim import runner
+
+    deployment = load_deployment(config)
+    done, failed = runner.fuzz(
+        deployment, runs, first_seed=first_seed, duration=duration, mean_gap=mean_gap
+    )
+    if failed is None:
+        if as_json:
+            print(json.dumps({"runs": done, "ok": True}))
+        else:
+            console.print(f"[green]{done} runs, all invariants held[/green]", highlight=False)
+        return
+    _print_outcome(runner.shrink(deployment, failed), as_json)
+    raise typer.Exit(1)
 
 
 def main() -> None:

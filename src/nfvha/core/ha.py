@@ -124,6 +124,8 @@ class HAManager:
         return Decision((), f"{c.name} started as pid {e.pid}; waiting for it to register")
 
     def _on_StartFailed(self, c: VnfcState, e: m.StartFailed, now: float) -> Decision:
+        if e.token and e.token != c.start_token:
+            return Decision((), f"ignored a late answer to an earlier start of {c.name}")
         if e.vm_unreachable and c.life is Life.STARTING:
             # The VNFM can see that it cannot reach the VM, not why: it waits for the VIM.
             c.life, c.vm_down = Life.STOPPED, True
@@ -324,7 +326,7 @@ class HAManager:
         c.start_token += 1
         timeout = self.vnf.policies.start_timeout_s
         return (
-            m.StartVnfc(vnfc=c.name),
+            m.StartVnfc(vnfc=c.name, token=c.start_token),
             m.SetTimer(vnfc=c.name, timer="start", after_s=timeout, token=c.start_token),
         )
 

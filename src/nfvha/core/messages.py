@@ -47,6 +47,7 @@ class ProcessStarted(Message):
 class StartFailed(Message):
     reason: str
     vm_unreachable: bool = False  # the VNFC's VM did not answer: not the VNFC's fault
+    token: int = 0  # the StartVnfc it answers (a late answer to an older start is stale)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,7 +119,7 @@ class VmRestored(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartVnfc(Message):
-    pass
+    token: int = 0  # which start this is; StartFailed carries it back
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

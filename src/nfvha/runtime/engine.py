@@ -292,7 +292,7 @@ class Engine:
     def _execute(self, vnf_name: str, cmd: m.Message) -> None:
         vnf = self.vnfs[vnf_name]
         if isinstance(cmd, m.StartVnfc):
-            self._spawn_task(self._start_vnfc(vnf, cmd.vnfc))
+            self._spawn_task(self._start_vnfc(vnf, cmd.vnfc, cmd.token))
         elif isinstance(cmd, m.Cleanup):
             self._ckpt(vnf, vnf.checkpoints.revoke(cmd.vnfc))
             self._spawn_task(self._cleanup(vnf_name, cmd))
@@ -304,7 +304,7 @@ class Engine:
             expired = m.TimerExpired(vnfc=cmd.vnfc, timer=cmd.timer, token=cmd.token)
             asyncio.get_running_loop().call_later(cmd.after_s, self.feed, vnf_name, expired)
 
-    async def _start_vnfc(self, vnf: VnfRuntime, name: str) -> None:
+    async def _start_vnfc(self, vnf: VnfRuntime, name: str, token: int) -> None:
         spec = next(c for c in vnf.spec.vnfcs if c.name == name)
         env = dict(os.environ)
         # The interpreter's own bin first: entry points of the installed package resolve there.
@@ -325,13 +325,14 @@ class Engine:
                 pid = await self.nfvi.start_vnfc(vm, name, spec.command, env, self.base_dir)
                 self.procs.adopt(name, pid)
         except VmUnreachable as exc:
-            event = m.StartFailed(vnfc=name, reason=str(exc), vm_unreachable=True)
+            event = m.StartFailed(vnfc=name, reason=str(exc), vm_unreachable=True, token=token)
             self.feed(vnf.spec.name, event)
             return
         except OSError as exc:
             reason = exc.strerror or str(exc)
             self.feed(
-                vnf.spec.name, m.StartFailed(vnfc=name, reason=f"{spec.command[0]}: {reason}")
+                vnf.spec.name,
+                m.StartFailed(vnfc=name, reason=f"{spec.command[0]}: {reason}", token=token),
             )
             return
         self.feed(vnf.spec.name, m.ProcessStarted(vnfc=name, pid=pid))

@@ -253,7 +253,10 @@ class Simulation:
         if not self._vm_reachable(vm):
             delay = self.lat.rpc_timeout if vm.alive else self.lat.message
             event = m.StartFailed(
-                vnfc=c.name, reason=f"VM {vm.name} unreachable", vm_unreachable=True
+                vnfc=c.name,
+                reason=f"VM {vm.name} unreachable",
+                vm_unreachable=True,
+                token=cmd.token,
             )
             self.after(delay, self.feed, vnf, event)
             return
@@ -283,8 +286,12 @@ class Simulation:
             done = m.CleanupDone(vnfc=c.name, ok=False, detail="its host is unreachable")
             self.after(self.lat.rpc_timeout, self.feed, vnf, done)
             return
+        self.after(self.lat.cleanup, self._cleaned_up, vnf, c)
+
+    def _cleaned_up(self, vnf: str, c: SimVnfc) -> None:
+        """The kill takes effect when it is confirmed, not when it is asked for."""
         self._kill(c, seen=False)
-        self.after(self.lat.cleanup, self.feed, vnf, m.CleanupDone(vnfc=c.name, ok=True))
+        self.feed(vnf, m.CleanupDone(vnfc=c.name, ok=True))
 
     def _do_AssignRole(self, vnf: str, cmd: m.AssignRole) -> None:
         c = self.vnfcs[cmd.vnfc]
@@ -332,14 +339,19 @@ class Simulation:
             event = v.VmCleanedUp(vm=vm.name, ok=False, detail="host unreachable")
             self.after(self.lat.rpc_timeout, self.feed, routing.VIM, event)
             return
+        self.after(self.lat.cleanup, self._vm_cleaned_up, vm)
+
+    def _vm_cleaned_up(self, vm: SimVm) -> None:
         self._vm_down(vm, reported=False)
-        self.after(self.lat.cleanup, self.feed, routing.VIM, v.VmCleanedUp(vm=vm.name, ok=True))
+        self.feed(routing.VIM, v.VmCleanedUp(vm=vm.name, ok=True))
 
     def _do_FenceHost(self, _: str, cmd: v.FenceHost) -> None:
-        host = self.hosts[cmd.host]
+        self.after(self.lat.fence, self._fenced, self.hosts[cmd.host])
+
+    def _fenced(self, host: SimHost) -> None:
         self._host_down(host)  # out-of-band: power off works whatever the link does
         host.link = True
-        self.after(self.lat.fence, self.feed, routing.VIM, v.HostFenced(host=host.name, ok=True))
+        self.feed(routing.VIM, v.HostFenced(host=host.name, ok=True))
 
     def _do_StartHost(self, _: str, cmd: v.StartHost) -> None:
         host = self.hosts[cmd.host]
