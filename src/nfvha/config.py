@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -29,6 +30,11 @@ class ConfigError(Exception):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def repeated(names: list[str]) -> list[str]:
+    """Names that occur more than once (in linear time: deployments can be very large)."""
+    return sorted(n for n, k in Counter(names).items() if k > 1)
 
 
 def _split_command(value: object) -> object:
@@ -141,7 +147,7 @@ class Vnf(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Vnf:
         names = [c.name for c in self.vnfcs]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(names)
         if dupes:
             raise ValueError(f"VNFC names must be unique, repeated: {', '.join(dupes)}")
         r, count = self.redundancy, len(self.vnfcs)
@@ -177,6 +183,27 @@ class Vnf(Strict):
         return self.state or default[self.redundancy.model]
 
 
+class HostReliability(Strict):
+    """How often an entity fails and how long its repair takes (``nfvha predict``)."""
+
+    mtbf_h: PositiveFloat  # mean time between failures of one entity, hours
+    # Its repair: replaces the simulator's start-up time for it (VNFC start-up, VM boot, host
+    # boot). Absent: the measured default.
+    mttr_h: PositiveFloat | None = None
+
+
+class EntityReliability(HostReliability):
+    hang_fraction: float = Field(0.0, ge=0.0, le=1.0)  # the failures that are hangs, not crashes
+
+
+class Reliability(Strict):
+    """Per kind of entity; an absent kind does not fail."""
+
+    vnfc: EntityReliability | None = None
+    vm: EntityReliability | None = None
+    host: HostReliability | None = None  # hosts only crash
+
+
 class Deployment(Strict):
     name: Name
     vnfs: list[Vnf] = Field(min_length=1)
@@ -185,11 +212,12 @@ class Deployment(Strict):
     hosts: list[Host] = []
     vms: list[VmDecl] = []
     nfvi: Nfvi = Nfvi()
+    reliability: Reliability | None = None  # for 'nfvha predict'
 
     @model_validator(mode="after")
     def _unique(self) -> Deployment:
         names = [v.name for v in self.vnfs] + [c.name for v in self.vnfs for c in v.vnfcs]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(names)
         if dupes:
             raise ValueError(f"VNF and VNFC names must be unique, repeated: {', '.join(dupes)}")
         addresses = [v.service.address for v in self.vnfs]
@@ -202,17 +230,18 @@ class Deployment(Strict):
         hosts = [h.name for h in self.hosts]
         vms = [v.name for v in self.vms]
         for label, names in (("host", hosts), ("VM", vms)):
-            dupes = sorted({n for n in names if names.count(n) > 1})
+            dupes = repeated(names)
             if dupes:
                 raise ValueError(f"{label} names must be unique, repeated: {', '.join(dupes)}")
         if self.vms and not self.hosts:
             raise ValueError("VMs are declared but no hosts: declare 'hosts' too")
+        known_hosts, known_vms = set(hosts), set(vms)
         for vm in self.vms:
-            if vm.host is not None and vm.host not in hosts:
+            if vm.host is not None and vm.host not in known_hosts:
                 raise ValueError(f"VM {vm.name} is placed on unknown host {vm.host!r}")
         for vnf in self.vnfs:
             for c in vnf.vnfcs:
-                if c.vm is not None and c.vm not in vms:
+                if c.vm is not None and c.vm not in known_vms:
                     raise ValueError(f"VNFC {c.name} is placed on unknown VM {c.vm!r}")
 
 

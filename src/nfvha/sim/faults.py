@@ -86,3 +86,23 @@ def draw(
         target = rng.choice(entities[TARGET_OF[kind]])
         span = round(rng.uniform(0.1, 2.0), 3) if kind in ("link-cut", "slow-disk") else 0.0
         faults.append(Fault(round(at, 6), kind, target, span))
+
+
+def poisson(
+    rng: random.Random,
+    entities: dict[str, list[str]],
+    duration: float,
+    mtbf_s: dict[str, float],
+) -> list[Fault]:
+    """Independent exponential failures: each entity of a kind fails at rate 1/MTBF. Drawn as
+    one Poisson process per kind (rate n/MTBF) with a uniform target: O(faults), not
+    O(entities), so it scales to data-centre sizes."""
+    faults: list[Fault] = []
+    for kind, mtbf in sorted(mtbf_s.items()):
+        targets = entities[TARGET_OF[kind]]
+        if not targets or mtbf <= 0:
+            continue
+        rate, at = len(targets) / mtbf, 0.0
+        while (at := at + rng.expovariate(rate)) < duration:
+            faults.append(Fault(at, kind, rng.choice(targets)))
+    return sorted(faults)

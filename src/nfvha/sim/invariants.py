@@ -51,6 +51,9 @@ class Invariants:
     failures: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
     expect_escalation: dict[str, bool] = field(default_factory=dict)
     vm_down: set[str] = field(default_factory=set)
+    # VNFs whose managers acted this step: only they can have gained an active, so only they
+    # are checked (no scan of every VNF per event).
+    touched: set[str] = field(default_factory=set)
 
     def on_command(self, sim: Any, source: str, cmd: Traced) -> None:
         if not routing.in_scope(source, cmd, sim.owner):
@@ -69,6 +72,8 @@ class Invariants:
             self._count_failure(sim, cmd.vnfc)
 
     def on_decision(self, sim: Any, target: str, event: Traced, decision: Decision) -> None:
+        if target in sim.specs:
+            self.touched.add(target)
         if isinstance(event, m.VmLost):
             self.vm_down.add(event.vnfc)
             self.expect_escalation.pop(event.vnfc, None)  # isolated by its VM's loss
@@ -87,7 +92,8 @@ class Invariants:
                 )
 
     def after_step(self, sim: Any) -> None:
-        for vnf in sim.specs:
+        touched, self.touched = self.touched, set()
+        for vnf in sorted(touched):
             actives = self._actives(sim, vnf)
             if len(actives) > active_limit(sim, vnf):
                 names = ", ".join(c.name for c in actives)

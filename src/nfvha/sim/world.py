@@ -211,17 +211,16 @@ class Simulation:
 
     def _handle(self, target: str, event: Traced) -> None:
         self.events += 1
-        manager = (
-            self.vim
-            if target == routing.VIM
-            else self.vnfm
-            if target == routing.VNFM
-            else self.ha[target]
-        )
+        if target == routing.VIM:
+            manager: Any = self.vim
+        elif target == routing.VNFM:
+            manager = self.vnfm
+        else:
+            manager = self.ha[target]
         decision = manager.handle(event, self.now)
-        self._rec(
-            "event", event.name, event.subject, self.label(target), event.fields(), decision.why
-        )
+        if self.record:  # fields() copies: only when there is a trace to write
+            data = event.fields()
+            self._rec("event", event.name, event.subject, self.label(target), data, decision.why)
         for obs in self.observers:
             obs.on_decision(self, target, event, decision)
         for cmd in decision.commands:
@@ -231,13 +230,17 @@ class Simulation:
         for obs in self.observers:
             obs.on_command(self, source, cmd)
         to = routing.destination(source, cmd, self.owner)
-        if isinstance(cmd, v.Alarm):
-            self._rec("message", cmd.name, self.label(source), "operator", cmd.fields())
-        elif to is not None:
-            self._rec("message", cmd.name, self.label(source), self.label(to), cmd.fields())
+        if self.record:
+            if isinstance(cmd, v.Alarm):
+                kind, dst = "message", "operator"
+            elif to is not None:
+                kind, dst = "message", self.label(to)
+            else:
+                kind, dst = "command", cmd.subject
+            self._rec(kind, cmd.name, self.label(source), dst, cmd.fields())
+        if to is not None:
             self.after(self.lat.message, self.feed, to, cmd)
-        else:
-            self._rec("command", cmd.name, self.label(source), cmd.subject, cmd.fields())
+        elif not isinstance(cmd, v.Alarm):
             self._drive(source, cmd)
 
     # --- drivers ------------------------------------------------------------------------------
