@@ -20,9 +20,16 @@ class Driver:
         self._keep(self.mgr.start(self.now).commands)
 
     def _keep(self, commands: tuple[m.Message, ...]) -> tuple[m.Message, ...]:
-        """Commands other than deadlines (kept apart in ``timers``, tested on their own)."""
+        """Commands other than deadlines (kept apart in ``timers``, tested on their own), with
+        the start tokens left out of StartVnfc (checked against the timers' tokens)."""
         self.timers += [c for c in commands if isinstance(c, m.SetTimer)]
-        rest = tuple(c for c in commands if not isinstance(c, m.SetTimer))
+        for start in (c for c in commands if isinstance(c, m.StartVnfc)):
+            assert start.token == self.mgr.vnfcs[start.vnfc].start_token
+        rest = tuple(
+            m.StartVnfc(vnfc=c.vnfc) if isinstance(c, m.StartVnfc) else c
+            for c in commands
+            if not isinstance(c, m.SetTimer)
+        )
         self.log.extend(rest)
         return rest
 

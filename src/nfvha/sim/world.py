@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,7 +113,7 @@ class Simulation:
         observers: tuple[Any, ...] = (),
     ) -> None:
         self.deployment, self.lat, self.policies = deployment, latencies, policies
-        self.rng = random.Random(seed)
+        self.seed = seed  # the schedule's seed, kept with the run: nothing here is random
         self.now = 0.0
         self._queue: list[tuple[float, int, Callable[..., None], tuple]] = []
         self._seq = 0
