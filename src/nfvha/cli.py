@@ -168,9 +168,16 @@ def status(
             f"active: {', '.join(svc['active']) or '-'}",
             highlight=False,
         )
-        table = Table("VNFC", "role", "state", "pid", "failures", "last failure")
+        placement = answer.get("placement", {})
+        vm_host = answer.get("nfvi", {}).get("vms", {})
+        columns = ["VNFC", "role", "state", "pid", "failures", "last failure"]
+        table = Table(*columns, *(["VM (host)"] if placement else []))
         for c in vnf["vnfcs"]:
             state = f"[red]{c['state']}[/red]" if c["state"] == "escalated" else c["state"]
+            where = []
+            if placement:
+                vm = placement[c["name"]]
+                where = [f"{vm} ({vm_host[vm]['host']}, {vm_host[vm]['state']})"]
             table.add_row(
                 c["name"],
                 c["role"],
@@ -178,6 +185,7 @@ def status(
                 str(c["pid"] or "-"),
                 str(c["failures"]),
                 c["last_failure"],
+                *where,
             )
         console.print(table)
     for esc in answer["escalations"]:
