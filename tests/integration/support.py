@@ -436,3 +436,254 @@ def vnfc_view(status: dict[str, Any], name: str) -> dict[str, Any]:
             if c["name"] == name:
                 return c
     raise KeyError(name)
+
+
+# --- NFVI: cgroups, agents ------------------------------------------------------------------------
+# Appended for the NFVI and scenario tests (test_nfvi.py, test_scenarios.py).
+
+
+def cgroup_dirs(deployment_name: str) -> list[Path]:
+    """Where the NFVI of ``deployment_name`` keeps its fault zones, on every cgroup v2 mount the
+    runtime may pick (/sys/fs/cgroup/unified/nfvha/NAME on this kind of machine)."""
+    from nfvha.runtime.nfvi import CGROUP2_MOUNTS
+
+    return [mount / "nfvha" / deployment_name for mount in CGROUP2_MOUNTS]
+
+
+def cgroup_v2_writable() -> bool:
+    """A cgroup v2 hierarchy the NFVI runtime can use (it needs to create directories in it)."""
+    from nfvha.runtime.nfvi import CGROUP2_MOUNTS
+
+    return any(
+        (m / "cgroup.procs").exists()
+        and (m / "cgroup.subtree_control").exists()
+        and os.access(m, os.W_OK)
+        for m in CGROUP2_MOUNTS
+    )
+
+
+def cgroup_pids(path: Path) -> list[int]:
+    """Every process in the cgroup tree under ``path``."""
+    pids: list[int] = []
+    for procs in path.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in procs.read_text().split()]
+    return pids
+
+
+def remove_cgroup_tree(path: Path, timeout_s: float = 10.0) -> None:
+    """Teardown after a failed test: kill everything in the tree, then remove it bottom-up."""
+    with contextlib.suppress(OSError):
+        (path / "cgroup.freeze").write_text("0")
+    with contextlib.suppress(OSError):
+        (path / "cgroup.kill").write_text("1")
+    deadline = time.monotonic() + timeout_s
+    while cgroup_pids(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def leftover_cgroups(names: Iterable[str]) -> dict[str, list[int]]:
+    """The cgroup directories of these deployments that still exist, with the processes in
+    them; each one found is killed and removed, so that a failed test leaves nothing behind."""
+    left: dict[str, list[int]] = {}
+    for name in names:
+        for path in cgroup_dirs(name):
+            if path.exists():
+                left[str(path)] = cgroup_pids(path)
+                remove_cgroup_tree(path)
+    return left
+
+
+def agent_processes(runtime_dir: Path) -> list[int]:
+    """Live NFVI agents (``python -m nfvha.nfvi.agent``) started for this test: they talk to a
+    socket under its runtime dir, and inherit its NFVHA_RUNTIME_DIR."""
+    prefix = str(runtime_dir)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"nfvha.nfvi.agent" not in argv:
+            continue
+        ours = any(a.decode(errors="replace").startswith(prefix) for a in argv) or environ_of(
+            int(entry.name)
+        ).get("NFVHA_RUNTIME_DIR", "").startswith(prefix)
+        if ours and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+# --- scenarios ------------------------------------------------------------------------------------
+
+
+def unique_scenario(name: str) -> Any:
+    """Scenario ``name`` (uc1 ... uc9) with a deployment name and a service port of its own, so
+    that a test does not collide with a developer's run of the same scenario (fixed names and
+    ports 7721-7729). Scenario is frozen: rebuilt from a modified dump."""
+    from nfvha import scenario as sc
+
+    raw = sc.load(name).model_dump()
+    raw["deployment"]["name"] = f"{name}-{uuid.uuid4().hex[:6]}"
+    raw["deployment"]["vnfs"][0]["service"]["address"] = f"127.0.0.1:{free_udp_port()}"
+    return sc.Scenario.model_validate(raw)
+
+
+def match_steps(
+    records: list[Record], steps: Iterable[Any], bindings: dict[str, str]
+) -> list[int] | str:
+    """An independent check of a scenario chain: the indices, in order, of records matching each
+    step (name, kind, src, dst, data; ``$x`` resolved from ``bindings``); or a description of
+    the first step that has no match after the previous one."""
+
+    def bind(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("$"):
+            if value[1:] not in bindings:
+                raise AssertionError(f"placeholder {value} is not bound: {bindings}")
+            return bindings[value[1:]]
+        return value
+
+    found, start = [], 0
+    for step in steps:
+        crit: dict[str, Any] = {"name": step.name}
+        for key in ("kind", "src", "dst"):
+            if getattr(step, key):
+                crit[key] = bind(getattr(step, key))
+        crit.update({k: bind(v) for k, v in step.data.items()})
+        i = find(records, start, **crit)
+        if i is None:
+            return f"no record matching {crit} after index {start}"
+        found.append(i)
+        start = i + 1
+    return found
+
+
+# --- never two actives, NFVI aware ----------------------------------------------------------------
+
+
+def max_simultaneous_live_actives(
+    records: list[Record],
+    vnfc_vm: dict[str, str] | None = None,
+    vm_host: dict[str, str] | None = None,
+) -> int:
+    """Like ``max_simultaneous_actives``, for VNFCs that may live in VMs. A VNFC holds the active
+    role from AssignRole(active) until it is given another role or it is gone for real: its
+    process exited (ProcessExited), its cleanup is confirmed (CleanupDone ok), its VM is
+    confirmed cleaned up (VmCleanedUp ok) or its host fenced (HostFenced ok). The VIM's word that
+    a VM failed (VmLost) does *not* end it: a hung VM's VNFC still holds its address."""
+    vnfc_vm = dict(vnfc_vm or {})
+    vm_host = dict(vm_host or {})
+    holders: set[str] = set()
+    most = 0
+    for r in records:
+        kind, name, data = r["kind"], r["name"], r.get("data", {})
+        if kind == "command" and name == "AssignRole":
+            if data["role"] == "active":
+                holders.add(r["dst"])
+            else:
+                holders.discard(r["dst"])
+        elif kind == "command" and name == "StartVm":
+            vm_host[data["vm"]] = data["host"]
+        elif kind == "event" and (
+            name == "ProcessExited" or (name == "CleanupDone" and data.get("ok"))
+        ):
+            holders.discard(r["src"])
+        elif kind == "event" and name == "VmCleanedUp" and data.get("ok"):
+            holders -= {c for c in holders if vnfc_vm.get(c) == data["vm"]}
+        elif kind == "event" and name == "HostFenced" and data.get("ok"):
+            holders -= {c for c in holders if vm_host.get(vnfc_vm.get(c, "")) == data["host"]}
+        most = max(most, len(holders))
+    return most
+
+
+# --- a consumer in the test's loop, for in-process engines ----------------------------------------
+
+
+class Consumer:
+    """Sends INC requests one after another (a few ms apart) from inside the test's event loop
+    and records every good answer as (t_ns, total, vnfc); t_ns is on the trace's clock."""
+
+    def __init__(self, address: str, pause_s: float = 0.002) -> None:
+        self.client = UdpClient(address)
+        self.pause_s = pause_s
+        self.answers: list[tuple[int, int, str]] = []
+        self.sent = 0
+        self._stop = False
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self._stop:
+            self.sent += 1
+            answer = await self.client.request("INC", timeout_s=0.2)
+            if answer is not None:
+                self.answers.append((time.monotonic_ns(), answer[0], answer[1]))
+            await asyncio.sleep(self.pause_s)
+
+    async def stop(self) -> None:
+        self._stop = True
+        if self._task is not None:
+            await self._task
+        self.client.close()
+
+    def answered_after(self, t_ns: int) -> int:
+        return sum(1 for t, _, _ in self.answers if t > t_ns)
+
+    def lost(self) -> int:
+        """Acknowledged increments lost: answers whose total is not above every total
+        acknowledged before them (each INC adds one, answered once durable)."""
+        lost, best = 0, 0
+        for _, total, _ in self.answers:
+            if total <= best:
+                lost += 1
+            best = max(best, total)
+        return lost
+
+    def runs(self) -> list[str]:
+        """Who answered, consecutive answers of one VNFC collapsed: [a, b] is one failover;
+        [a, b, a] would mean two VNFCs served at once (or one failover too many)."""
+        out: list[str] = []
+        for _, _, vnfc in self.answers:
+            if not out or out[-1] != vnfc:
+                out.append(vnfc)
+        return out
+
+
+# --- zombies --------------------------------------------------------------------------------------
+
+
+def zombies(parents: Iterable[int]) -> list[tuple[int, int, str]]:
+    """(pid, ppid, command name) of every zombie whose parent is one of ``parents``."""
+    parents = set(parents)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if state == "Z" and int(ppid) in parents:
+            found.append((int(entry.name), int(ppid), comm))
+    return found
+
+
+def reap_zombie_children() -> list[tuple[int, int, str]]:
+    """Reap the zombies whose parent is this (test) process. An in-process engine makes the test
+    process a child subreaper, so orphans of its agents and VNFCs end up here; returns them."""
+    found = zombies([os.getpid()])
+    for pid, _, _ in found:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    return found

@@ -89,9 +89,10 @@ class VmUp(VmMsg):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VmStartFailed(VmMsg):
-    """The VM did not come up where it was started (its host went away meanwhile)."""
+    """The VM did not come up where it was started."""
 
     detail: str = ""
+    host_unreachable: bool = False  # its host agent could not be reached at all
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -336,6 +337,10 @@ class Vim:
         if vm.life is not VmLife.STARTING:
             return Decision((), f"ignored start failure of {e.vm}: it is {vm.life}")
         vm.life = VmLife.FAILED  # still isolated and consented: try again, elsewhere if need be
+        if e.host_unreachable and self.hosts[vm.host] is HostLife.UP:
+            # A host that cannot even be asked is treated as failed: fenced, so that the VM
+            # goes elsewhere (or waits for it), never retried on it in a loop.
+            return self._fail_host(vm.host, f"unreachable when starting {e.vm}")
         return self._maybe_restart(vm, f"{e.vm} did not start ({e.detail})")
 
     def _on_VmUp(self, e: VmUp, now: float) -> Decision:

@@ -5,7 +5,7 @@
 
 Both connect to the VIM's NFVI socket, say hello, and send a heartbeat every interval. A host
 agent starts guest agents (``start_vm``) inside the VM's cgroup and reports a guest's exit the
-moment its pidfd says so (``vm_exited``). A guest agent starts VNFCs (``start_vnfc``), each in
+moment it is reaped (``vm_exited``). A guest agent starts VNFCs (``start_vnfc``), each in
 its own session, and reaps them. Both stop when the VIM's connection goes away: a lost manager
 leaves no orphans. Messages are JSON lines (see ``nfvha.sdk.protocol.encode``).
 """
@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -37,12 +38,13 @@ class Agent:
     def __init__(self, kind: str, name: str, socket_path: str, interval_ms: int) -> None:
         self.kind, self.name, self.socket_path = kind, name, socket_path
         self.interval = interval_ms / 1000
-        self.children: dict[int, subprocess.Popen] = {}
+        self.children: dict[int, tuple[subprocess.Popen, str, str]] = {}
         self.writer: asyncio.StreamWriter | None = None
 
     async def run(self) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of our VNFCs come to us
+        asyncio.get_running_loop().add_signal_handler(signal.SIGCHLD, self._reap)
         reader, self.writer = await asyncio.open_unix_connection(self.socket_path)
         self.send("hello", kind=self.kind, name=self.name, pid=os.getpid())
         beat = asyncio.create_task(self._heartbeat())
@@ -97,17 +99,24 @@ class Agent:
         except OSError as exc:
             self.send(f"{what}_failed", name=name, req=req, reason=exc.strerror or str(exc))
             return
-        self.children[proc.pid] = proc
-        pidfd = os.pidfd_open(proc.pid)
-        asyncio.get_running_loop().add_reader(pidfd, self._exited, proc, pidfd, what, name)
+        self.children[proc.pid] = (proc, what, name)
         self.send(f"{what}_started", name=name, req=req, pid=proc.pid)
 
-    def _exited(self, proc: subprocess.Popen, pidfd: int, what: str, name: str) -> None:
-        asyncio.get_running_loop().remove_reader(pidfd)
-        os.close(pidfd)
-        status = proc.wait()
-        self.children.pop(proc.pid, None)
-        self.send(f"{what}_exited", name=name, pid=proc.pid, status=status)
+    def _reap(self) -> None:
+        """SIGCHLD: reap every child, ours or orphans reparented to us (we are a subreaper),
+        and report the exit of the guests and VNFCs we started."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            entry = self.children.pop(pid, None)
+            if entry is not None:
+                proc, what, name = entry
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                self.send(f"{what}_exited", name=name, pid=pid, status=proc.returncode)
 
 
 def main() -> None:

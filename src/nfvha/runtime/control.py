@@ -29,7 +29,8 @@ class ControlServer:
     async def start(self) -> asyncio.AbstractServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        return await asyncio.start_unix_server(self._serve, self.path, limit=MAX_LINE)
+        handler = self.engine.connections.serve(self._serve)
+        return await asyncio.start_unix_server(handler, self.path, limit=MAX_LINE)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -37,6 +37,7 @@ from nfvha.drivers.health import HealthMonitor, network_probe
 from nfvha.drivers.process import ProcessDriver
 from nfvha.drivers.store import DiskStore
 from nfvha.runtime import paths
+from nfvha.runtime.connections import Connections
 from nfvha.runtime.nfvi import NfviRuntime, VmUnreachable
 from nfvha.runtime.trace import Trace
 from nfvha.sdk import ENV_ADDRESS, ENV_SOCKET, ENV_VNFC
@@ -89,6 +90,7 @@ class Engine:
         self.stopped = asyncio.Event()
         self.procs = ProcessDriver(self._on_exit, state_dir / "logs")
         self._servers: list[asyncio.AbstractServer] = []
+        self.connections = Connections()  # of the component and control sockets
         for vnf in deployment.vnfs:
             self._add_vnf(vnf)
         self.alarms: list[dict[str, Any]] = []
@@ -167,7 +169,9 @@ class Engine:
             self.component_socket.unlink()
         self._servers.append(
             await asyncio.start_unix_server(
-                self._serve_component, self.component_socket, limit=MAX_LINE
+                self.connections.serve(self._serve_component),
+                self.component_socket,
+                limit=MAX_LINE,
             )
         )
         self._servers.append(await ControlServer(self).start())
@@ -199,6 +203,7 @@ class Engine:
             server.close()
         for link in self.links.values():
             link.writer.close()
+        await self.connections.close()
         for vnf in self.vnfs.values():
             if vnf.store:
                 vnf.store.close()

@@ -29,6 +29,7 @@ from nfvha.core import vim as v
 from nfvha.core.messages import Traced
 from nfvha.core.placement import Placement
 from nfvha.nfvi.agent import in_cgroup
+from nfvha.runtime.connections import Connections
 from nfvha.sdk.protocol import MAX_LINE, encode
 
 CGROUP2_MOUNTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
@@ -137,13 +138,17 @@ class NfviRuntime:
         self._agents: list[subprocess.Popen] = []
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.connections = Connections()
+        # Every agent and VNFC pid seen: orphaned when their parents die first (a host crash),
+        # they are reparented to us (a subreaper) and must be reaped here.
+        self.known_pids: set[int] = set()
         self.booted = False
 
     # --- life -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(
-            self._serve, self.socket_path, limit=MAX_LINE
+            self.connections.serve(self._serve), self.socket_path, limit=MAX_LINE
         )
         self._spawn_task(self._watch_heartbeats())
         await asyncio.gather(*(self._boot_host(h) for h in self.placement.hosts))
@@ -168,9 +173,11 @@ class NfviRuntime:
             self._server.close()
         for link in self.links.values():
             link.writer.close()
+        await self.connections.close()
         for proc in self._agents:
-            with contextlib.suppress(ChildProcessError):
+            with contextlib.suppress(ChildProcessError, subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
+        self._reap_orphans()
 
     # --- commands of the VIM --------------------------------------------------------------------
 
@@ -212,6 +219,9 @@ class NfviRuntime:
         self.vm_host[vm] = host
         try:
             await self._boot_vm(vm, host)
+        except VmUnreachable as exc:  # the host agent is not connected
+            self.report(v.VmStartFailed(vm=vm, detail=str(exc), host_unreachable=True))
+            return
         except (OSError, TimeoutError) as exc:
             self.report(v.VmStartFailed(vm=vm, detail=str(exc) or "no hello from its guest"))
             return
@@ -327,6 +337,7 @@ class NfviRuntime:
         kind = msg["t"]
         now = time.monotonic()
         if kind == "hello":
+            self.known_pids.add(int(msg["pid"]))
             key = ("host" if msg["kind"] == "host" else "guest", msg["name"])
             link = self.links[key] = AgentLink(key[0], key[1], writer, now)
             waiter = self._hello.pop(key, None)
@@ -342,16 +353,28 @@ class NfviRuntime:
             _, fut = self._rpc.get(msg["req"], (None, None))
             if fut is not None and not fut.done():
                 if kind == "vnfc_started":
+                    self.known_pids.add(int(msg["pid"]))
                     fut.set_result(msg["pid"])
                 else:
                     fut.set_exception(OSError(msg["reason"]))
         return link
+
+    def _reap_orphans(self) -> None:
+        """Reap those of our known pids that died as our (adopted) children."""
+        for pid in list(self.known_pids):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid if not os.path.exists(f"/proc/{pid}") else 0
+            if done:
+                self.known_pids.discard(pid)
 
     async def _watch_heartbeats(self) -> None:
         interval = self.spec.heartbeat_interval_ms / 1000
         limit = interval * self.spec.heartbeat_misses
         while True:
             await asyncio.sleep(interval / 4)
+            self._reap_orphans()
             now = time.monotonic()
             for link in list(self.links.values()):
                 if link.reported or now - link.last_beat < limit:

@@ -371,7 +371,9 @@ class Simulation:
         self.vms_by_host.setdefault(cmd.host, set()).add(vm.name)
         vm.host, vm.gen = cmd.host, vm.gen + 1
         if not host.reachable:
-            event = v.VmStartFailed(vm=vm.name, detail=f"{host.name} unreachable")
+            event = v.VmStartFailed(
+                vm=vm.name, detail=f"{host.name} unreachable", host_unreachable=True
+            )
             self.after(self.lat.rpc_timeout, self.feed, routing.VIM, event)
             return
         self.after(self.lat.vm_boot, self._vm_booted, vm, vm.gen, host.gen)
@@ -381,7 +383,8 @@ class Simulation:
         if gen != vm.gen:
             return
         if host_gen != host.gen or not host.reachable:
-            self.feed(routing.VIM, v.VmStartFailed(vm=vm.name, detail="its host went away"))
+            event = v.VmStartFailed(vm=vm.name, detail="its host went away", host_unreachable=True)
+            self.feed(routing.VIM, event)
             return
         vm.alive, vm.frozen = True, False
         self.feed(routing.VIM, v.VmUp(vm=vm.name, host=vm.host))
