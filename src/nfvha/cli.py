@@ -605,6 +605,35 @@ def load_deployment(config: Path) -> cfg.Deployment:
         raise fail(str(exc), code=2) from None
 
 
+LatenciesOpt = Annotated[
+    Path | None,
+    typer.Option(help="YAML mapping of latency names to seconds (fork, spawn, exit_seen, ...)."),
+]
+LatenciesFromOpt = Annotated[
+    Path | None,
+    typer.Option(help="Take the latencies from a recorded trace (nfvha run --trace, a report)."),
+]
+
+
+def sim_latencies(latencies: Path | None, latencies_from: Path | None) -> Any:
+    """The simulator's latencies: measured defaults, a file, or the medians of a real trace."""
+    from nfvha.runtime.trace import load
+    from nfvha.sim import latency
+    from nfvha.sim.world import Latencies
+
+    try:
+        if latencies is not None:
+            return latency.load(latencies)
+        if latencies_from is not None:
+            found, counts = latency.from_trace(load(latencies_from))
+            seen = ", ".join(f"{k} ({n})" for k, n in counts.items() if n)
+            err.print(f"latencies from {latencies_from}: {seen or 'none seen, defaults kept'}")
+            return found
+    except (latency.LatencyError, OSError, ValueError) as exc:
+        raise fail(str(exc), code=2) from None
+    return Latencies()
+
+
 def _print_outcome(outcome: Any, as_json: bool) -> None:
     v = outcome.violation
     if as_json:
@@ -649,6 +678,8 @@ def sim_run(
     duration: Annotated[float, typer.Option(help="Seconds of faults (random schedules).")] = 60.0,
     mean_gap: Annotated[float, typer.Option(help="Mean seconds between random faults.")] = 2.0,
     trace: Annotated[Path | None, typer.Option(help="Write the trace here (JSON lines).")] = None,
+    latencies: LatenciesOpt = None,
+    latencies_from: LatenciesFromOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Simulate a deployment under a fault schedule; every invariant checked at every step.
@@ -664,9 +695,10 @@ def sim_run(
             schedule = fs.load(Path(faults), runner.entities(deployment))
         except fs.ScheduleError as exc:
             raise fail(str(exc), code=2) from None
-    outcome = runner.simulate(deployment, seed, schedule)
+    lat = sim_latencies(latencies, latencies_from)
+    outcome = runner.simulate(deployment, seed, schedule, latencies=lat)
     if outcome.violation is not None:
-        outcome = runner.shrink(deployment, outcome)
+        outcome = runner.shrink(deployment, outcome, latencies=lat)
     if trace is not None:
         trace.write_text(outcome.sim.trace_text())
     _print_outcome(outcome, as_json)
@@ -681,6 +713,8 @@ def sim_fuzz(
     first_seed: Annotated[int, typer.Option(help="The first seed.")] = 1,
     duration: Annotated[float, typer.Option(help="Seconds of faults per run.")] = 30.0,
     mean_gap: Annotated[float, typer.Option(help="Mean seconds between faults.")] = 1.0,
+    latencies: LatenciesOpt = None,
+    latencies_from: LatenciesFromOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Random fault schedules, one per seed; the first failing run is shrunk to the shortest
@@ -688,8 +722,14 @@ def sim_fuzz(
     from nfvha.sim import runner
 
     deployment = load_deployment(config)
+    lat = sim_latencies(latencies, latencies_from)
     done, failed = runner.fuzz(
-        deployment, runs, first_seed=first_seed, duration=duration, mean_gap=mean_gap
+        deployment,
+        runs,
+        first_seed=first_seed,
+        duration=duration,
+        mean_gap=mean_gap,
+        latencies=lat,
     )
     if failed is None:
         if as_json:
@@ -697,7 +737,7 @@ def sim_fuzz(
         else:
             console.print(f"[green]{done} runs, all invariants held[/green]", highlight=False)
         return
-    _print_outcome(runner.shrink(deployment, failed), as_json)
+    _print_outcome(runner.shrink(deployment, failed, latencies=lat), as_json)
     raise typer.Exit(1)
 
 

@@ -1,0 +1,79 @@
+"""Latencies for the simulator: from a YAML/JSON mapping, or measured from a recorded trace
+(``nfvha run --trace``, ``nfvha scenario run --report``): the median of each interval below,
+as the runtime recorded it. Intervals the trace does not show keep their defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nfvha.runtime.trace import Record
+from nfvha.sim.world import Latencies
+
+# field: (command or fault that starts it, event that ends it), matched per subject
+FROM_TRACE = {
+    "fork": ("StartVnfc", "ProcessStarted"),
+    "spawn": ("ProcessStarted", "ComponentRegistered"),
+    "exit_seen": ("kill", "ProcessExited"),
+    "cleanup": ("Cleanup", "CleanupDone"),
+    "assign": ("AssignRole", "RoleConfirmed"),
+    "vm_boot": ("StartVm", "VmUp"),
+    "host_boot": ("StartHost", "HostUp"),
+    "fence": ("FenceHost", "HostFenced"),
+}
+
+
+class LatencyError(ValueError):
+    pass
+
+
+def from_mapping(raw: Any, where: str) -> Latencies:
+    if not isinstance(raw, dict):
+        raise LatencyError(f"{where}: expected a mapping of latency names to seconds")
+    known = {f.name for f in dataclasses.fields(Latencies)}
+    for key, value in raw.items():
+        if key not in known:
+            raise LatencyError(
+                f"{where}: {key}: unknown latency (known: {', '.join(sorted(known))})"
+            )
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise LatencyError(f"{where}: {key}: expected seconds >= 0, got {value!r}")
+    return dataclasses.replace(Latencies(), **{k: float(v) for k, v in raw.items()})
+
+
+def load(path: Path) -> Latencies:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise LatencyError(f"{path}: cannot read: {exc}") from None
+    return from_mapping(raw, str(path))
+
+
+def measured(records: Iterable[Record]) -> dict[str, list[float]]:
+    """Every observed interval, in seconds, per latency field."""
+    ends = {end: field for field, (_, end) in FROM_TRACE.items()}
+    starts = {start: field for field, (start, _) in FROM_TRACE.items()}
+    pending: dict[tuple[str, str], int] = {}
+    samples: dict[str, list[float]] = {f: [] for f in FROM_TRACE}
+    for rec in records:
+        name, kind = rec["name"], rec["kind"]
+        subject = rec.get("dst") if kind in ("command", "fault") else rec.get("src")
+        if kind == "event" and name in ends:
+            began = pending.pop((ends[name], subject), None)
+            if began is not None:
+                samples[ends[name]].append((rec["t"] - began) / 1e9)
+        if kind in ("command", "fault", "event") and name in starts:
+            pending[(starts[name], subject)] = rec["t"]
+    return samples
+
+
+def from_trace(records: Iterable[Record]) -> tuple[Latencies, dict[str, int]]:
+    """Latencies with the medians seen in the trace, and how many samples each had."""
+    samples = measured(records)
+    found = {f: statistics.median(v) for f, v in samples.items() if v}
+    return dataclasses.replace(Latencies(), **found), {f: len(v) for f, v in samples.items()}
