@@ -147,19 +147,22 @@ async def run(name: str, scenario: Scenario, base_dir: Path) -> Outcome:
     kind = scenario.fault.kind
 
     def pick(engine: Engine) -> str:
+        """The serving active (or its VM, or its host) at each fault; the first fault's are
+        the placeholders the expected chains use."""
         vnf = scenario.deployment.vnfs[0]
         active = vnf_active(engine, vnf.name)
+        now = {"failed": active, "manager": engine.label(vnf.name)}
+        others = [c.name for c in vnf.vnfcs if c.name != active]
+        if len(others) == 1:
+            now["successor"] = others[0]
+        if engine.placement is not None:
+            now["vm"] = engine.placement.vnfc_vm[active]
+            now["host"] = engine.nfvi.vm_host[now["vm"]]
         if not bindings:
-            others = [c.name for c in vnf.vnfcs if c.name != active]
-            bindings.update(failed=active, manager=engine.label(vnf.name))
-            if len(others) == 1:
-                bindings["successor"] = others[0]
-            if engine.placement is not None:
-                bindings["vm"] = engine.placement.vnfc_vm[active]
-                bindings["host"] = engine.nfvi.vm_host[bindings["vm"]]
+            bindings.update(now)
         if kind in ("crash-vm", "hang-vm"):
-            return bindings["vm"]
-        return bindings["host"] if kind == "crash-host" else active
+            return now["vm"]
+        return now["host"] if kind == "crash-host" else active
 
     exp = await run_faults(
         scenario.deployment,
