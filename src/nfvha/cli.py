@@ -293,7 +293,7 @@ def fault_flap(
     every: Annotated[float, typer.Option(min=0.05, help="Seconds between kills.")] = 1.0,
     socket: SocketOpt = None,
 ) -> None:
-    """Kill a VNFC repeatedly (each time it is running again), to drive escalation."""
+    """Kill a VNFC N times, S seconds apart (it must be running at each kill): escalation."""
     import time
 
     for i in range(times):
