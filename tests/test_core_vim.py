@@ -129,3 +129,41 @@ def test_a_vm_that_does_not_come_up_is_started_again() -> None:
     vim.handle(v.VmCleanedUp(vm="vm-a1", ok=True), 1.1)
     d = vim.handle(v.VmStartFailed(vm="vm-a1", detail="host went away"), 2.0)
     assert kinds(d.commands) == ["StartVm"]
+
+
+def build_with_standby() -> v.Vim:
+    specs = [
+        v.VmSpec("vm-a", "h1", "a", "auto", "failover_standby_vm", standby_host="h2"),
+        v.VmSpec("vm-b", "h3", "b", "auto"),
+    ]
+    return v.Vim.build(["h1", "h2", "h3"], specs, correlation_window_s=10)
+
+
+def test_a_failed_vm_is_repaired_by_its_standby_then_gets_a_new_one() -> None:
+    vim = build_with_standby()
+    vim.handle(v.VmFailed(vm="vm-a", cause="exit"), 1.0)
+    d = vim.handle(v.VmCleanedUp(vm="vm-a", ok=True), 1.1)
+    assert v.PromoteStandbyVm(vm="vm-a", host="h2") in d.commands  # not a boot
+    assert not any(isinstance(c, v.StartVm) for c in d.commands)
+    d = vim.handle(v.VmUp(vm="vm-a", host="h2"), 1.2)
+    new = next(c for c in d.commands if isinstance(c, v.StartStandbyVm))
+    assert new.host != "h2"  # never on the VM's own host
+    vim.handle(v.StandbyVmUp(vm="vm-a", host=new.host), 2.0)
+    assert vim.vms["vm-a"].standby == new.host
+
+
+def test_without_a_ready_standby_the_vm_is_booted() -> None:
+    vim = build_with_standby()
+    vim.handle(v.StandbyVmFailed(vm="vm-a", host="h2", detail="died"), 0.5)
+    vim.handle(v.VmFailed(vm="vm-a", cause="exit"), 1.0)
+    d = vim.handle(v.VmCleanedUp(vm="vm-a", ok=True), 1.1)
+    assert kinds(d.commands)[-1] == "StartVm"
+
+
+def test_a_standby_dies_with_its_host_and_is_replaced_when_a_host_is_back() -> None:
+    vim = build_with_standby()
+    vim.handle(v.HostFailed(host="h2", cause="heartbeat"), 1.0)
+    assert vim.vms["vm-a"].standby is None
+    vim.handle(v.HostFenced(host="h2", ok=True), 1.1)
+    d = vim.handle(v.HostUp(host="h2"), 2.0)
+    assert any(isinstance(c, v.StartStandbyVm) and c.vm == "vm-a" for c in d.commands)

@@ -114,7 +114,11 @@ class Repair(Strict):
     """How the VIM repairs a failed VM of this VNF (design brief 4)."""
 
     mode: Literal["negotiation", "auto"] = "negotiation"  # ask the VNFM first, or just act
-    action: Literal["restart", "restart_from_snapshot"] = "restart_from_snapshot"
+    # restart (initial state), restart_from_snapshot, or failover_standby_vm: a standby VM is
+    # kept booted on another host and takes the failed VM's place at once.
+    action: Literal["restart", "restart_from_snapshot", "failover_standby_vm"] = (
+        "restart_from_snapshot"
+    )
 
 
 class Host(Strict):
@@ -235,6 +239,12 @@ class Deployment(Strict):
                 raise ValueError(f"{label} names must be unique, repeated: {', '.join(dupes)}")
         if self.vms and not self.hosts:
             raise ValueError("VMs are declared but no hosts: declare 'hosts' too")
+        standby = [v.name for v in self.vnfs if v.repair.action == "failover_standby_vm"]
+        if standby and len(hosts) < 2:
+            raise ValueError(
+                f"repair action failover_standby_vm ({', '.join(standby)}) needs at least two "
+                "hosts: the standby VM runs on another host than its VM"
+            )
         known_hosts, known_vms = set(hosts), set(vms)
         for vm in self.vms:
             if vm.host is not None and vm.host not in known_hosts:

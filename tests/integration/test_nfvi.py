@@ -642,3 +642,38 @@ def test_no_zombie_under_nfvha_run(
     left = zombies(parents)
     assert left == [], f"zombies under nfvha run (pid {run.proc.pid}) or its agents: {left}"
     assert run.stop(signal.SIGTERM) == 0, run.stderr
+
+
+def test_a_standby_vm_takes_the_failed_vms_place(tmp_path, monkeypatch) -> None:
+    """repair action failover_standby_vm: the VM is repaired by promoting its booted standby
+    on the other host (no boot), the counter is restored there with nothing lost, and a new
+    standby is started."""
+    from nfvha import config
+    from nfvha.experiment import run_faults
+
+    raw = config.load(Path(__file__).parents[2] / "examples" / "counter-standby-vm.yaml")[0]
+    data = raw.model_dump()
+    data["name"] = unique_name("sbvm")
+    data["vnfs"][0]["service"]["address"] = f"127.0.0.1:{free_udp_port()}"
+    deployment = Deployment.model_validate(data)
+
+    def vm_of_active(engine: Engine) -> str:
+        return engine.placement.vnfc_vm[vnf_active(engine, "counter")]
+
+    exp = asyncio.run(
+        run_faults(
+            deployment,
+            tmp_path,
+            faults=1,
+            fault="crash-vm",
+            target=vm_of_active,
+            state_dir=tmp_path / "state",
+        )
+    )
+    after = [r for r in exp.records if r["t"] >= exp.faults[0].fault_ns]
+    names = [r["name"] for r in after if r["kind"] in ("command", "event")]
+    assert "PromoteStandbyVm" in names and "StartVm" not in names
+    assert names.index("VmCleanedUp") < names.index("PromoteStandbyVm") < names.index("VmUp")
+    assert "StandbyVmUp" in names[names.index("VmUp") :]
+    assert exp.faults[0].outage_ms is not None and exp.probe["lost"] == 0
+    assert not exp.probe["interleaved"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nfvha.config import Deployment
+from nfvha.core.vim import VmSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +14,17 @@ class Placement:
     vm_host: dict[str, str]
     vm_vnf: dict[str, str]
     vnfc_vm: dict[str, str]
+    standby_host: dict[str, str]  # VM -> host of its standby VM (repair failover_standby_vm)
+
+
+def standby_name(vm: str) -> str:
+    return f"{vm}.standby"
+
+
+def other_host(hosts: tuple[str, ...], avoid: set[str], load: dict[str, int]) -> str | None:
+    """The least loaded host not in ``avoid``, or None."""
+    free = [h for h in hosts if h not in avoid]
+    return min(free, key=lambda h: (load.get(h, 0), hosts.index(h))) if free else None
 
 
 def plan(deployment: Deployment) -> Placement | None:
@@ -33,14 +45,41 @@ def plan(deployment: Deployment) -> Placement | None:
             declared.setdefault(vm, None)
     load = dict.fromkeys(hosts, 0)
     vm_host: dict[str, str] = {}
+    hosts_of: dict[str, set[str]] = {}  # VNF -> hosts its VMs are on
     for vm, host in declared.items():
         if host is not None:
             vm_host[vm] = host
             load[host] += 1
+            hosts_of.setdefault(vm_vnf.get(vm, ""), set()).add(host)
     for vm, host in declared.items():
         if host is None:
-            siblings = {vm_host[v] for v in vm_host if vm_vnf.get(v) == vm_vnf.get(vm)}
-            free = [h for h in hosts if h not in siblings] or list(hosts)
-            vm_host[vm] = min(free, key=lambda h: (load[h], hosts.index(h)))
+            siblings = hosts_of.setdefault(vm_vnf.get(vm, ""), set())
+            vm_host[vm] = other_host(hosts, siblings, load) or other_host(hosts, set(), load)
             load[vm_host[vm]] += 1
-    return Placement(hosts, vm_host, {vm: vm_vnf.get(vm, "") for vm in vm_host}, vnfc_vm)
+            siblings.add(vm_host[vm])
+    wants_standby = {v.name for v in deployment.vnfs if v.repair.action == "failover_standby_vm"}
+    standby_host = {}
+    for vm, host in vm_host.items():
+        if vm_vnf.get(vm) in wants_standby:
+            chosen = other_host(hosts, {host} | hosts_of.get(vm_vnf[vm], set()), load)
+            standby_host[vm] = chosen or other_host(hosts, {host}, load)
+            load[standby_host[vm]] += 1
+    return Placement(
+        hosts, vm_host, {vm: vm_vnf.get(vm, "") for vm in vm_host}, vnfc_vm, standby_host
+    )
+
+
+def vm_specs(deployment: Deployment, placement: Placement) -> list[VmSpec]:
+    """What the VIM is told about each VM: where it runs, its VNF and its repair policy."""
+    vnfs = {v.name: v for v in deployment.vnfs}
+    return [
+        VmSpec(
+            vm,
+            host,
+            placement.vm_vnf[vm],
+            vnfs[placement.vm_vnf[vm]].repair.mode,
+            vnfs[placement.vm_vnf[vm]].repair.action,
+            placement.standby_host.get(vm),
+        )
+        for vm, host in placement.vm_host.items()
+    ]

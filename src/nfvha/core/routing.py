@@ -15,7 +15,16 @@ VNFM = "vnfm"
 # What each kind of manager may issue. Anything else is outside its scope.
 HA_COMMANDS = (m.StartVnfc, m.SetTimer, m.Cleanup, m.AssignRole, m.WatchHealth, *m.TO_VNFM)
 VNFM_COMMANDS = (m.VmLost, m.VmRestored, v.RepairConsent, v.VmErrorReport)
-VIM_COMMANDS = (v.Alarm, v.CleanupVm, v.FenceHost, v.StartHost, v.StartVm, *v.TO_VNFM)
+VIM_COMMANDS = (
+    v.Alarm,
+    v.CleanupVm,
+    v.FenceHost,
+    v.StartHost,
+    v.StartVm,
+    v.PromoteStandbyVm,
+    v.StartStandbyVm,
+    *v.TO_VNFM,
+)
 
 
 def destination(source: str, cmd: Traced, owner: Mapping[str, str]) -> str | None:

@@ -17,6 +17,9 @@ Rules (design brief 3, 4, 6; tests in tests/test_core_vim.py):
    VMs with it, instead of each VM on its own.
 5. Anti-affinity. A VM restarted away from its failed host goes to an up host that runs no
    other VM of the same VNF, if there is one; otherwise it waits for its host to come back.
+6. Standby VMs (``failover_standby_vm``). A VM with a booted standby on another host is
+   repaired by promoting the standby (once isolated and consented, as any repair), not by a
+   boot; a new standby is then started on a host other than the VM's.
 
 Theory of operation: events carry the current monotonic time; ``handle`` returns commands and
 one sentence of why. Detection (heartbeats, exits seen by host agents) is the runtime's; the
@@ -96,6 +99,19 @@ class VmStartFailed(VmMsg):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StandbyVmUp(VmMsg):
+    """The standby VM of ``vm`` is booted on ``host``, ready to take its place."""
+
+    host: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StandbyVmFailed(VmMsg):
+    host: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HostFailed(HostMsg):
     cause: str
 
@@ -147,6 +163,20 @@ class StartVm(VmMsg):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PromoteStandbyVm(VmMsg):
+    """The standby VM on ``host`` becomes ``vm`` (answered by VmUp)."""
+
+    host: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartStandbyVm(VmMsg):
+    """Boot a standby VM for ``vm`` on ``host`` (answered by StandbyVmUp or StandbyVmFailed)."""
+
+    host: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NotifyVmFailed(VmMsg):
     """To the VNFM of the VNF on the VM; in negotiation mode also a request for consent."""
 
@@ -186,7 +216,10 @@ class VmSpec:
     host: str
     vnf: str
     repair: Literal["negotiation", "auto"] = "negotiation"
-    action: Literal["restart", "restart_from_snapshot"] = "restart_from_snapshot"
+    action: Literal["restart", "restart_from_snapshot", "failover_standby_vm"] = (
+        "restart_from_snapshot"
+    )
+    standby_host: str | None = None  # where its standby VM is booted at the start
 
 
 @dataclass(slots=True)
@@ -198,6 +231,8 @@ class VmState:
     consent: bool = False
     reason: str = ""
     notify: bool = False  # the VNFM is to be told once the VM is isolated
+    standby: str | None = None  # host of its booted standby VM, ready to take over
+    standby_starting: bool = False
 
 
 @dataclass(slots=True)
@@ -210,6 +245,8 @@ class Vim:
     # of VMs): VMs by host, VMs by VNF.
     by_host: dict[str, set[str]] = field(default_factory=dict)
     by_vnf: dict[str, set[str]] = field(default_factory=dict)
+    standby_on: dict[str, set[str]] = field(default_factory=dict)  # host -> VMs with a standby
+    needs_standby: set[str] = field(default_factory=set)
 
     @classmethod
     def build(cls, hosts: list[str], vms: list[VmSpec], correlation_window_s: float) -> Vim:
@@ -221,6 +258,9 @@ class Vim:
         for spec in vms:
             vim.by_host.setdefault(spec.host, set()).add(spec.name)
             vim.by_vnf.setdefault(spec.vnf, set()).add(spec.name)
+            if spec.standby_host:
+                vim.vms[spec.name].standby = spec.standby_host
+                vim.standby_on.setdefault(spec.standby_host, set()).add(spec.name)
         return vim
 
     def _move(self, vm: VmState, host: str) -> None:
@@ -312,6 +352,15 @@ class Vim:
             return Decision((), f"{text}; waiting for its isolation")
         if not vm.consent:
             return Decision((), f"{text}; waiting for the VNFM's consent")
+        if vm.standby is not None and self.hosts.get(vm.standby) is HostLife.UP:
+            host, vm.standby = vm.standby, None
+            self.standby_on[host].discard(vm.spec.name)
+            vm.life = VmLife.STARTING
+            self._move(vm, host)
+            return Decision(
+                (PromoteStandbyVm(vm=vm.spec.name, host=host),),
+                f"{text}; its standby VM on {host} takes its place",
+            )
         host = self._place(vm)
         if host is None:
             return Decision((), f"{text}; no host can take it, waiting for {vm.host}")
@@ -351,9 +400,44 @@ class Vim:
             (
                 Alarm(entity=e.vm, severity="cleared", text=f"running on {e.host}"),
                 NotifyVmRepaired(vm=e.vm, vnf=vm.spec.vnf, host=e.host),
+                *self._ensure_standby(vm),
             ),
             f"{e.vm} is up again on {e.host}",
         )
+
+    def _ensure_standby(self, vm: VmState) -> list[Traced]:
+        """A VM repaired by its standby gets a new one, on a host other than its own."""
+        if vm.spec.action != "failover_standby_vm" or vm.standby or vm.standby_starting:
+            return []
+        avoid = {vm.host}
+        host = next(
+            (h for h, life in self.hosts.items() if life is HostLife.UP and h not in avoid), None
+        )
+        if host is None or vm.life is not VmLife.UP:
+            self.needs_standby.add(vm.spec.name)
+            return []
+        self.needs_standby.discard(vm.spec.name)
+        vm.standby_starting = True
+        return [StartStandbyVm(vm=vm.spec.name, host=host)]
+
+    def _on_StandbyVmUp(self, e: StandbyVmUp, now: float) -> Decision:
+        vm = self.vms[e.vm]
+        vm.standby_starting = False
+        if self.hosts.get(e.host) is not HostLife.UP or e.host == vm.host:
+            self.needs_standby.add(e.vm)
+            return Decision((), f"standby of {e.vm} came up on {e.host}, which cannot keep it")
+        vm.standby = e.host
+        self.standby_on.setdefault(e.host, set()).add(e.vm)
+        return Decision((), f"{e.vm} has a standby VM on {e.host} again")
+
+    def _on_StandbyVmFailed(self, e: StandbyVmFailed, now: float) -> Decision:
+        vm = self.vms[e.vm]
+        vm.standby_starting = False
+        if vm.standby == e.host:  # the booted standby died: no longer ready
+            vm.standby = None
+            self.standby_on.get(e.host, set()).discard(e.vm)
+        self.needs_standby.add(e.vm)
+        return Decision((), f"standby of {e.vm} did not start on {e.host}: {e.detail}")
 
     # --- host failures --------------------------------------------------------------------------
 
@@ -365,6 +449,9 @@ class Vim:
     def _fail_host(self, host: str, reason: str) -> Decision:
         self.hosts[host] = HostLife.FENCING
         commands: list[Traced] = [Alarm(entity=host, severity="critical", text=reason)]
+        for name in sorted(self.standby_on.pop(host, ())):  # their standbys die with it
+            self.vms[name].standby = None
+            self.needs_standby.add(name)
         for vm in self._vms_on(host):
             if vm.life is VmLife.UP:
                 self._vm_down(vm, f"host {host} failed: {reason}", reporter=None)
@@ -396,6 +483,8 @@ class Vim:
         self.recent.pop(e.host, None)
         commands: list[Traced] = [Alarm(entity=e.host, severity="cleared", text="host is up")]
         texts = [f"{e.host} is up"]
+        for name in sorted(self.needs_standby):
+            commands += self._ensure_standby(self.vms[name])
         for vm in self._vms_on(e.host):
             if vm.life is VmLife.FAILED and vm.isolated:
                 decision = self._maybe_restart(vm, f"{vm.spec.name} was waiting for {e.host}")

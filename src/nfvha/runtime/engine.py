@@ -30,8 +30,8 @@ from nfvha.core import routing
 from nfvha.core import vim as v
 from nfvha.core.ha import HAManager
 from nfvha.core.messages import Traced
-from nfvha.core.placement import Placement, plan
-from nfvha.core.vim import Vim, VmSpec
+from nfvha.core.placement import Placement, plan, vm_specs
+from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
 from nfvha.drivers.health import HealthMonitor, network_probe
 from nfvha.drivers.process import ProcessDriver
@@ -102,17 +102,7 @@ class Engine:
             self._add_nfvi(self.placement)
 
     def _add_nfvi(self, placement: Placement) -> None:
-        repair = {name: vnf.spec.repair for name, vnf in self.vnfs.items()}
-        specs = [
-            VmSpec(
-                vm,
-                host,
-                placement.vm_vnf[vm],
-                repair[placement.vm_vnf[vm]].mode,
-                repair[placement.vm_vnf[vm]].action,
-            )
-            for vm, host in placement.vm_host.items()
-        ]
+        specs = vm_specs(self.deployment, placement)
         nfvi = self.deployment.nfvi
         self.vim = Vim.build(list(placement.hosts), specs, nfvi.correlation_window_s)
         self.vnfm = Vnfm("vnfm", dict(placement.vnfc_vm), dict(self.owner))

@@ -27,7 +27,7 @@ from typing import Any
 from nfvha.config import Nfvi
 from nfvha.core import vim as v
 from nfvha.core.messages import Traced
-from nfvha.core.placement import Placement
+from nfvha.core.placement import Placement, standby_name
 from nfvha.nfvi.agent import in_cgroup
 from nfvha.runtime.connections import Connections
 from nfvha.sdk.protocol import MAX_LINE, encode
@@ -36,6 +36,10 @@ CGROUP2_MOUNTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 
 
 RPC_TIMEOUT_S = 2.0
+
+
+def is_standby(guest: str) -> bool:
+    return guest.endswith(".standby")
 
 
 class NfviUnavailable(OSError):
@@ -142,6 +146,8 @@ class NfviRuntime:
         # Every agent and VNFC pid seen: orphaned when their parents die first (a host crash),
         # they are reparented to us (a subreaper) and must be reaped here.
         self.known_pids: set[int] = set()
+        self.zone_of: dict[str, Path] = {}  # guest (VM or standby) -> its cgroup
+        self.promoted: dict[tuple[str, str], str] = {}  # (host, standby name) -> VM it became
         self.booted = False
 
     # --- life -----------------------------------------------------------------------------------
@@ -153,6 +159,9 @@ class NfviRuntime:
         self._spawn_task(self._watch_heartbeats())
         await asyncio.gather(*(self._boot_host(h) for h in self.placement.hosts))
         await asyncio.gather(*(self._boot_vm(vm, host) for vm, host in self.vm_host.items()))
+        await asyncio.gather(
+            *(self._boot_vm(standby_name(vm), h) for vm, h in self.placement.standby_host.items())
+        )
         self.booted = True
 
     async def _boot_host(self, host: str) -> None:
@@ -160,9 +169,11 @@ class NfviRuntime:
         self._spawn_agent("host", host, self.cgroups.zone(host))
         await asyncio.wait_for(waiter, 30)
 
-    async def _boot_vm(self, vm: str, host: str) -> None:
-        waiter = self._expect("guest", vm)
-        self._send(("host", host), "start_vm", vm=vm, cgroup=str(self.cgroups.zone(host, vm)))
+    async def _boot_vm(self, guest: str, host: str) -> None:
+        """Boot a guest (a VM, or a VM's standby) in its own zone under ``host``."""
+        waiter = self._expect("guest", guest)
+        zone = self.zone_of[guest] = self.cgroups.zone(host, guest)
+        self._send(("host", host), "start_vm", vm=guest, cgroup=str(zone))
         await asyncio.wait_for(waiter, 30)
 
     async def shutdown(self) -> None:
@@ -190,9 +201,45 @@ class NfviRuntime:
             self._spawn_task(self._restart_host(cmd.host))
         elif isinstance(cmd, v.StartVm):
             self._spawn_task(self._restart_vm(cmd.vm, cmd.host))
+        elif isinstance(cmd, v.PromoteStandbyVm):
+            self._promote(cmd.vm, cmd.host)
+        elif isinstance(cmd, v.StartStandbyVm):
+            self._spawn_task(self._start_standby(cmd.vm, cmd.host))
+
+    def _guest_exited(self, host: str, guest: str, status: int) -> None:
+        """A host agent saw one of its guests exit: the VM it is now, or a standby."""
+        vm = self.promoted.get((host, guest), guest)
+        if is_standby(vm):
+            base = vm.removesuffix(".standby")
+            self.report(v.StandbyVmFailed(vm=base, host=host, detail=f"status {status}"))
+            return
+        self.promoted.pop((host, guest), None)
+        self.report(v.VmFailed(vm=vm, cause="exit", detail=f"status {status}"))
+
+    def _promote(self, vm: str, host: str) -> None:
+        """The booted standby guest becomes the VM: same agent, same zone, a new name."""
+        standby = standby_name(vm)
+        link = self.links.get(("guest", standby))
+        if link is None or link.closed:
+            self.report(v.VmStartFailed(vm=vm, detail="its standby VM is not running"))
+            return
+        self.links[("guest", vm)] = self.links.pop(("guest", standby))
+        link.name = vm
+        self.zone_of[vm] = self.zone_of.pop(standby)
+        self.vm_host[vm] = host
+        self.promoted[(host, standby)] = vm  # its host agent still knows it by the old name
+        self.report(v.VmUp(vm=vm, host=host))
+
+    async def _start_standby(self, vm: str, host: str) -> None:
+        try:
+            await self._boot_vm(standby_name(vm), host)
+        except (OSError, TimeoutError) as exc:
+            self.report(v.StandbyVmFailed(vm=vm, host=host, detail=str(exc) or "no hello"))
+            return
+        self.report(v.StandbyVmUp(vm=vm, host=host))
 
     async def _cleanup_vm(self, vm: str) -> None:
-        zone = self.cgroups.zone(self.vm_host[vm], vm)
+        zone = self.zone_of[vm]
         with contextlib.suppress(OSError):
             self.cgroups.freeze(zone, False)
         ok = await self.cgroups.kill_and_confirm(zone)
@@ -200,11 +247,12 @@ class NfviRuntime:
         self.report(v.VmCleanedUp(vm=vm, ok=ok, detail="" if ok else "cgroup still populated"))
 
     async def _fence(self, host: str) -> None:
-        ok = await self.cgroups.kill_and_confirm(self.cgroups.zone(host))
+        host_zone = self.cgroups.zone(host)
+        ok = await self.cgroups.kill_and_confirm(host_zone)
         self._forget("host", host)
-        for vm, h in self.vm_host.items():
-            if h == host:
-                self._forget("guest", vm)
+        for guest, zone in self.zone_of.items():
+            if zone.parent == host_zone:
+                self._forget("guest", guest)
         self.report(v.HostFenced(host=host, ok=ok, detail="" if ok else "cgroup still populated"))
 
     async def _restart_host(self, host: str) -> None:
@@ -254,7 +302,7 @@ class NfviRuntime:
         if kind in ("crash-vm", "hang-vm"):
             if target not in self.vm_host:
                 raise KeyError(f"no VM named {target!r}")
-            zone = self.cgroups.zone(self.vm_host[target], target)
+            zone = self.zone_of[target]
             self.cgroups.kill(zone) if kind == "crash-vm" else self.cgroups.freeze(zone, True)
         elif kind == "crash-host":
             if target not in self.placement.hosts:
@@ -348,7 +396,7 @@ class NfviRuntime:
             return link  # a fenced or cleaned-up agent's last words
         link.last_beat = now
         if kind == "vm_exited":
-            self.report(v.VmFailed(vm=msg["name"], cause="exit", detail=f"status {msg['status']}"))
+            self._guest_exited(link.name, msg["name"], msg["status"])
         elif kind in ("vnfc_started", "vnfc_failed"):
             _, fut = self._rpc.get(msg["req"], (None, None))
             if fut is not None and not fut.done():
@@ -377,8 +425,8 @@ class NfviRuntime:
             self._reap_orphans()
             now = time.monotonic()
             for link in list(self.links.values()):
-                if link.reported or now - link.last_beat < limit:
-                    continue
+                if link.reported or now - link.last_beat < limit or is_standby(link.name):
+                    continue  # (a dead standby is found when it is promoted)
                 link.reported = True
                 silent = f"no heartbeat for {(now - link.last_beat) * 1000:.0f} ms"
                 if link.kind == "host":

@@ -26,8 +26,8 @@ from nfvha.core import routing
 from nfvha.core import vim as v
 from nfvha.core.ha import HAManager
 from nfvha.core.messages import Traced
-from nfvha.core.placement import Placement, plan
-from nfvha.core.vim import Vim, VmSpec
+from nfvha.core.placement import Placement, plan, vm_specs
+from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
 from nfvha.sim.faults import Fault
 
@@ -153,18 +153,9 @@ class Simulation:
         self.ha = {name: pol.ha(spec) for name, spec in self.specs.items()}
         self.ckpt = {name: pol.checkpoints(spec.state_mode) for name, spec in self.specs.items()}
         self.acked = dict.fromkeys(self.specs, 0)
-        vm_specs = [
-            VmSpec(
-                vm,
-                host,
-                p.vm_vnf[vm],
-                self.specs[p.vm_vnf[vm]].repair.mode,
-                self.specs[p.vm_vnf[vm]].repair.action,
-            )
-            for vm, host in p.vm_host.items()
-        ]
+        specs = vm_specs(self.deployment, p)
         nfvi = self.deployment.nfvi
-        self.vim = pol.vim.build(list(p.hosts), vm_specs, nfvi.correlation_window_s)
+        self.vim = pol.vim.build(list(p.hosts), specs, nfvi.correlation_window_s)
         self.vnfm = pol.vnfm("vnfm", dict(p.vnfc_vm), dict(self.owner))
 
     # --- the clock ----------------------------------------------------------------------------
@@ -377,6 +368,28 @@ class Simulation:
             self.after(self.lat.rpc_timeout, self.feed, routing.VIM, event)
             return
         self.after(self.lat.vm_boot, self._vm_booted, vm, vm.gen, host.gen)
+
+    def _do_PromoteStandbyVm(self, _: str, cmd: v.PromoteStandbyVm) -> None:
+        vm, host = self.vms[cmd.vm], self.hosts[cmd.host]
+        if not host.reachable:
+            event = v.VmStartFailed(vm=vm.name, detail="standby unreachable", host_unreachable=True)
+            self.after(self.lat.message, self.feed, routing.VIM, event)
+            return
+        self.vms_by_host[vm.host].discard(vm.name)
+        self.vms_by_host.setdefault(cmd.host, set()).add(vm.name)
+        vm.host, vm.gen, vm.alive, vm.frozen = cmd.host, vm.gen + 1, True, False
+        self.after(self.lat.message, self.feed, routing.VIM, v.VmUp(vm=vm.name, host=cmd.host))
+
+    def _do_StartStandbyVm(self, _: str, cmd: v.StartStandbyVm) -> None:
+        self.after(self.lat.vm_boot, self._standby_booted, cmd, self.hosts[cmd.host].gen)
+
+    def _standby_booted(self, cmd: v.StartStandbyVm, host_gen: int) -> None:
+        host = self.hosts[cmd.host]
+        if host.reachable and host_gen == host.gen:
+            self.feed(routing.VIM, v.StandbyVmUp(vm=cmd.vm, host=cmd.host))
+        else:
+            event = v.StandbyVmFailed(vm=cmd.vm, host=cmd.host, detail="host went away")
+            self.feed(routing.VIM, event)
 
     def _vm_booted(self, vm: SimVm, gen: int, host_gen: int) -> None:
         host = self.hosts[vm.host]
