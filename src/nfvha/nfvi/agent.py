@@ -75,6 +75,10 @@ class Agent:
                 str(int(self.interval * 1000)),
             ]
             self._spawn(in_cgroup(msg["cgroup"], argv), "vm", msg["vm"], {}, None)
+            if msg.get("nice"):  # a standby boots in the background, below the VNFs' work
+                pid = next(p for p, (_, _, n) in self.children.items() if n == msg["vm"])
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, pid, int(msg["nice"]))
         elif msg["t"] == "start_vnfc" and self.kind == "guest":
             self._spawn(msg["argv"], "vnfc", msg["vnfc"], msg["env"], msg["cwd"], msg["req"])
 

@@ -36,6 +36,7 @@ CGROUP2_MOUNTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 
 
 RPC_TIMEOUT_S = 2.0
+STANDBY_NICE = 15
 
 
 def is_standby(guest: str) -> bool:
@@ -117,6 +118,7 @@ class AgentLink:
     name: str
     writer: asyncio.StreamWriter
     last_beat: float
+    pid: int = 0
     reported: bool = False
     closed: bool = False  # its connection ended; only its heartbeat timeout reports it
 
@@ -170,10 +172,13 @@ class NfviRuntime:
         await asyncio.wait_for(waiter, 30)
 
     async def _boot_vm(self, guest: str, host: str) -> None:
-        """Boot a guest (a VM, or a VM's standby) in its own zone under ``host``."""
+        """Boot a guest (a VM, or a VM's standby) in its own zone under ``host``. A standby
+        booted while the deployment runs does so at a low priority: it must not slow down the
+        recovery it is there to speed up; it gets normal priority when promoted."""
         waiter = self._expect("guest", guest)
         zone = self.zone_of[guest] = self.cgroups.zone(host, guest)
-        self._send(("host", host), "start_vm", vm=guest, cgroup=str(zone))
+        nice = STANDBY_NICE if is_standby(guest) and self.booted else 0
+        self._send(("host", host), "start_vm", vm=guest, cgroup=str(zone), nice=nice)
         await asyncio.wait_for(waiter, 30)
 
     async def shutdown(self) -> None:
@@ -225,6 +230,8 @@ class NfviRuntime:
             return
         self.links[("guest", vm)] = self.links.pop(("guest", standby))
         link.name = vm
+        with contextlib.suppress(OSError):  # back to normal priority, for the VNFCs it starts
+            os.setpriority(os.PRIO_PROCESS, link.pid, 0)
         self.zone_of[vm] = self.zone_of.pop(standby)
         self.vm_host[vm] = host
         self.promoted[(host, standby)] = vm  # its host agent still knows it by the old name
@@ -387,7 +394,7 @@ class NfviRuntime:
         if kind == "hello":
             self.known_pids.add(int(msg["pid"]))
             key = ("host" if msg["kind"] == "host" else "guest", msg["name"])
-            link = self.links[key] = AgentLink(key[0], key[1], writer, now)
+            link = self.links[key] = AgentLink(key[0], key[1], writer, now, int(msg["pid"]))
             waiter = self._hello.pop(key, None)
             if waiter and not waiter.done():
                 waiter.set_result(None)
