@@ -14,7 +14,6 @@ runs), ``$manager`` (its VNF's manager: ``ha:VNF`` or ``vnfm:VNF``).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -266,8 +265,3 @@ def write_report(outcome: Outcome, directory: Path) -> list[Path]:
     result = directory / "result.json"
     result.write_text(json.dumps(outcome.to_json(), indent=2) + "\n")
     return [trace_path, seq, timeline, result]
-
-
-def run_sync(name: str) -> Outcome:
-    scenario = load(name)
-    return asyncio.run(run(name, scenario, directory()))

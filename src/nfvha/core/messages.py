@@ -173,20 +173,5 @@ class Escalate(Message):
     reason: str
 
 
-EVENTS = (
-    ProcessStarted,
-    StartFailed,
-    ComponentRegistered,
-    ProcessExited,
-    HealthCheckPassed,
-    HealthCheckFailed,
-    ErrorReported,
-    CleanupDone,
-    RoleConfirmed,
-    TimerExpired,
-    VmLost,
-    VmRestored,
-)
-EVENT_NAMES = {cls.__name__ for cls in EVENTS}
 # Commands that leave the HA manager for another manager rather than a driver.
 TO_VNFM = (ReportError, ClearError, Escalate)
