@@ -23,9 +23,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# All benchmarks (about 10 minutes), then the README's tables regenerated from their results.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/scenarios.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/tables.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
