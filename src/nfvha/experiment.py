@@ -131,7 +131,7 @@ async def run_faults(
             fault,
             target,
             t,
-            *_consumer_view(answers, t),
+            *_consumer_view(answers, t, end),
             phases_ms=phases(trace.records, t, target, until_ns=end),
         )
         for (target, t), end in zip(injected, ends, strict=True)
@@ -184,18 +184,27 @@ def _read_answers(path: Path) -> list[tuple[int, int, str]]:
     return rows
 
 
+REPLY_IN_FLIGHT_NS = 50_000_000  # an answer sent just before the fault may arrive after it
+
+
 def _consumer_view(
-    answers: list[tuple[int, int, str]], fault_ns: int
+    answers: list[tuple[int, int, str]], fault_ns: int, until_ns: int | None = None
 ) -> tuple[float | None, int, int, int]:
-    """Around one fault: outage (last good answer before it to the first after), lost count,
-    and those two answers' times."""
+    """Around one fault: the outage (the longest gap between consecutive good answers from just
+    before the fault until the next fault), the lost count, and the gap's two answers' times.
+    The longest gap, not the one straddling the fault's timestamp: a reply the failed active
+    sent just before it died can arrive just after, and the outage starts after it."""
     times = [t for t, _, _ in answers]
     i = bisect.bisect_right(times, fault_ns)
     if i == 0 or i == len(answers):
         return None, 0, 0, 0
+    first = bisect.bisect_left(times, fault_ns - REPLY_IN_FLIGHT_NS)
+    last = bisect.bisect_left(times, until_ns) if until_ns is not None else len(times)
+    last = max(last, i + 1)
+    gap, at = max((times[k] - times[k - 1], k) for k in range(max(first, 1), last))
     before_max = max(total for _, total, _ in answers[:i])
     lost = sum(1 for _, total, _ in answers[i : i + 2000] if 0 < total <= before_max)
-    return (times[i] - times[i - 1]) / 1e6, lost, times[i - 1], times[i]
+    return gap / 1e6, lost, times[at - 1], times[at]
 
 
 # What ends each phase of a failover, as recorded in the trace.
