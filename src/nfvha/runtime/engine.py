@@ -54,7 +54,7 @@ class Link:
     writer: asyncio.StreamWriter
     pings: dict[int, asyncio.Future[bool]] = field(default_factory=dict)
 
-    def send(self, kind: str, **fields: Any) -> None:
+    def send(self, kind: str, /, **fields: Any) -> None:
         if not self.writer.is_closing():
             self.writer.write(encode(kind, **fields))
 

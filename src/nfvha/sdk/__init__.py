@@ -85,7 +85,7 @@ class Component:
     def report_error(self, reason: str) -> None:
         self._send("error", reason=reason)
 
-    def _send(self, kind: str, **fields: Any) -> None:
+    def _send(self, kind: str, /, **fields: Any) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(encode(kind, **fields))
 
