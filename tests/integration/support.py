@@ -100,6 +100,29 @@ def customize(
     return raw
 
 
+def plain_counter(address: str, policies: dict[str, Any], name: str | None = None) -> dict:
+    """A deployment (raw) of one counter without the SDK: supervised and health-checked only."""
+    return {
+        "name": name or unique_name(),
+        "vnfs": [
+            {
+                "name": "plain",
+                "redundancy": {"model": "none"},
+                "state": "none",
+                "sdk": False,
+                "service": {"name": "count", "address": address},
+                "vnfcs": [
+                    {
+                        "name": "plain-1",
+                        "command": f"nfvha-counter --standalone --address {address}",
+                    }
+                ],
+                "policies": policies,
+            }
+        ],
+    }
+
+
 def deployment(raw: dict[str, Any]) -> cfg.Deployment:
     return cfg.Deployment.model_validate(raw)
 

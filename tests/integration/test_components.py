@@ -28,6 +28,7 @@ from tests.integration.support import (
     free_udp_port,
     index,
     pid_alive,
+    plain_counter,
     running_engine,
     select,
     unique_name,
@@ -231,32 +232,21 @@ def test_component_without_sdk_is_restarted(fault: str, tmp_path: Path) -> None:
     name, port = unique_name(), free_udp_port()
     address = f"127.0.0.1:{port}"
     vnfc = "plain-1"
-    raw = {
-        "name": name,
-        "vnfs": [
-            {
-                "name": "plain",
-                "redundancy": {"model": "none"},
-                "state": "none",
-                "sdk": False,
-                "service": {"name": "count", "address": address},
-                "vnfcs": [
-                    {"name": vnfc, "command": f"nfvha-counter --standalone --address {address}"}
-                ],
-                "policies": {
-                    "health_check": {
-                        "kind": "udp",
-                        "send": "GET 0",
-                        "expect": "OK",
-                        "interval_ms": 100,
-                        "timeout_ms": 250,
-                        "failure_threshold": 3,
-                    },
-                    "cleanup_grace_ms": 200,
-                },
-            }
-        ],
-    }
+    raw = plain_counter(
+        address,
+        {
+            "health_check": {
+                "kind": "udp",
+                "send": "GET 0",
+                "expect": "OK",
+                "interval_ms": 100,
+                "timeout_ms": 250,
+                "failure_threshold": 3,
+            },
+            "cleanup_grace_ms": 200,
+        },
+        name,
+    )
     dep = deployment(raw)
 
     async def scenario() -> None:

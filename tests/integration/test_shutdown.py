@@ -17,6 +17,7 @@ from tests.integration.support import (
     free_udp_port,
     kill_and_reap,
     pid_alive,
+    plain_counter,
     processes_of,
     running_engine,
     select,
@@ -47,27 +48,7 @@ def test_shutdown_stops_a_hung_vnfc(tmp_path: Path, runtime_dir: Path) -> None:
 @pytest.mark.timeout(60)
 def test_shutdown_while_a_vnfc_starts_leaves_no_process(tmp_path: Path, runtime_dir: Path) -> None:
     address = f"127.0.0.1:{free_udp_port()}"
-    dep = deployment(
-        {
-            "name": unique_name(),
-            "vnfs": [
-                {
-                    "name": "plain",
-                    "redundancy": {"model": "none"},
-                    "state": "none",
-                    "sdk": False,
-                    "service": {"name": "count", "address": address},
-                    "vnfcs": [
-                        {
-                            "name": "plain-1",
-                            "command": f"nfvha-counter --standalone --address {address}",
-                        }
-                    ],
-                    "policies": {"health_check": {"kind": "udp"}},
-                }
-            ],
-        }
-    )
+    dep = deployment(plain_counter(address, {"health_check": {"kind": "udp"}}))
 
     async def scenario() -> bool:
         async with running_engine(dep, tmp_path, tmp_path / "state") as engine:
