@@ -77,7 +77,26 @@ def test_disk_mode_persists_the_whole_state_and_acks_on_persisted() -> None:
     actions = svc.write("a", 4, 1, {"total": 1})
     assert actions == [Persist(1, 4, {"total": 1})]
     svc.write("a", 4, 2, {"total": 2})
-    assert svc.persisted(2) == [Ack("a", 1), Ack("a", 2)]
+    assert svc.persisted(2, {"total": 2}) == [Ack("a", 1), Ack("a", 2)]
+
+
+def test_a_failed_store_refuses_every_pending_write_and_rolls_the_state_back() -> None:
+    svc = CheckpointService("checkpoint")
+    svc.grant("a", 1)
+    svc.write("a", 1, 1, {"total": 1})
+    assert svc.persisted(1, {"total": 1}) == [Ack("a", 1)]
+    svc.write("a", 1, 2, {"total": 2})
+    svc.write("a", 1, 3, {"total": 3})
+    refused = svc.persist_failed("No space left on device")
+    assert [(r.vnfc, r.request) for r in refused] == [("a", 2), ("a", 3)]
+    assert all(isinstance(r, Refuse) and "No space" in r.reason for r in refused)
+    # Nothing that was not durable is served or handed over: the replica is the disk's state.
+    assert svc.state == {"total": 1} and svc.store_error
+    # The next write tries again with a version of its own; once durable the error is gone.
+    (persist,) = svc.write("a", 1, 4, {"total": 2})
+    assert isinstance(persist, Persist) and persist.version > 3
+    assert svc.persisted(persist.version, persist.state) == [Ack("a", 4)]
+    assert svc.store_error == ""
 
 
 def test_stateless_refuses_writes() -> None:

@@ -291,3 +291,52 @@ def test_a_stale_start_deadline_is_ignored() -> None:
     d.up("c0")
     assert d.feed(m.TimerExpired(vnfc="c0", timer="start", token=old.token)) == ()
     assert d.mgr.vnfcs["c0"].life is Life.RUNNING
+
+
+def test_a_vnfc_waiting_for_its_repair_is_restarted_when_the_successor_fails_too() -> None:
+    """Rule 8: the new active reports an error before confirming (its port is taken): the VNFC
+    that waited for it is restarted at once instead of staying stopped for ever."""
+    d = steady_2n()
+    d.feed(m.ProcessExited(vnfc="c0", status="killed by SIGKILL"))
+    d.feed(m.CleanupDone(vnfc="c0", ok=True))
+    assert d.mgr.awaiting_recovery == ["c0"]
+    d.feed(m.ErrorReported(vnfc="c1", reason="could not take role active: address in use"))
+    cmds = d.feed(m.CleanupDone(vnfc="c1", ok=True))
+    started = {c.vnfc for c in cmds if isinstance(c, m.StartVnfc)}
+    assert started == {"c0", "c1"}
+    assert d.mgr.awaiting_recovery == []
+    d.up("c0")
+    assert d.role("c0") is Role.ACTIVE
+
+
+def test_a_waiting_vnfc_is_restarted_when_the_successor_escalates() -> None:
+    d = Driver("2n", restart_max=0)
+    d.up("c0")
+    d.up("c1")
+    d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    d.feed(m.CleanupDone(vnfc="c0", ok=True))  # c0 escalates: failure 1 > max 0
+    assert d.mgr.vnfcs["c0"].life is Life.ESCALATED
+    d.feed(m.ProcessExited(vnfc="c1", status="x"))
+    d.feed(m.CleanupDone(vnfc="c1", ok=True))
+    assert d.mgr.vnfcs["c1"].life is Life.ESCALATED  # both escalated, visibly: not stranded
+
+
+def test_on_demand_spare_started_when_the_started_successor_escalates() -> None:
+    d = Driver("n+m", active=1, spare=2, spare_start="on_demand", restart_max=0)
+    d.up("c0")
+    d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    d.feed(m.CleanupDone(vnfc="c0", ok=True))  # c0 escalates, c1 is started
+    cmds = d.feed(m.StartFailed(vnfc="c1", reason="no such file", token=1))
+    cmds = d.feed(m.CleanupDone(vnfc="c1", ok=True))
+    assert m.StartVnfc(vnfc="c2") in cmds, "the last spare must be tried, not left in the pool"
+
+
+def test_a_failed_store_is_reported_once_and_cleared_when_writes_are_durable_again() -> None:
+    d = Driver("none")
+    d.up("c0")
+    cmds = d.feed(m.StoreFailed(vnfc="c0", reason="No space left on device"))
+    (report,) = cmds
+    assert isinstance(report, m.ReportError) and "No space" in report.reason
+    assert d.feed(m.StoreFailed(vnfc="c0", reason="No space left on device")) == ()
+    assert not any(isinstance(c, (m.Cleanup, m.StartVnfc)) for c in d.log[-1:])
+    assert d.feed(m.StoreRecovered(vnfc="c0")) == (m.ClearError(vnfc="c0", service="svc"),)

@@ -64,6 +64,24 @@ def test_a_late_answer_to_an_earlier_start_does_not_stop_the_current_one() -> No
     assert outcome.ok, outcome.violation
 
 
+def test_a_vm_crash_while_its_host_is_cut_off_is_seen_by_heartbeat() -> None:
+    """Found by the fuzzer (uc3, with the disk-full and port-taken faults in the mix): the
+    guest's exit report was lost with the link, and the VNFC waited for a repair for ever."""
+    schedule = [
+        fs.Fault(19.762035, "link-cut", "host-1", 0.133),
+        fs.Fault(19.785785, "vm-crash", "vm-vnfc-1"),
+    ]
+    outcome = simulate(deployment("uc3"), 1, schedule)
+    assert outcome.ok, outcome.violation
+
+
+def test_a_full_disk_refuses_writes_reports_and_clears() -> None:
+    outcome = simulate(deployment("uc3"), 1, [fs.Fault(2.0, "disk-full", "counter", 1.0)])
+    assert outcome.ok, outcome.violation
+    names = [r["name"] for r in outcome.sim.records if r["kind"] == "event"]
+    assert names.index("StoreFailed") < names.index("StoreRecovered")
+
+
 def test_fuzz_a_few_hundred_seeds() -> None:
     runs, failed = fuzz(deployment("uc2"), 300, first_seed=1000, duration=20, mean_gap=0.7)
     assert failed is None, failed.violation
@@ -117,6 +135,13 @@ class VnfmRestartsVms(Vnfm):
         return decision
 
 
+class WaitsForASuccessorThatIsNotComing(HAManager):
+    """The repair of a VNFC waits for the new active even when that one failed too."""
+
+    def _revive_stranded(self, besides):  # type: ignore[override]
+        return [], ""
+
+
 class VimThatNeverRepairs(Vim):
     def _maybe_restart(self, vm, text):  # type: ignore[override]
         return Decision((), f"{text}; not repairing it")
@@ -149,6 +174,12 @@ def crash(at: float, kind: str, target: str) -> fs.Fault:
             {"restart_max": 2},
         ),
         ("scope", Policies(vnfm=VnfmRestartsVms), [crash(1.0, "vm-crash", "vm-vnfc-1")], {}),
+        (
+            "stranded",
+            Policies(ha=WaitsForASuccessorThatIsNotComing),
+            [crash(1.0, "vnfc-crash", "vnfc-1"), fs.Fault(1.0, "port-taken", "counter", 0.5)],
+            {},
+        ),
         (
             "eventual-repair",
             Policies(vim=VimThatNeverRepairs),

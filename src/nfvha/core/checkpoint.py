@@ -9,6 +9,9 @@ Rules:
 - ``checkpoint`` (no redundancy): a write is durable when it is on disk (fsync).
 - Every write is applied to the manager's replica first, so a standby or restarted VNFC is always
   given the latest state, acknowledged or not.
+- A store that fails (a full disk) fails every write not yet durable: each is refused, never
+  acknowledged, and the replica goes back to the last durable state, so a total that was not
+  durable is never served or handed over. ``store_error`` says why until a write succeeds again.
 
 Pure: returns actions for the runtime; acknowledgements come back as calls.
 """
@@ -55,6 +58,8 @@ class CheckpointService:
     # version -> the write waiting for durability
     pending: dict[int, Ack] = field(default_factory=dict)
     degraded: bool = False
+    store_error: str = ""  # the last store failure, until a write is durable again
+    durable: tuple[int, dict] = (0, {})  # checkpoint mode: the last (version, state) on disk
 
     def grant(self, vnfc: str, epoch: int) -> list[Action]:
         """``vnfc`` became active with ``epoch``; if it was the standby, it no longer is."""
@@ -104,8 +109,22 @@ class CheckpointService:
             return []
         return self._release_up_to(version)
 
-    def persisted(self, version: int) -> list[Action]:
+    def persisted(self, version: int, state: dict) -> list[Action]:
+        """The store holds ``state`` as ``version``: release the writes up to it."""
+        if version > self.durable[0]:
+            self.durable = (version, state)
+        self.store_error = ""
         return self._release_up_to(version)
+
+    def persist_failed(self, reason: str) -> list[Action]:
+        """The store could not make the pending writes durable: refuse them all and go back to
+        the last durable state. Versions only grow: a write still in the store's hands keeps
+        a version of its own."""
+        self.store_error = reason
+        self.state = dict(self.durable[1])
+        refused, self.pending = list(self.pending.values()), {}
+        text = f"checkpoint store failed: {reason}"
+        return [Refuse(ack.vnfc, ack.request, text) for ack in refused]
 
     def _release_up_to(self, version: int) -> list[Action]:
         done = [v for v in self.pending if v <= version]

@@ -16,6 +16,12 @@ Rules (design brief 1, 2, 5, 6; each has tests in tests/test_core_ha.py):
    causes at most the one failover their loss calls for, never a second one, and their repair
    waits for ``VmRestored``. A VM failure is not the VNFC's fault: it does not count towards
    the VNFC's escalation, and a repaired VM clears the count.
+7. A failed checkpoint store (``StoreFailed``) is an error report to the VNFM, cleared when a
+   write is durable again (``StoreRecovered``). The VNFC is not restarted for it: a restart
+   cannot free a disk, and it keeps answering reads from the durable state.
+8. Nothing is stranded. A VNFC waiting for a new active before its repair is restarted at once
+   when no new active is coming (the successor failed too, or there is none): every VNFC that
+   is not running is on its way back, waits for its VM, or is escalated.
 
 Theory of operation: every VNFC has a life (stopped, starting, running, failed = being cleaned
 up, escalated) and a role (none, active, standby, spare). The runtime feeds events with the
@@ -80,6 +86,7 @@ class HAManager:
     epoch: int = 0  # fencing token: bumped at every active assignment
     vnfcs: dict[str, VnfcState] = field(init=False)
     service_down_reported: bool = field(default=False, init=False)
+    store_error: str = field(default="", init=False)
     awaiting_recovery: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -176,9 +183,12 @@ class HAManager:
         if not e.ok:
             # Rule 1: without confirmed isolation nothing moves; only a wider zone can help.
             c.life = Life.ESCALATED
+            revived, revived_text = self._revive_stranded(besides=c.name)
             return Decision(
-                (self._escalate(c, f"cleanup failed ({e.detail}); isolation not confirmed"),),
-                f"{c.name} could not be isolated; no role moves, escalated to the VNFM",
+                (self._escalate(c, f"cleanup failed ({e.detail}); isolation not confirmed"),)
+                + tuple(revived),
+                f"{c.name} could not be isolated; no role moves, escalated to the VNFM"
+                + revived_text,
             )
         old_role = c.role
         c.life, c.role, c.confirmed, c.pid = Life.STOPPED, Role.NONE, False, None
@@ -187,10 +197,11 @@ class HAManager:
         if old_role is Role.ACTIVE:
             successor, failover = self._failover(c)
             commands += failover
+        revived, revived_text = self._revive_stranded(besides=c.name)
         repair, repair_text = self._repair(c, waiting_for=successor)
-        commands += repair
+        commands += revived + repair
         moved = f"; {successor} takes over" if successor else ""
-        return Decision(tuple(commands), f"{c.name} isolated{moved}; {repair_text}")
+        return Decision(tuple(commands), f"{c.name} isolated{moved}; {repair_text}{revived_text}")
 
     def _on_TimerExpired(self, c: VnfcState, e: m.TimerExpired, now: float) -> Decision:
         if e.timer != "start" or e.token != c.start_token or c.life is not Life.STARTING:
@@ -223,6 +234,25 @@ class HAManager:
             )
         state = "already known" if already else f"{c.name} waits for it"
         return Decision((), f"VM {e.vm} lost; {state}; no second failover")
+
+    def _on_StoreFailed(self, c: VnfcState, e: m.StoreFailed, now: float) -> Decision:
+        if self.store_error:
+            return Decision((), f"checkpoint store still failing: {e.reason}")
+        self.store_error = e.reason
+        reason = f"checkpoint store failed: {e.reason}; writes are refused"
+        return Decision(
+            (m.ReportError(vnfc=c.name, service=self.vnf.service.name, reason=reason),),
+            f"{c.name} cannot make its state durable ({e.reason}); error reported to the VNFM",
+        )
+
+    def _on_StoreRecovered(self, c: VnfcState, e: m.StoreRecovered, now: float) -> Decision:
+        if not self.store_error:
+            return Decision((), "checkpoint store healthy")
+        self.store_error = ""
+        return Decision(
+            (m.ClearError(vnfc=c.name, service=self.vnf.service.name),),
+            f"checkpoint writes of {c.name} are durable again; error cleared",
+        )
 
     def _on_VmRestored(self, c: VnfcState, e: m.VmRestored, now: float) -> Decision:
         c.vm_down = False
@@ -304,6 +334,32 @@ class HAManager:
             self.awaiting_recovery.append(c.name)
             return [], f"{c.name} is restarted once {waiting_for} serves"
         return list(self._start(c)), f"restarting {c.name}"
+
+    def _revive_stranded(self, besides: str) -> tuple[list[m.Message], str]:
+        """Rule 8: VNFCs waiting for a new active that is not coming are restarted now, and
+        on-demand spares are started for actives that are missing with nothing on the way."""
+        r = self.vnf.redundancy
+        wanted = r.active if r.model == "n+m" else 1
+        coming = sum(
+            1
+            for c in self.vnfcs.values()
+            if c.life is Life.STARTING or (c.life is Life.RUNNING and c.role is Role.ACTIVE)
+        )
+        if coming >= wanted:
+            return [], ""
+        names = [n for n in self.awaiting_recovery if not self.vnfcs[n].vm_down]
+        self.awaiting_recovery = [n for n in self.awaiting_recovery if n not in names]
+        if r.model == "n+m" and r.spare_start == "on_demand":
+            pool = [
+                c.name
+                for c in self.vnfcs.values()
+                if c.life is Life.STOPPED and not c.vm_down and c.name not in (*names, besides)
+            ]
+            names += pool[: max(0, wanted - coming - len(names))]
+        if not names:
+            return [], ""
+        commands = [cmd for n in names for cmd in self._start(self.vnfcs[n])]
+        return commands, f"; no new active is coming: {', '.join(names)} restarted now"
 
     def _role_for_newcomer(self) -> Role:
         r = self.vnf.redundancy

@@ -100,6 +100,19 @@ class TimerExpired(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StoreFailed(Message):
+    """The checkpoint store could not make this VNFC's writes durable (a full disk, say): they
+    were refused, never acknowledged."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreRecovered(Message):
+    """A checkpoint write of this VNFC is durable again."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VmLost(Message):
     """From the VNFM, relaying the VIM: the VM of this VNFC failed. The VNFC is isolated with
     it; its repair waits for the VM (use cases 2, 4, 6, 8)."""

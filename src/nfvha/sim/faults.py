@@ -10,7 +10,15 @@ from typing import Literal
 import yaml
 
 Kind = Literal[
-    "vnfc-crash", "vnfc-hang", "vm-crash", "vm-hang", "host-crash", "link-cut", "slow-disk"
+    "vnfc-crash",
+    "vnfc-hang",
+    "vm-crash",
+    "vm-hang",
+    "host-crash",
+    "link-cut",
+    "slow-disk",
+    "disk-full",
+    "port-taken",
 ]
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 TARGET_OF = {
@@ -21,7 +29,10 @@ TARGET_OF = {
     "host-crash": "host",
     "link-cut": "host",
     "slow-disk": "vnf",
+    "disk-full": "vnf",  # checkpoint writes fail for ``duration``
+    "port-taken": "vnf",  # a stranger holds the service address for ``duration``
 }
+LASTING = ("link-cut", "slow-disk", "disk-full", "port-taken")  # faults with a duration
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -29,7 +40,7 @@ class Fault:
     at: float  # seconds of virtual time
     kind: str
     target: str
-    duration: float = 0.0  # link-cut: until it heals; slow-disk: how long fsync is slow
+    duration: float = 0.0  # faults in LASTING: how long until it heals
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"at": self.at, "kind": self.kind, "target": self.target}
@@ -84,7 +95,7 @@ def draw(
             return faults
         kind = rng.choice(usable)
         target = rng.choice(entities[TARGET_OF[kind]])
-        span = round(rng.uniform(0.1, 2.0), 3) if kind in ("link-cut", "slow-disk") else 0.0
+        span = round(rng.uniform(0.1, 2.0), 3) if kind in LASTING else 0.0
         faults.append(Fault(round(at, 6), kind, target, span))
 
 

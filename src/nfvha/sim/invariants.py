@@ -9,6 +9,9 @@ stops the run (``Violation``) with the virtual time and what was seen.
 - ``escalation``: the HA manager escalates exactly on the failure after the maximum within the
   probation time (counted here independently, from its Cleanup commands), never otherwise.
 - ``scope``: every command is one its manager may issue, about entities in its scope.
+- ``stranded``: every VNFC that is not running is on its way back (being cleaned up or started,
+  or waiting for a new active that is coming, or for its VM's repair), in the pool of on-demand
+  spares while enough actives are there or coming, or visibly escalated.
 - ``eventual-repair`` (``check_end``): after a quiet period every host and VM is up and every
   VNFC runs with a role, or was reported unrepairable (escalated).
 """
@@ -21,7 +24,7 @@ from typing import Any
 
 from nfvha.core import messages as m
 from nfvha.core import routing
-from nfvha.core.ha import Decision, Life
+from nfvha.core.ha import Decision, Life, Role
 from nfvha.core.messages import Traced
 
 NAMES = (
@@ -30,6 +33,7 @@ NAMES = (
     "acknowledged-state",
     "escalation",
     "scope",
+    "stranded",
     "eventual-repair",
 )
 
@@ -98,6 +102,8 @@ class Invariants:
             if len(actives) > active_limit(sim, vnf):
                 names = ", ".join(c.name for c in actives)
                 raise Violation("two-actives", sim.now, f"{vnf}: {names} all alive and active")
+            if stranded := self._stranded(sim, vnf):
+                raise Violation("stranded", sim.now, f"{vnf}: {stranded} stopped, not coming back")
 
     def check_end(self, sim: Any) -> None:
         down = [
@@ -123,6 +129,23 @@ class Invariants:
             for c in sim.specs[vnf].vnfcs
             if sim.vnfcs[c.name].alive and sim.vnfcs[c.name].role == "active"
         ]
+
+    def _stranded(self, sim: Any, vnf: str) -> str:
+        mgr = sim.ha[vnf]
+        coming = sum(
+            1
+            for c in mgr.vnfcs.values()
+            if c.life in (Life.STARTING, Life.FAILED)
+            or (c.life is Life.RUNNING and c.role is Role.ACTIVE)
+        )
+        enough = coming >= active_limit(sim, vnf)
+        for c in mgr.vnfcs.values():
+            if c.life is not Life.STOPPED or c.vm_down:
+                continue
+            waiting = c.name in mgr.awaiting_recovery and coming > 0
+            if not (waiting or (self._pooled(sim, vnf) and enough)):
+                return c.name
+        return ""
 
     @staticmethod
     def _pooled(sim: Any, vnf: str) -> bool:

@@ -127,6 +127,8 @@ class Simulation:
         self._build_world(self.placement)
         self._build_managers(self.placement)
         self.slow_disk_until: dict[str, float] = {}
+        self.disk_full_until: dict[str, float] = {}
+        self.port_taken_until: dict[str, float] = {}
         for fault in faults:
             self.at(fault.at, self.inject, fault)
 
@@ -299,6 +301,10 @@ class Simulation:
     def _take_role(self, c: SimVnfc, gen: int, cmd: m.AssignRole, version: int) -> None:
         if gen != c.gen or not c.alive or not self._responsive(c):
             return
+        if cmd.role == "active" and self.port_taken_until.get(c.vnf, -1.0) > self.now:
+            reason = "could not take role active: address already in use"
+            self.feed(c.vnf, m.ErrorReported(vnfc=c.name, reason=reason))
+            return
         c.role, c.version = cmd.role, version
         self.feed(c.vnf, m.RoleConfirmed(vnfc=c.name, role=cmd.role, epoch=cmd.epoch))
         if cmd.role == "active" and self.checkpoint_every and self.ckpt[c.vnf].mode != "none":
@@ -422,7 +428,7 @@ class Simulation:
                 self.after(self.lat.message, self._replicate, vnf, action)
             elif isinstance(action, ck.Persist):
                 slow = 50.0 if self.slow_disk_until.get(vnf, -1.0) > self.now else 1.0
-                self.after(self.lat.fsync * slow, self._persisted, vnf, action.version)
+                self.after(self.lat.fsync * slow, self._persisted, vnf, action)
 
     def _replicate(self, vnf: str, action: ck.Replicate) -> None:
         c = self.vnfcs[action.standby]
@@ -431,8 +437,19 @@ class Simulation:
             acks = self.ckpt[vnf].standby_acked(c.name, action.version)
             self.after(self.lat.message, self._ckpt, vnf, acks)
 
-    def _persisted(self, vnf: str, version: int) -> None:
-        self._ckpt(vnf, self.ckpt[vnf].persisted(version))
+    def _persisted(self, vnf: str, action: ck.Persist) -> None:
+        service = self.ckpt[vnf]
+        failing_before = service.store_error
+        if self.disk_full_until.get(vnf, -1.0) > self.now:
+            actions = service.persist_failed("No space left on device")
+        else:
+            actions = service.persisted(action.version, action.state)
+        self._ckpt(vnf, actions)
+        writer = service.writer[0] if service.writer else None
+        if writer and service.store_error and not failing_before:
+            self.feed(vnf, m.StoreFailed(vnfc=writer, reason=service.store_error))
+        elif writer and failing_before and not service.store_error:
+            self.feed(vnf, m.StoreRecovered(vnfc=writer))
 
     # --- faults -------------------------------------------------------------------------------
 
@@ -453,8 +470,14 @@ class Simulation:
 
     def _fault_vm_crash(self, f: Fault) -> None:
         vm = self.vms[f.target]
-        if vm.alive:
-            self._vm_down(vm, reported=self.hosts[vm.host].reachable)
+        if not vm.alive:
+            return
+        reported = self.hosts[vm.host].reachable
+        self._vm_down(vm, reported=reported)
+        if not reported:  # the exit report is lost with the link; its heartbeats stop all the same
+            gen = vm.gen
+            event = v.VmFailed(vm=vm.name, cause="heartbeat")
+            self._heartbeat_loss(routing.VIM, event, lambda: vm.gen == gen and not vm.alive)
 
     def _fault_vm_hang(self, f: Fault) -> None:
         vm = self.vms[f.target]
@@ -496,6 +519,12 @@ class Simulation:
 
     def _fault_slow_disk(self, f: Fault) -> None:
         self.slow_disk_until[f.target] = self.now + f.duration
+
+    def _fault_disk_full(self, f: Fault) -> None:
+        self.disk_full_until[f.target] = self.now + f.duration
+
+    def _fault_port_taken(self, f: Fault) -> None:
+        self.port_taken_until[f.target] = self.now + f.duration
 
     # --- world helpers ------------------------------------------------------------------------
 
