@@ -1,7 +1,8 @@
 """The counter: a small stateful UDP service, the example VNFC.
 
-    INC <seq>   add 1; answered ``OK <seq> <total> <vnfc>`` only once the increment is durable
-    GET <seq>   answered ``OK <seq> <total> <vnfc>`` without adding
+    INC <seq>   add 1; answered ``OK <seq> <total> <vnfc>`` only once the increment is durable,
+                ``ERR <reason>`` when it could not be made durable (it is then not counted)
+    GET <seq>   answered ``OK <seq> <total> <vnfc>`` with the last durable total
     else        ``ERR <reason>``
 
 Managed by nfvha it binds the service port only when it is made active, reads the state it is
@@ -24,7 +25,8 @@ from nfvha.sdk import ENV_ADDRESS, ENV_VNFC, Assignment, CheckpointRefused, Comp
 class Counter(asyncio.DatagramProtocol):
     def __init__(self, name: str, component: Component | None, stateless: bool) -> None:
         self.name, self.component, self.stateless = name, component, stateless
-        self.total = 0
+        self.total = 0  # counted, including increments still on their way to durability
+        self.durable = 0  # acknowledged: what GET answers
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -35,10 +37,11 @@ class Counter(asyncio.DatagramProtocol):
         if len(parts) != 2 or parts[0] not in (b"INC", b"GET") or not parts[1].isdigit():
             self._reply(b"ERR expected 'INC <seq>' or 'GET <seq>'", addr)
         elif parts[0] == b"GET" or self.stateless:
-            self._reply(self._ok(parts[1], self.total), addr)
+            self._reply(self._ok(parts[1], self.durable), addr)
         else:
             self.total += 1
             if self.component is None:
+                self.durable = self.total
                 self._reply(self._ok(parts[1], self.total), addr)
             else:
                 asyncio.ensure_future(self._durable_inc(parts[1], self.total, addr))
@@ -47,8 +50,13 @@ class Counter(asyncio.DatagramProtocol):
         try:
             await self.component.checkpoint({"total": total})
         except CheckpointRefused as exc:
+            # Count on from what is durable: a refused increment was never acknowledged.
+            if exc.state is not None:
+                self.durable = int(exc.state.get("total", 0))
+            self.total = self.durable
             self._reply(f"ERR {exc}".encode(), addr)
             return
+        self.durable = max(self.durable, total)
         self._reply(self._ok(seq, total), addr)
 
     def _ok(self, seq: bytes, total: int) -> bytes:
@@ -71,7 +79,7 @@ async def run_managed(stateless: bool) -> None:
     counter = Counter(os.environ.get(ENV_VNFC, "counter"), None, stateless)
 
     async def take_role(assignment: Assignment) -> None:
-        counter.total = int(component.state.get("total", 0))
+        counter.total = counter.durable = int(component.state.get("total", 0))
         if assignment.role == "active" and counter.transport is None:
             await serve(assignment.host, assignment.port, counter, assignment.reuse_port)
 

@@ -2,7 +2,8 @@
 
     comp = Component.from_env(on_role=take_role)
     await comp.connect()          # registers with the manager
-    await comp.checkpoint({...})  # returns once durable (standby ack, or fsync)
+    await comp.checkpoint({...})  # returns once durable (standby ack, or fsync); else raises
+                                  # CheckpointRefused, and comp.state is what is durable
     await comp.closed             # the manager went away: stop
 
 ``on_role(assignment)`` is awaited when the manager assigns a role; when it returns the SDK
@@ -28,7 +29,12 @@ ENV_ADDRESS = "NFVHA_SERVICE_ADDRESS"
 
 
 class CheckpointRefused(Exception):
-    """The manager refused a checkpoint write (this VNFC is not the current writer)."""
+    """The manager refused a checkpoint write: this VNFC is not the current writer, or the
+    store failed. ``state`` is then the durable state (the SDK's ``state`` is set to it too)."""
+
+    def __init__(self, reason: str, state: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.state = state
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +118,10 @@ class Component:
         elif kind == "ckpt_done":
             self._resolve(msg["req"], None)
         elif kind == "refused" and "req" in msg:
-            self._resolve(msg["req"], CheckpointRefused(msg.get("reason", "refused")))
+            durable = msg.get("state") if isinstance(msg.get("state"), dict) else None
+            if durable is not None:
+                self.state = dict(durable)  # the store failed: this is what is durable
+            self._resolve(msg["req"], CheckpointRefused(msg.get("reason", "refused"), durable))
         elif kind == "assign":
             self.state = dict(msg["state"])
             host, _, port = msg["address"].rpartition(":")

@@ -5,8 +5,10 @@ component -> manager                         manager -> component
   role_ok    {role, epoch}                     ping       {id}
   pong       {id, ok}                          replicate  {version, updates}   (to the standby)
   error      {reason}                          ckpt_done  {req}
-  ckpt_write {req, epoch, updates}             refused    {req?, reason}
-  ckpt_ack   {version}                          (anything malformed is answered with refused)
+  ckpt_write {req, epoch, updates}             refused    {req?, reason, state?}
+  ckpt_ack   {version}
+Anything malformed is answered with refused. A write refused because the checkpoint store
+failed carries ``state``: what is durable, which the component goes back to.
 """
 
 from __future__ import annotations
