@@ -3,22 +3,39 @@
 It is the one source for timelines, outage figures and invariant checks. Records are plain
 dicts, written as JSON lines: ``{"t": ns, "kind": ..., "src": ..., "dst": ..., "name": ...,
 "data": {...}, "why": ...}``. ``kind`` is one of event, command, message, fault, note.
+
+Memory keeps the latest ``maxlen`` records (a ring), so a deployment that runs for months does
+not grow; the file sink (``nfvha run --trace FILE``) gets every record and is the whole history.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 Record = dict[str, Any]
 
+MAXLEN = 100_000  # records kept in memory: some 700 failovers' worth
+
+
+class Ring(deque[Record]):
+    """A deque of bounded length that also slices (``records[i:]``), as the list it replaced."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            return list(self)[key]
+        return super().__getitem__(key)
+
 
 class Trace:
-    def __init__(self, sink: Path | None = None) -> None:
-        self.records: list[Record] = []
+    def __init__(self, sink: Path | None = None, maxlen: int | None = MAXLEN) -> None:
+        self.records: Ring = Ring(maxlen=maxlen)
         self._sink: IO[str] | None = open(sink, "a", buffering=1) if sink else None  # noqa: SIM115
 
     def record(
@@ -53,6 +70,42 @@ class Trace:
         if self._sink:
             self._sink.close()
             self._sink = None
+
+
+class Throttle:
+    """Traces at most ``burst`` records of one noisy kind (refusals in a flood) per ``window_s``;
+    the rest are counted and summed up in one record of the same name when the window ends, so
+    a flood costs the trace a few records a second, not one per garbage line or connection."""
+
+    def __init__(self, trace: Trace, burst: int = 1, window_s: float = 1.0) -> None:
+        self.trace, self.burst, self.window_s = trace, burst, window_s
+        self._window_end = 0.0
+        self._count = 0
+        self._left_out: dict[tuple[str, str, str], int] = {}
+
+    def record(self, kind: str, name: str, *, src: str = "", why: str = "", **data: Any) -> None:
+        now = time.monotonic()
+        if now >= self._window_end:
+            self.flush()
+            self._window_end, self._count = now + self.window_s, 0
+        self._count += 1
+        if self._count <= self.burst:
+            self.trace.record(kind, name, src=src, why=why, data=data)
+            return
+        key = (kind, name, src)
+        if not self._left_out:
+            self._flush_later(self._window_end - now)
+        self._left_out[key] = self._left_out.get(key, 0) + 1
+
+    def flush(self) -> None:
+        left_out, self._left_out = self._left_out, {}
+        for (kind, name, src), n in left_out.items():
+            why = f"{n} more within {self.window_s:g} s, not traced one by one"
+            self.trace.record(kind, name, src=src, why=why, data={"suppressed": n})
+
+    def _flush_later(self, delay_s: float) -> None:
+        with contextlib.suppress(RuntimeError):  # no loop running: the next record flushes
+            asyncio.get_running_loop().call_later(delay_s, self.flush)
 
 
 def dump(records: Iterable[Record], path: Path) -> None:
