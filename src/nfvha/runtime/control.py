@@ -3,7 +3,10 @@
 One JSON request per connection, one JSON answer: ``{"op": "status"}``,
 ``{"op": "fault", "kind": KIND, "target": NAME}`` (kill, hang, resume a VNFC; crash-vm,
 hang-vm a VM; crash-host a host), ``{"op": "trace", "since": NS}``.
-Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": TEXT}``.
+Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": TEXT}``. Requests are validated
+(pydantic) before anything acts on them; a bad one is answered with what is wrong, never with a
+traceback. A client that sends no full line within ``READ_TIMEOUT_S``, or a line over
+``MAX_REQUEST``, is answered and dropped.
 """
 
 from __future__ import annotations
@@ -12,13 +15,61 @@ import asyncio
 import contextlib
 import json
 import socket
+import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from nfvha.sdk.protocol import MAX_LINE
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 if TYPE_CHECKING:
     from nfvha.runtime.engine import Engine
+
+MAX_REQUEST = 64 << 10  # bytes in a request line; the largest real one is a few dozen
+READ_TIMEOUT_S = 2.0  # to send the request line, once connected
+WRITE_TIMEOUT_S = 10.0  # to take the answer: a client that does not read is dropped
+
+# engine.FAULTS (a VNFC's process) and NfviRuntime.inject (a VM, a host).
+FaultKind = Literal["kill", "hang", "resume", "crash-vm", "hang-vm", "crash-host"]
+NFVI_FAULTS = ("crash-vm", "hang-vm", "crash-host")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StatusRequest(_Request):
+    op: Literal["status"]
+
+
+class TraceRequest(_Request):
+    op: Literal["trace"]
+    since: int = Field(0, ge=0)
+
+
+class FaultRequest(_Request):
+    op: Literal["fault"]
+    kind: FaultKind
+    target: str
+
+
+Request = Annotated[StatusRequest | TraceRequest | FaultRequest, Field(discriminator="op")]
+REQUEST = TypeAdapter(Request)
+OPS = ("status", "trace", "fault")
+
+
+def problem(exc: ValidationError) -> str:
+    """One line saying what is wrong with a request, naming the field."""
+    err = exc.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in err["loc"][1:])  # [0] is the op's model
+    if err["type"] in ("dict_type", "union_tag_not_found"):
+        return "expected a JSON object with 'op'"
+    if err["type"] == "union_tag_invalid":
+        return f"unknown op {err['input'].get('op')!r}; known: {', '.join(OPS)}"
+    if field == "kind" and err["type"] == "literal_error":
+        return f"unknown fault kind {err['input']!r}; known: {', '.join(get_args(FaultKind))}"
+    if err["type"] == "json_invalid":
+        return f"not a JSON request: {err['msg']}"
+    return f"{field}: {err['msg']}" if field else err["msg"]
 
 
 class ControlServer:
@@ -30,36 +81,57 @@ class ControlServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         handler = self.engine.connections.serve(self._serve)
-        return await asyncio.start_unix_server(handler, self.path, limit=MAX_LINE)
+        return await asyncio.start_unix_server(handler, self.path, limit=MAX_REQUEST)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await reader.readline()
+            line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
             answer = self._answer(line)
-        except ValueError as exc:
-            answer = {"ok": False, "error": str(exc)}
-        writer.write(json.dumps(answer).encode() + b"\n")
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
+        except TimeoutError:
+            answer = _error(f"no request line within {READ_TIMEOUT_S:g} s")
+        except ValueError:  # the line limit: what is left of it is not read at all
+            answer = _error(f"request line over {MAX_REQUEST} bytes")
+        except ConnectionError:
+            answer = None
+        try:
+            if answer is not None:
+                writer.write(json.dumps(answer).encode() + b"\n")
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+        except (ConnectionError, TimeoutError):
+            writer.transport.abort()
         writer.close()
 
     def _answer(self, line: bytes) -> dict[str, Any]:
         try:
-            request = json.loads(line)
-            op = request["op"]
-        except (ValueError, KeyError, TypeError):
-            return {"ok": False, "error": "expected a JSON object with 'op'"}
-        if op == "status":
-            return {"ok": True, **self.engine.status()}
-        if op == "trace":
-            return {"ok": True, "records": self.engine.trace.since(int(request.get("since", 0)))}
-        if op == "fault":
-            try:
-                target = request.get("target", request.get("vnfc"))
-                return {"ok": True, **self.engine.inject(request["kind"], target)}
-            except (KeyError, ProcessLookupError) as exc:
-                return {"ok": False, "error": str(exc.args[0]) if exc.args else repr(exc)}
-        return {"ok": False, "error": f"unknown op {op!r}"}
+            request = REQUEST.validate_json(line)
+        except ValidationError as exc:
+            return _error(problem(exc))
+        try:
+            return {"ok": True, **self._do(request)}
+        except (LookupError, ProcessLookupError) as exc:  # no such VNFC, VM or host; gone
+            return _error(str(exc.args[0]) if exc.args else repr(exc))
+        except Exception as exc:  # a bug: answered and traced, the server keeps serving
+            self.engine.trace.record(
+                "note",
+                "InternalError",
+                src="control",
+                why=repr(exc),
+                data={"op": request.op, "traceback": traceback.format_exc()[-4000:]},
+            )
+            return _error(f"internal error: {exc!r}")
+
+    def _do(self, request: Request) -> dict[str, Any]:
+        if isinstance(request, StatusRequest):
+            return self.engine.status()
+        if isinstance(request, TraceRequest):
+            return {"records": self.engine.trace.since(request.since)}
+        if request.kind in NFVI_FAULTS and self.engine.nfvi is None:
+            raise LookupError(f"fault {request.kind!r} needs hosts and VMs in the deployment")
+        return self.engine.inject(request.kind, request.target)
+
+
+def _error(text: str) -> dict[str, Any]:
+    return {"ok": False, "error": text}
 
 
 class ControlError(Exception):
