@@ -15,7 +15,7 @@ import pytest
 
 from nfvha.experiment import is_steady, vnf_active, wait_steady
 from nfvha.runtime.control import request
-from nfvha.sdk.protocol import MAX_LINE
+from nfvha.runtime.engine import HELLO_LINE
 from tests.integration.support import (
     PATIENCE_S,
     RELAXED_HEALTH,
@@ -63,7 +63,7 @@ def test_malformed_messages_are_refused(tmp_path: Path) -> None:
             client = UdpClient(address)
             total = (await client.request("INC"))[0]
 
-            # One fake component connection: every line refused, the connection kept.
+            # Before hello, a bad line is refused and the connection dropped at once.
             cases = [
                 (b"this is not json\n", "not JSON"),
                 (b"[1, 2]\n", "expected an object with a string 't'"),
@@ -83,13 +83,13 @@ def test_malformed_messages_are_refused(tmp_path: Path) -> None:
                 (b'{"t": "role_ok", "role": "active", "epoch": 99}\n', "role_ok before hello"),
                 (b'{"t": "error", "reason": "fake"}\n', "error before hello"),
             ]
-            reader, writer = await asyncio.open_unix_connection(
-                str(engine.component_socket), limit=MAX_LINE * 2
-            )
             for line, expected in cases:
+                reader, writer = await asyncio.open_unix_connection(str(engine.component_socket))
                 answer = await answer_to(reader, writer, line)
                 assert answer["t"] == "refused" and expected in answer["reason"], (line, answer)
-            writer.close()
+                assert "connection dropped" in answer["reason"], answer
+                assert await asyncio.wait_for(reader.read(), PATIENCE_S) == b""
+                writer.close()
 
             # A checkpoint write before hello, with the current epoch: refused, state untouched.
             epoch = engine.vnfs["counter"].manager.epoch
@@ -99,11 +99,10 @@ def test_malformed_messages_are_refused(tmp_path: Path) -> None:
             assert answer["t"] == "refused" and "ckpt_write before hello" in answer["reason"]
             writer.close()
 
-            # A line longer than the limit: refused, and that connection (only) is dropped.
-            reader, writer = await asyncio.open_unix_connection(
-                str(engine.component_socket), limit=MAX_LINE * 2
-            )
-            writer.write(b"x" * (MAX_LINE + 100) + b"\n")
+            # A line longer than the limit (before hello, a small one): refused, and that
+            # connection (only) is dropped. (A far longer one is reset unread: test_hostile_peers.)
+            reader, writer = await asyncio.open_unix_connection(str(engine.component_socket))
+            writer.write(b"x" * (HELLO_LINE + 100) + b"\n")
             with contextlib.suppress(ConnectionError):  # it may hang up while we still write
                 await writer.drain()
             answer = json.loads(await asyncio.wait_for(reader.readline(), PATIENCE_S))

@@ -39,11 +39,18 @@ from nfvha.drivers.store import DiskStore
 from nfvha.runtime import paths
 from nfvha.runtime.connections import Connections
 from nfvha.runtime.nfvi import NfviRuntime, VmUnreachable
-from nfvha.runtime.trace import Trace
+from nfvha.runtime.trace import Throttle, Trace
 from nfvha.sdk import ENV_ADDRESS, ENV_SOCKET, ENV_VNFC
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, decode_from_component, encode
 
 FAULTS = {"kill": signal.SIGKILL, "hang": signal.SIGSTOP, "resume": signal.SIGCONT}
+
+# The component socket admits strangers only briefly: a hello is a few dozen bytes and comes
+# at once from a real component, so anything else before it is dropped at the first line.
+HELLO_TIMEOUT_S = 2.0
+HELLO_LINE = 4 << 10
+REFUSALS_IN_A_ROW = 20  # malformed lines from a registered component before it is dropped
+REFUSALS_TRACED = 20  # MessageRefused records per second; the rest are counted (Throttle)
 
 
 @dataclass(slots=True)
@@ -90,7 +97,8 @@ class Engine:
         self.stopped = asyncio.Event()
         self.procs = ProcessDriver(self._on_exit, state_dir / "logs")
         self._servers: list[asyncio.AbstractServer] = []
-        self.connections = Connections()  # of the component and control sockets
+        self.connections = Connections(trace)  # of the component and control sockets
+        self._refusals = Throttle(trace, burst=REFUSALS_TRACED)
         for vnf in deployment.vnfs:
             self._add_vnf(vnf)
         self.alarms: list[dict[str, Any]] = []
@@ -449,14 +457,21 @@ class Engine:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         link: Link | None = None
+        in_a_row = 0  # malformed lines from a registered component
         try:
-            while line := await reader.readline():
+            while line := await self._component_line(reader, link):
                 try:
-                    msg = decode_from_component(line)
-                    link = self._on_component_message(link, writer, msg)
+                    link = self._on_component_message(link, writer, decode_from_component(line))
+                    in_a_row = 0
                 except ProtocolError as exc:
+                    in_a_row += 1
+                    if link is None or in_a_row >= REFUSALS_IN_A_ROW:
+                        self._refuse(link, writer, f"{exc}; connection dropped")
+                        break
                     self._refuse(link, writer, str(exc))
-        except ValueError as exc:  # a line over MAX_LINE
+        except TimeoutError:
+            self._refuse(link, writer, f"no hello within {HELLO_TIMEOUT_S:g} s, connection dropped")
+        except ValueError as exc:  # a line over the limit: the rest of it is never read
             self._refuse(link, writer, f"line too long, connection dropped: {exc}")
         except ConnectionError:
             pass  # the component died; its process exit is what the manager acts on
@@ -465,8 +480,17 @@ class Engine:
             if link is not None and self.links.get(link.vnfc) is link:
                 del self.links[link.vnfc]
 
+    async def _component_line(self, reader: asyncio.StreamReader, link: Link | None) -> bytes:
+        """The next line: before hello a small one (HELLO_LINE), within HELLO_TIMEOUT_S; after
+        it up to MAX_LINE. StreamReader has no public setter for the limit it was made with."""
+        if link is not None:
+            reader._limit = MAX_LINE
+            return await reader.readline()
+        reader._limit = HELLO_LINE
+        return await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT_S)
+
     def _refuse(self, link: Link | None, writer: asyncio.StreamWriter, reason: str) -> None:
-        self.trace.record("note", "MessageRefused", src=link.vnfc if link else "?", why=reason)
+        self._refusals.record("note", "MessageRefused", src=link.vnfc if link else "?", why=reason)
         if not writer.is_closing():
             writer.write(encode("refused", reason=reason))
 
