@@ -27,6 +27,8 @@ def example(name: str, **reliability: Any) -> Deployment:
     raw = yaml.safe_load((EXAMPLES / name).read_text())
     if reliability:
         raw["reliability"] = reliability
+    if "vm" in reliability or "host" in reliability:
+        raw["hosts"] = [{"name": "host-1"}, {"name": "host-2"}]
     return Deployment.model_validate(raw)
 
 
@@ -165,10 +167,18 @@ def test_mttr_replaces_the_start_up_and_the_start_deadline_follows() -> None:
 
 def test_reliability_kinds_are_optional(tmp_path: Path) -> None:
     text = (EXAMPLES / "counter-2n.yaml").read_text() + "reliability:\n  vm: {mtbf_h: 100}\n"
-    (tmp_path / "d.yaml").write_text(text)
+    (tmp_path / "d.yaml").write_text(text + "hosts: [{name: h1}, {name: h2}]\n")
     dep, _ = config.load(tmp_path / "d.yaml")
     assert dep.reliability is not None
     assert dep.reliability.vnfc is None and dep.reliability.vm.mttr_h is None
+
+
+def test_vm_reliability_without_hosts_is_refused(tmp_path: Path) -> None:
+    """Without hosts the runtime runs plain processes: no VM could fail, so none is invented."""
+    text = (EXAMPLES / "counter-2n.yaml").read_text() + "reliability:\n  vm: {mtbf_h: 100}\n"
+    (tmp_path / "d.yaml").write_text(text)
+    with pytest.raises(config.ConfigError, match="needs 'hosts'"):
+        config.load(tmp_path / "d.yaml")
 
 
 @pytest.mark.parametrize(

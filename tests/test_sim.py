@@ -9,13 +9,13 @@ import pytest
 from nfvha.config import Deployment
 from nfvha.core import checkpoint as ck
 from nfvha.core import vim as v
+from nfvha.core.dispatcher import ManagerClasses as Policies
 from nfvha.core.ha import Decision, HAManager, Role
 from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
 from nfvha.scenario import load as load_scenario
 from nfvha.sim import faults as fs
 from nfvha.sim.runner import fuzz, random_schedule, shrink, simulate
-from nfvha.sim.world import Policies
 
 
 def deployment(name: str = "uc2", **policies) -> Deployment:

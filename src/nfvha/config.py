@@ -239,6 +239,12 @@ class Deployment(Strict):
                 raise ValueError(f"{label} names must be unique, repeated: {', '.join(dupes)}")
         if self.vms and not self.hosts:
             raise ValueError("VMs are declared but no hosts: declare 'hosts' too")
+        rel = self.reliability
+        if rel is not None and (rel.vm or rel.host) and not self.hosts:
+            raise ValueError(
+                "reliability of VMs or hosts needs 'hosts': without them the VNFCs run as plain "
+                "processes, on no VM or host that could fail"
+            )
         standby = [v.name for v in self.vnfs if v.repair.action == "failover_standby_vm"]
         if standby and len(hosts) < 2:
             raise ValueError(

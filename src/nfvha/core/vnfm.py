@@ -9,7 +9,8 @@ Rules (design brief 3, 4, 5, 6; tests in tests/test_core_vnfm.py):
    has told the HA manager: the VNF level has isolated the VNFCs of that VM, so a restarted VM
    cannot fight the VNF-level failover.
 3. Escalation. An ``Escalate`` from an HA manager (a VNFC failed more than its maximum within
-   the probation time) becomes an error report on the VNFC's VM to the VIM (use case 9).
+   the probation time) becomes an error report on the VNFC's VM to the VIM (use case 9); a
+   VNFC that runs on no VM (a deployment without hosts) has no wider zone to report it on.
 4. Error report and clear from HA managers are kept as the VNF's open errors.
 """
 
@@ -29,6 +30,7 @@ class Vnfm:
     placement: dict[str, str]  # vnfc -> vm
     owner: dict[str, str]  # vnfc -> vnf
     open_errors: dict[str, m.ReportError] = field(default_factory=dict)  # service -> report
+    escalations: list[m.Escalate] = field(default_factory=list)
     on_vm: dict[str, list[str]] = field(init=False)  # vm -> vnfcs
 
     def __post_init__(self) -> None:
@@ -51,7 +53,10 @@ class Vnfm:
                 f"VM {event.vm} repaired on {event.host}: its VNFCs can be restored",
             )
         if isinstance(event, m.Escalate):
-            vm = self.placement[event.vnfc]
+            self.escalations.append(event)
+            vm = self.placement.get(event.vnfc)
+            if vm is None:
+                return Decision((), f"{event.vnfc} cannot be repaired; no VM to report it on")
             report = v.VmErrorReport(vm=vm, vnfm=self.name, reason=f"{event.vnfc}: {event.reason}")
             return Decision((report,), f"{event.vnfc} cannot be repaired in its VM: error on {vm}")
         if isinstance(event, m.ReportError):

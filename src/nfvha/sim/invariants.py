@@ -106,10 +106,9 @@ class Invariants:
                 raise Violation("stranded", sim.now, f"{vnf}: {stranded} stopped, not coming back")
 
     def check_end(self, sim: Any) -> None:
-        down = [
-            h for h, s in sim.vim.snapshot()["hosts"].items() if s not in ("up", "fence-failed")
-        ]
-        down += [vm for vm, s in sim.vim.snapshot()["vms"].items() if s["state"] != "up"]
+        nfvi = sim.vim.snapshot() if sim.vim is not None else {"hosts": {}, "vms": {}}
+        down = [h for h, s in nfvi["hosts"].items() if s not in ("up", "fence-failed")]
+        down += [vm for vm, s in nfvi["vms"].items() if s["state"] != "up"]
         for vnf, mgr in sim.ha.items():
             for c in mgr.vnfcs.values():
                 world = sim.vnfcs[c.name]

@@ -6,15 +6,10 @@ import random
 from dataclasses import dataclass
 
 from nfvha.config import Deployment
+from nfvha.core.dispatcher import ManagerClasses
 from nfvha.sim import faults as fs
 from nfvha.sim.invariants import Invariants, Violation
-from nfvha.sim.world import (
-    DEFAULT_LATENCIES,
-    DEFAULT_POLICIES,
-    Latencies,
-    Policies,
-    Simulation,
-)
+from nfvha.sim.world import DEFAULT_CLASSES, DEFAULT_LATENCIES, Latencies, Simulation
 
 SETTLE_S = 30.0  # quiet time after the last fault: longer than any repair chain
 
@@ -37,7 +32,7 @@ def entities(deployment: Deployment) -> dict[str, list[str]]:
         "vnfc": list(sim.vnfcs),
         "vm": list(sim.vms),
         "host": list(sim.hosts),
-        "vnf": [v.name for v in deployment.vnfs if v.state_mode == "checkpoint"],
+        "vnf": [v.name for v in deployment.vnfs],
     }
 
 
@@ -50,7 +45,7 @@ def simulate(
     seed: int,
     faults: list[fs.Fault],
     *,
-    policies: Policies = DEFAULT_POLICIES,
+    policies: ManagerClasses = DEFAULT_CLASSES,
     latencies: Latencies = DEFAULT_LATENCIES,
     record: bool = True,
     settle: float = SETTLE_S,

@@ -21,14 +21,14 @@ from typing import Any
 
 from nfvha.config import Deployment
 from nfvha.core import checkpoint as ck
+from nfvha.core import dispatcher as d
 from nfvha.core import messages as m
 from nfvha.core import routing
 from nfvha.core import vim as v
-from nfvha.core.ha import HAManager
+from nfvha.core.dispatcher import Dispatcher, ManagerClasses
+from nfvha.core.ha import Decision
 from nfvha.core.messages import Traced
-from nfvha.core.placement import Placement, plan, vm_specs
-from nfvha.core.vim import Vim
-from nfvha.core.vnfm import Vnfm
+from nfvha.core.placement import plan
 from nfvha.sim.faults import Fault
 
 
@@ -49,18 +49,8 @@ class Latencies:
     rpc_timeout: float = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class Policies:
-    """The manager and service classes to run; tests swap in broken ones."""
-
-    ha: type = HAManager
-    vim: type = Vim
-    vnfm: type = Vnfm
-    checkpoints: type = ck.CheckpointService
-
-
 DEFAULT_LATENCIES = Latencies()
-DEFAULT_POLICIES = Policies()
+DEFAULT_CLASSES = ManagerClasses()
 
 
 @dataclass(slots=True)
@@ -89,7 +79,7 @@ class SimVm:
 class SimVnfc:
     name: str
     vnf: str
-    vm: str
+    vm: str | None  # None: a plain process on the manager's machine (a deployment without hosts)
     alive: bool = False
     hung: bool = False
     role: str = "none"  # what the component itself believes
@@ -99,7 +89,10 @@ class SimVnfc:
     watch_gen: int = 0
 
 
-class Simulation:
+class Simulation(d.Drivers):
+    """The simulated world: it implements the dispatcher's drivers, exactly as the runtime
+    does, and builds exactly the runtime's topology (no hosts: plain processes, no VIM)."""
+
     def __init__(
         self,
         deployment: Deployment,
@@ -107,7 +100,7 @@ class Simulation:
         faults: list[Fault] = (),  # type: ignore[assignment]
         *,
         latencies: Latencies = DEFAULT_LATENCIES,
-        policies: Policies = DEFAULT_POLICIES,
+        policies: ManagerClasses = DEFAULT_CLASSES,
         checkpoint_every: float | None = 0.05,
         record: bool = True,
         observers: tuple[Any, ...] = (),
@@ -123,9 +116,11 @@ class Simulation:
         self.observers = list(observers)
         self.checkpoint_every = checkpoint_every
         self.events = 0
-        self.placement = plan(deployment) or _single_host(deployment)
-        self._build_world(self.placement)
-        self._build_managers(self.placement)
+        self._started = False
+        self.dispatcher = Dispatcher(deployment, plan(deployment), policies, observer=self)
+        self.placement = self.dispatcher.placement
+        self._build_world()
+        self.acked = dict.fromkeys(self.specs, 0)
         self.slow_disk_until: dict[str, float] = {}
         self.disk_full_until: dict[str, float] = {}
         self.port_taken_until: dict[str, float] = {}
@@ -134,31 +129,58 @@ class Simulation:
 
     # --- set-up -------------------------------------------------------------------------------
 
-    def _build_world(self, p: Placement) -> None:
-        self.hosts = {h: SimHost(h) for h in p.hosts}
-        self.vms = {vm: SimVm(vm, host) for vm, host in p.vm_host.items()}
+    def _build_world(self) -> None:
+        p = self.placement
+        self.hosts = {h: SimHost(h) for h in p.hosts} if p else {}
+        self.vms = {vm: SimVm(vm, host) for vm, host in p.vm_host.items()} if p else {}
         self.vms_by_host: dict[str, set[str]] = {}
-        for vm, host in p.vm_host.items():
-            self.vms_by_host.setdefault(host, set()).add(vm)
+        for vm in self.vms.values():
+            self.vms_by_host.setdefault(vm.host, set()).add(vm.name)
         self.vnfcs: dict[str, SimVnfc] = {}
-        self.owner: dict[str, str] = {}
-        self.specs = {vnf.name: vnf for vnf in self.deployment.vnfs}
         for vnf in self.deployment.vnfs:
             for c in vnf.vnfcs:
-                vm = p.vnfc_vm[c.name]
+                vm = p.vnfc_vm[c.name] if p else None
                 self.vnfcs[c.name] = SimVnfc(c.name, vnf.name, vm)
-                self.vms[vm].vnfcs.append(c.name)
-                self.owner[c.name] = vnf.name
+                if vm is not None:
+                    self.vms[vm].vnfcs.append(c.name)
 
-    def _build_managers(self, p: Placement) -> None:
-        pol = self.policies
-        self.ha = {name: pol.ha(spec) for name, spec in self.specs.items()}
-        self.ckpt = {name: pol.checkpoints(spec.state_mode) for name, spec in self.specs.items()}
-        self.acked = dict.fromkeys(self.specs, 0)
-        specs = vm_specs(self.deployment, p)
-        nfvi = self.deployment.nfvi
-        self.vim = pol.vim.build(list(p.hosts), specs, nfvi.correlation_window_s)
-        self.vnfm = pol.vnfm("vnfm", dict(p.vnfc_vm), dict(self.owner))
+    # --- the managers, all in the dispatcher --------------------------------------------------
+
+    @property
+    def specs(self) -> dict[str, Any]:
+        return self.dispatcher.specs
+
+    @property
+    def owner(self) -> dict[str, str]:
+        return self.dispatcher.owner
+
+    @property
+    def ha(self) -> dict[str, Any]:
+        return self.dispatcher.ha
+
+    @property
+    def ckpt(self) -> dict[str, ck.CheckpointService]:
+        return self.dispatcher.checkpoints
+
+    @property
+    def vim(self) -> Any:
+        return self.dispatcher.vim
+
+    @property
+    def vnfm(self) -> Any:
+        return self.dispatcher.vnfm
+
+    def label(self, target: str) -> str:
+        return self.dispatcher.label(target)
+
+    def on_decision(self, target: str, event: Traced, decision: Decision) -> None:
+        self.events += 1
+        for obs in self.observers:
+            obs.on_decision(self, target, event, decision)
+
+    def on_command(self, source: str, command: Traced) -> None:
+        for obs in self.observers:
+            obs.on_command(self, source, command)
 
     # --- the clock ----------------------------------------------------------------------------
 
@@ -171,12 +193,9 @@ class Simulation:
 
     def run(self, until: float) -> None:
         """Start every VNF, then play events until ``until`` (virtual seconds)."""
-        if self.now == 0.0 and not self.records and self.events == 0:
-            for name, mgr in self.ha.items():
-                decision = mgr.start(self.now)
-                self._note("ManagerStarted", self.label(name), decision.why)
-                for cmd in decision.commands:
-                    self._route(name, cmd)
+        if self.now == 0.0 and not self.records and self.events == 0 and not self._started:
+            self._started = True
+            d.execute(self.dispatcher.start(self.now), self)
         while self._queue and self._queue[0][0] <= until:
             when, _, fn, args = heapq.heappop(self._queue)
             self.now = when
@@ -185,67 +204,54 @@ class Simulation:
                 obs.after_step(self)
         self.now = max(self.now, until)
 
-    # --- managers -----------------------------------------------------------------------------
-
-    def label(self, target: str) -> str:
-        if target in (routing.VIM, routing.VNFM):
-            return target
-        return f"vnfm:{target}" if self.specs[target].redundancy.model == "none" else f"ha:{target}"
-
     def feed(self, target: str, event: Traced) -> None:
-        self._feeding.append((target, event))
-        if len(self._feeding) > 1:
-            return
-        while self._feeding:
-            name, ev = self._feeding[0]
-            self._handle(name, ev)
-            self._feeding.pop(0)
+        d.execute(self.dispatcher.feed(target, event, self.now), self)
 
-    def _handle(self, target: str, event: Traced) -> None:
-        self.events += 1
-        if target == routing.VIM:
-            manager: Any = self.vim
-        elif target == routing.VNFM:
-            manager = self.vnfm
-        else:
-            manager = self.ha[target]
-        decision = manager.handle(event, self.now)
-        if self.record:  # fields() copies: only when there is a trace to write
-            data = event.fields()
-            self._rec("event", event.name, event.subject, self.label(target), data, decision.why)
-        for obs in self.observers:
-            obs.on_decision(self, target, event, decision)
-        for cmd in decision.commands:
-            self._route(target, cmd)
+    # --- drivers (the dispatcher's interface) -------------------------------------------------
 
-    def _route(self, source: str, cmd: Traced) -> None:
-        for obs in self.observers:
-            obs.on_command(self, source, cmd)
-        to = routing.destination(source, cmd, self.owner)
-        if self.record:
-            if isinstance(cmd, v.Alarm):
-                kind, dst = "message", "operator"
-            elif to is not None:
-                kind, dst = "message", self.label(to)
-            else:
-                kind, dst = "command", cmd.subject
-            self._rec(kind, cmd.name, self.label(source), dst, cmd.fields())
-        if to is not None:
-            self.after(self.lat.message, self.feed, to, cmd)
-        elif not isinstance(cmd, v.Alarm):
-            self._drive(source, cmd)
+    def trace_record(self, rec: d.Record) -> None:
+        self._rec(rec.kind, rec.name, rec.src, rec.dst, rec.data or {}, rec.why)
 
-    # --- drivers ------------------------------------------------------------------------------
+    def start_vnfc(self, vnf: str, cmd: m.StartVnfc) -> None:
+        self._do_StartVnfc(vnf, cmd)
 
-    def _drive(self, source: str, cmd: Traced) -> None:
+    def cleanup(self, vnf: str, cmd: m.Cleanup) -> None:
+        self._do_Cleanup(vnf, cmd)
+
+    def assign_role(self, vnf: str, cmd: m.AssignRole, state: dict[str, Any]) -> None:
+        version = self.ckpt[vnf].version  # the assignment carries the whole state
+        c = self.vnfcs[cmd.vnfc]
+        self.after(self.lat.assign, self._take_role, c, c.gen, cmd, version)
+
+    def watch_health(self, vnf: str, cmd: m.WatchHealth) -> None:
+        self._do_WatchHealth(vnf, cmd)
+
+    def set_timer(self, vnf: str, cmd: m.SetTimer) -> None:
+        expired = m.TimerExpired(vnfc=cmd.vnfc, timer=cmd.timer, token=cmd.token)
+        self.after(cmd.after_s, self.feed, vnf, expired)
+
+    def nfvi(self, cmd: Traced) -> None:
         handler = getattr(self, f"_do_{cmd.name}", None)
         if handler is not None:
-            handler(source, cmd)
+            handler(routing.VIM, cmd)
+
+    def alarm(self, cmd: v.Alarm) -> None:
+        pass  # the trace has it; nobody operates a simulation
+
+    def data(self, out: d.Data) -> None:
+        action = out.action
+        if isinstance(action, ck.Ack):
+            self.acked[out.vnf] = max(self.acked[out.vnf], action.request)
+        elif isinstance(action, ck.Replicate):
+            self.after(self.lat.message, self._replicate, out.vnf, action)
+        elif isinstance(action, ck.Persist):
+            slow = 50.0 if self.slow_disk_until.get(out.vnf, -1.0) > self.now else 1.0
+            self.after(self.lat.fsync * slow, self._persisted, out.vnf, action)
 
     def _do_StartVnfc(self, vnf: str, cmd: m.StartVnfc) -> None:
         c = self.vnfcs[cmd.vnfc]
-        vm = self.vms[c.vm]
-        if not self._vm_reachable(vm):
+        vm = self.vms[c.vm] if c.vm else None
+        if vm is not None and not self._vm_reachable(vm):
             delay = self.lat.rpc_timeout if vm.alive else self.lat.message
             event = m.StartFailed(
                 vnfc=c.name,
@@ -259,25 +265,26 @@ class Simulation:
         self.after(self.lat.fork, self._process_started, c, c.gen)
 
     def _process_started(self, c: SimVnfc, gen: int) -> None:
-        if gen != c.gen or not self._vm_reachable(self.vms[c.vm]):
+        if gen != c.gen or not self.placed_reachable(c):
             return
         c.alive, c.hung, c.role, c.version = True, False, "none", 0
         self.feed(c.vnf, m.ProcessStarted(vnfc=c.name, pid=gen))
         self.after(self.lat.spawn, self._registered, c, gen)
 
     def _registered(self, c: SimVnfc, gen: int) -> None:
-        if gen == c.gen and c.alive and self._responsive(c):
+        """The SDK registers; a plain process is up at its first passing health check."""
+        if gen != c.gen or not c.alive or not self._responsive(c):
+            return
+        if self.specs[c.vnf].sdk:
             self.feed(c.vnf, m.ComponentRegistered(vnfc=c.name))
-
-    def _do_SetTimer(self, vnf: str, cmd: m.SetTimer) -> None:
-        expired = m.TimerExpired(vnfc=cmd.vnfc, timer=cmd.timer, token=cmd.token)
-        self.after(cmd.after_s, self.feed, vnf, expired)
+        elif c.watched:
+            c.role = "active"  # a plain process serves as soon as it runs
+            self.feed(c.vnf, m.HealthCheckPassed(vnfc=c.name))
 
     def _do_Cleanup(self, vnf: str, cmd: m.Cleanup) -> None:
         c = self.vnfcs[cmd.vnfc]
-        self._ckpt(vnf, self.ckpt[vnf].revoke(c.name))
-        host = self.hosts[self.vms[c.vm].host]
-        if c.alive and host.alive and not host.link:
+        host = self.hosts[self.vms[c.vm].host] if c.vm else None
+        if host is not None and c.alive and host.alive and not host.link:
             done = m.CleanupDone(vnfc=c.name, ok=False, detail="its host is unreachable")
             self.after(self.lat.rpc_timeout, self.feed, vnf, done)
             return
@@ -287,16 +294,6 @@ class Simulation:
         """The kill takes effect when it is confirmed, not when it is asked for."""
         self._kill(c, seen=False)
         self.feed(vnf, m.CleanupDone(vnfc=c.name, ok=True))
-
-    def _do_AssignRole(self, vnf: str, cmd: m.AssignRole) -> None:
-        c = self.vnfcs[cmd.vnfc]
-        service = self.ckpt[vnf]
-        if cmd.role == "active":
-            self._ckpt(vnf, service.grant(c.name, cmd.epoch))
-        elif cmd.role == "standby":
-            service.attach_standby(c.name)
-        version = service.version  # the assignment carries the whole state
-        self.after(self.lat.assign, self._take_role, c, c.gen, cmd, version)
 
     def _take_role(self, c: SimVnfc, gen: int, cmd: m.AssignRole, version: int) -> None:
         if gen != c.gen or not c.alive or not self._responsive(c):
@@ -414,42 +411,26 @@ class Simulation:
         if gen != c.gen or not c.alive or c.role != "active":
             return
         if self._responsive(c):
-            service = self.ckpt[c.vnf]
-            request = service.version + 1
+            request = self.ckpt[c.vnf].version + 1
             c.version = request
-            self._ckpt(c.vnf, service.write(c.name, epoch, request, {"n": request}))
+            d.execute(self.dispatcher.write(c.name, epoch, request, {"n": request}, self.now), self)
         self.after(self.checkpoint_every, self._write, c, gen, epoch)
-
-    def _ckpt(self, vnf: str, actions: list[ck.Action]) -> None:
-        for action in actions:
-            if isinstance(action, ck.Ack):
-                self.acked[vnf] = max(self.acked[vnf], action.request)
-            elif isinstance(action, ck.Replicate):
-                self.after(self.lat.message, self._replicate, vnf, action)
-            elif isinstance(action, ck.Persist):
-                slow = 50.0 if self.slow_disk_until.get(vnf, -1.0) > self.now else 1.0
-                self.after(self.lat.fsync * slow, self._persisted, vnf, action)
 
     def _replicate(self, vnf: str, action: ck.Replicate) -> None:
         c = self.vnfcs[action.standby]
         if c.alive and self._responsive(c) and c.role == "standby":
             c.version = max(c.version, action.version)
-            acks = self.ckpt[vnf].standby_acked(c.name, action.version)
-            self.after(self.lat.message, self._ckpt, vnf, acks)
+            self.after(self.lat.message, self._standby_acked, c.name, action.version)
+
+    def _standby_acked(self, vnfc: str, version: int) -> None:
+        d.execute(self.dispatcher.standby_acked(vnfc, version, self.now), self)
 
     def _persisted(self, vnf: str, action: ck.Persist) -> None:
-        service = self.ckpt[vnf]
-        failing_before = service.store_error
         if self.disk_full_until.get(vnf, -1.0) > self.now:
-            actions = service.persist_failed("No space left on device")
+            outputs = self.dispatcher.persist_failed(vnf, "No space left on device", self.now)
         else:
-            actions = service.persisted(action.version, action.state)
-        self._ckpt(vnf, actions)
-        writer = service.writer[0] if service.writer else None
-        if writer and service.store_error and not failing_before:
-            self.feed(vnf, m.StoreFailed(vnfc=writer, reason=service.store_error))
-        elif writer and failing_before and not service.store_error:
-            self.feed(vnf, m.StoreRecovered(vnfc=writer))
+            outputs = self.dispatcher.persisted(vnf, action.version, action.state, self.now)
+        d.execute(outputs, self)
 
     # --- faults -------------------------------------------------------------------------------
 
@@ -460,7 +441,7 @@ class Simulation:
     def _fault_vnfc_crash(self, f: Fault) -> None:
         c = self.vnfcs[f.target]
         if c.alive:
-            self._kill(c, seen=self._vm_reachable(self.vms[c.vm]))
+            self._kill(c, seen=self.placed_reachable(c))
 
     def _fault_vnfc_hang(self, f: Fault) -> None:
         c = self.vnfcs[f.target]
@@ -566,15 +547,17 @@ class Simulation:
         self.after(delay, lambda: still() and self.feed(target, event))
 
     def _vms_on(self, host: str) -> list[SimVm]:
-        return [
-            self.vms[n] for n in sorted(self.vim.by_host.get(host, ())) if self.vms[n].host == host
-        ] or [vm for vm in self.vms.values() if vm.host == host]
+        return [self.vms[n] for n in sorted(self.vms_by_host.get(host, ()))]
 
     def _vm_reachable(self, vm: SimVm) -> bool:
         return vm.alive and not vm.frozen and self.hosts[vm.host].reachable
 
+    def placed_reachable(self, c: SimVnfc) -> bool:
+        """Its VM runs and can be reached (always so for a plain process)."""
+        return c.vm is None or self._vm_reachable(self.vms[c.vm])
+
     def _responsive(self, c: SimVnfc) -> bool:
-        return not c.hung and self._vm_reachable(self.vms[c.vm])
+        return not c.hung and self.placed_reachable(c)
 
     # --- trace --------------------------------------------------------------------------------
 
@@ -599,10 +582,3 @@ class Simulation:
 
     def trace_text(self) -> str:
         return "".join(json.dumps(r) + "\n" for r in self.records)
-
-
-def _single_host(deployment: Deployment) -> Placement:
-    """Deployments without hosts run on one host, each VNFC in a VM of its own."""
-    raw = deployment.model_dump()
-    raw["hosts"] = [{"name": "host-1"}]
-    return plan(Deployment.model_validate(raw))  # type: ignore[return-value]
