@@ -57,7 +57,7 @@ def load_config(path: Path) -> tuple[cfg.Deployment, Path]:
 def find_socket(explicit: Path | None) -> Path:
     if explicit is not None:
         return explicit
-    found = [p for p in paths.running_sockets() if p.exists()]
+    found = paths.running_sockets()  # a crashed run's stale socket does not count
     if not found:
         raise fail(
             f"no running deployment found under {paths.runtime_base()} (start one with 'nfvha run')"
@@ -101,12 +101,8 @@ def run(
     """Run a deployment in the foreground until SIGINT or SIGTERM, then stop all it started."""
     deployment, base_dir = load_config(config)
     sock = paths.control_socket(deployment.name)
-    if sock.exists():
-        try:
-            request(sock, {"op": "status"}, timeout=2)
-            raise fail(f"deployment {deployment.name} is already running ({sock})")
-        except ControlError:
-            pass  # a stale socket of a run that died: take its place
+    if paths.socket_answers(sock):  # a stale socket of a run that died: its place is taken
+        raise fail(f"deployment {deployment.name} is already running: {sock} answers")
     state = state_dir or (
         (base_dir / deployment.state_dir)
         if deployment.state_dir

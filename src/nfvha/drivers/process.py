@@ -4,9 +4,19 @@ and isolate them (SIGTERM, SIGKILL after grace, whole group, confirmed gone).
 Contracts:
 - ``spawn`` returns the pid or raises ``OSError``; the exit callback fires exactly once, from
   the event loop, as soon as the kernel reports the exit (pidfd readable; no polling).
-- ``cleanup`` returns True only when the leader is reaped and no process of its group is left.
+- A VNFC's process group (pgid = leader pid, started in a session of its own) is remembered
+  from ``spawn``/``adopt`` until a cleanup has confirmed it empty, whether or not the leader
+  has exited: a child the VNFC forked may outlive it and still hold the service address.
+- ``cleanup`` SIGKILLs and sweeps every remembered group of the VNFC, also when its leader
+  already exited, and returns True only when the leader is reaped and ``killpg(pgid, 0)``
+  finds no process of the group; ``shutdown`` does the same for every remembered group.
+- The leader we started is not reaped when it exits (its exit is read with ``WNOWAIT``); the
+  cleanup reaps it. Its zombie keeps the pid, so the pgid cannot be reused by an unrelated
+  process before the group is swept.
 - The manager is made a child subreaper, so orphans of a VNFC are reparented to it and are
   reaped here instead of lingering as zombies that still pass ``kill -0``.
+- With a ``GroupRecord``, the remembered groups are also kept on disk, so that the next run
+  can remove them if this one dies without stopping (``nfvha.drivers.leftovers``).
 """
 
 from __future__ import annotations
@@ -20,6 +30,10 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nfvha.drivers.leftovers import GroupRecord
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -48,10 +62,17 @@ class Child:
 
 
 class ProcessDriver:
-    def __init__(self, on_exit: Callable[[str, int, str], None], log_dir: Path) -> None:
+    def __init__(
+        self,
+        on_exit: Callable[[str, int, str], None],
+        log_dir: Path,
+        record: GroupRecord | None = None,
+    ) -> None:
         self._on_exit = on_exit
         self._log_dir = log_dir
+        self._record = record
         self.children: dict[str, Child] = {}
+        self.groups: dict[int, str] = {}  # pgid -> VNFC, until confirmed empty
         self._starting: set[str] = set()
         self._pending: set[asyncio.Task[int]] = set()
         self._closing = False
@@ -93,6 +114,9 @@ class ProcessDriver:
         pidfd = os.pidfd_open(pid)
         child = Child(name, pid, pidfd, popen)
         self.children[name] = child
+        self.groups[pid] = name
+        if self._record is not None:
+            self._record.add(name, pid)
         asyncio.get_running_loop().add_reader(pidfd, self._reap, child)
 
     def _popen(
@@ -112,8 +136,8 @@ class ProcessDriver:
 
     def _reap(self, child: Child) -> None:
         asyncio.get_running_loop().remove_reader(child.pidfd)
-        try:
-            info = os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED | os.WNOHANG)
+        try:  # WNOWAIT: the zombie keeps its pid (and pgid) until the cleanup sweeps the group
+            info = os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             text = describe_status(info.si_status, info.si_code) if info else "exited"
             if child.popen is not None:
                 child.popen.returncode = info.si_status if info else -1
@@ -140,7 +164,6 @@ class ProcessDriver:
         self, name: str, grace_s: float, kill_wait_s: float = 5.0
     ) -> tuple[bool, str]:
         child = self.children.get(name)
-        pgid = child.pid if child else None
         if child is not None:
             if grace_s > 0:
                 _signal_group(child.pid, signal.SIGTERM)
@@ -152,20 +175,27 @@ class ProcessDriver:
                     await asyncio.wait_for(asyncio.shield(child.exited), kill_wait_s)
                 except TimeoutError:
                     return False, f"pid {child.pid} still alive {kill_wait_s:g} s after SIGKILL"
-        if pgid is None:
-            return True, "process already gone"
-        return await self._sweep_group(pgid, kill_wait_s)
+        # Also when the leader had already exited: what it forked may still run in its group.
+        detail = "no process group left"
+        for pgid in [g for g, n in self.groups.items() if n == name]:
+            ok, detail = await self._sweep_group(pgid, kill_wait_s)
+            if not ok:
+                return False, detail
+        return True, detail
 
     async def _sweep_group(self, pgid: int, wait_s: float) -> tuple[bool, str]:
-        """Kill and reap what is left of a process group whose leader is gone."""
+        """Kill and reap what is left of a process group whose leader has exited; forget the
+        group once the kernel says it is empty."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
             _signal_group(pgid, signal.SIGKILL)
-            _reap_group(pgid)
+            reap_group(pgid)
             try:
                 os.killpg(pgid, 0)
             except ProcessLookupError:
+                if self.groups.pop(pgid, None) is not None and self._record is not None:
+                    self._record.discard(pgid)
                 return True, "process group gone"
             if loop.time() > deadline:
                 return False, f"process group {pgid} still has members"
@@ -174,7 +204,7 @@ class ProcessDriver:
     async def shutdown(self, grace_s: float) -> None:
         self._closing = True
         await asyncio.gather(*self._pending, return_exceptions=True)
-        names = list(self.children)
+        names = set(self.children) | set(self.groups.values())  # exited leaders' groups too
         await asyncio.gather(*(self.cleanup(n, grace_s) for n in names))
 
 
@@ -183,8 +213,9 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _reap_group(pgid: int) -> None:
-    """Reap zombies of a group whose leader was already reaped: they are our orphans now."""
+def reap_group(pgid: int) -> None:
+    """Reap the zombies of a group that are our children: its leader, if we started it, and
+    orphans reparented to us."""
     while True:
         try:
             if os.waitid(os.P_PGID, pgid, os.WEXITED | os.WNOHANG) is None:

@@ -33,6 +33,7 @@ from nfvha.core.messages import Traced
 from nfvha.core.placement import Placement, plan, vm_specs
 from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
+from nfvha.drivers import leftovers
 from nfvha.drivers.health import HealthMonitor, network_probe
 from nfvha.drivers.process import ProcessDriver
 from nfvha.drivers.store import DiskStore
@@ -81,6 +82,8 @@ class Engine:
     ) -> None:
         self.deployment, self.base_dir, self.trace = deployment, base_dir, trace
         self.runtime_dir = paths.runtime_dir(deployment.name)
+        if paths.socket_answers(control := paths.control_socket(deployment.name)):
+            raise OSError(f"already running: {control} answers")  # its VNFCs are not leftovers
         self.component_socket = self.runtime_dir / "components.sock"
         self.state_dir = state_dir
         self.vnfs: dict[str, VnfRuntime] = {}
@@ -95,7 +98,8 @@ class Engine:
         self._ping_ids = itertools.count(1)
         self.started = asyncio.Event()
         self.stopped = asyncio.Event()
-        self.procs = ProcessDriver(self._on_exit, state_dir / "logs")
+        record = leftovers.GroupRecord(self.runtime_dir / leftovers.RECORD)
+        self.procs = ProcessDriver(self._on_exit, state_dir / "logs", record)
         self._servers: list[asyncio.AbstractServer] = []
         self.connections = Connections(trace)  # of the component and control sockets
         self._refusals = Throttle(trace, burst=REFUSALS_TRACED)
@@ -162,6 +166,11 @@ class Engine:
 
         if len(str(self.component_socket).encode()) >= 108:
             raise OSError(f"socket path too long for AF_UNIX: {self.component_socket}")
+        # A run that died without stopping may have left VNFCs that hold the service address.
+        if self.nfvi is not None:
+            await leftovers.remove_leftover_cgroup(self.nfvi.cgroups, self.trace)
+        await leftovers.remove_leftover_groups(self.runtime_dir / leftovers.RECORD, self.trace)
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)  # its stale sockets and record
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.component_socket.unlink()

@@ -1,0 +1,153 @@
+"""What a previous run of the same deployment left running when it died without stopping
+(SIGKILL, OOM kill, a crash): VNFC process groups, and with hosts its cgroup tree. A left
+process may still hold the service address (a hung active keeps its port), so a new run removes
+them before it starts anything.
+
+Contracts:
+- ``GroupRecord`` keeps ``RUNTIME_DIR/vnfcs.json`` equal to the VNFC process groups the running
+  manager started and has not yet confirmed empty: VNFC name, pgid (= leader pid) and the
+  leader's start time (/proc/PID/stat field 22), with the boot id. Written atomically (a
+  temporary file, then ``os.replace``) at each change.
+- ``remove_leftover_groups``, for each recorded group: if the leader is alive with the
+  recorded start time, or it is gone but live processes of that group remain, SIGKILL the group
+  (SIGKILL also ends a SIGSTOPped process), reap what is ours, and confirm that no live process
+  of the group is left; a zombie no longer holds anything. A pid now used by an unrelated
+  process (alive, another start time) is left alone: the kernel does not hand out a pid still in
+  use as a process group id, so the old group is empty. A record from before a reboot is
+  ignored. Each group removed is a ``LeftoverRemoved`` note in the trace; one that cannot be
+  confirmed gone raises ``OSError`` (the new run must not start next to it).
+- ``remove_leftover_cgroup``: a populated cgroup tree of the deployment is killed
+  (``cgroup.kill``) and confirmed ``populated 0``, else ``OSError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nfvha.drivers.process import reap_group
+
+if TYPE_CHECKING:
+    from nfvha.runtime.nfvi import Cgroups
+    from nfvha.runtime.trace import Trace
+
+RECORD = "vnfcs.json"
+KILL_WAIT_S = 5.0
+WHY = (
+    "left running by a previous run of this deployment that did not stop; "
+    "it may hold the service address"
+)
+
+
+def boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, pgid, start time) of a process from /proc/PID/stat; None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rpartition(")")[2].split()  # fields[0] is field 3 of stat(5)
+    return fields[0], int(fields[2]), int(fields[19])
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes whose process group is ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = proc_stat(int(entry.name))
+            if stat is not None and stat[1] == pgid and stat[0] not in "ZX":
+                found.append(int(entry.name))
+    return found
+
+
+def cgroup_pids(root: Path) -> list[int]:
+    pids = []
+    for procs in root.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError):  # a zone removed meanwhile
+            pids += [int(p) for p in procs.read_text().split()]
+    return sorted(pids)
+
+
+class GroupRecord:
+    """The running manager's VNFC process groups, on disk for the next run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.groups: dict[int, dict[str, Any]] = {}
+
+    def add(self, vnfc: str, pgid: int) -> None:
+        stat = proc_stat(pgid)  # None: a guest agent reaped it already; the group still counts
+        self.groups[pgid] = {"vnfc": vnfc, "pgid": pgid, "start": stat[2] if stat else None}
+        self._write()
+
+    def discard(self, pgid: int) -> None:
+        if self.groups.pop(pgid, None) is not None:
+            self._write()
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"boot_id": boot_id(), "groups": list(self.groups.values())}))
+        os.replace(tmp, self.path)
+
+
+def read_record(path: Path) -> list[dict[str, Any]]:
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except ValueError as exc:
+        raise OSError(f"{path} is not a record of VNFC processes ({exc}); remove it") from None
+    return record["groups"] if record.get("boot_id") == boot_id() else []
+
+
+async def remove_leftover_groups(path: Path, trace: Trace) -> None:
+    for entry in read_record(path):
+        pgid, start = entry["pgid"], entry["start"]
+        leader = proc_stat(pgid)
+        if leader is not None and leader[0] not in "ZX" and leader[2] != start:
+            continue  # the pid is an unrelated process's now
+        members = group_members(pgid)
+        if not members:
+            continue
+        if not await _kill_group(pgid):
+            raise OSError(
+                f"process group {pgid} of {entry['vnfc']}, {WHY}, is still there "
+                f"{KILL_WAIT_S:g} s after SIGKILL; not starting next to it"
+            )
+        data = {"vnfc": entry["vnfc"], "pgid": pgid, "pids": members}
+        trace.record("note", "LeftoverRemoved", src="nfvha", data=data, why=WHY)
+
+
+async def _kill_group(pgid: int) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + KILL_WAIT_S
+    while group_members(pgid):
+        if loop.time() > deadline:
+            return False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        reap_group(pgid)
+        await asyncio.sleep(0.005)
+    reap_group(pgid)
+    return True
+
+
+async def remove_leftover_cgroup(cgroups: Cgroups, trace: Trace) -> None:
+    root = cgroups.root
+    if not cgroups.populated(root):
+        return
+    pids = cgroup_pids(root)
+    if not await cgroups.kill_and_confirm(root, KILL_WAIT_S):
+        raise OSError(f"cgroup {root}, {WHY}, is still populated after cgroup.kill")
+    data = {"cgroup": str(root), "pids": pids}
+    trace.record("note", "LeftoverRemoved", src="nfvha", data=data, why=WHY)

@@ -1,0 +1,180 @@
+"""A manager that died without stopping (SIGKILL): the next run of the deployment removes the
+VNFC processes it left (a hung active would hold the service address for good), a stale control
+socket does not count as a running deployment, and a live manager is never run over."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import (
+    RELAXED_HEALTH,
+    NfvhaRun,
+    cgroup_dirs,
+    cgroup_pids,
+    cgroup_v2_writable,
+    cli,
+    customize,
+    dump_records,
+    example_raw,
+    free_udp_port,
+    index,
+    kill_and_reap,
+    leftover_cgroups,
+    pid_alive,
+    reap_zombie_children,
+    select,
+    udp_get,
+    unique_name,
+    wait_for_sync,
+    write_config,
+)
+
+
+def config_2n(tmp_path: Path) -> tuple[str, Path, str]:
+    name, port = unique_name(), free_udp_port()
+    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
+    return name, write_config(raw, tmp_path / f"{name}.yaml"), f"127.0.0.1:{port}"
+
+
+def trace_records(run: NfvhaRun) -> list[dict]:
+    lines = run.trace_path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.mark.timeout(120)
+def test_new_run_removes_a_hung_active_left_by_a_crashed_manager(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    name, config, address = config_2n(tmp_path)
+    for work in ("first", "second"):
+        (tmp_path / work).mkdir()
+    first = NfvhaRun(config, name, runtime_dir, tmp_path / "first")
+    nfvha_runs.append(first)
+    hung: list[int] = []
+    try:
+        status = first.wait_steady()
+        active = status["vnfs"][0]["service"]["active"][0]
+        (pid,) = [c["pid"] for c in status["vnfs"][0]["vnfcs"] if c["name"] == active]
+        os.kill(pid, signal.SIGSTOP)  # it keeps the service port, answering nothing
+        hung.append(pid)
+        first.proc.kill()  # the manager dies without stopping anything
+        first.proc.wait()
+        assert pid_alive(pid), "the hung active should have outlived its manager"
+
+        second = NfvhaRun(config, name, runtime_dir, tmp_path / "second")
+        nfvha_runs.append(second)
+        second.wait_steady()
+        answer = wait_for_sync(lambda: udp_get(address), f"an answer from {address}")
+        assert answer is not None
+        assert not pid_alive(pid), "the hung active of the crashed run is still there"
+        records = trace_records(second)
+        removed = index(records, kind="note", name="LeftoverRemoved", pgid=pid)
+        assert records[removed]["data"]["vnfc"] == active, dump_records(records)
+        started = index(records, kind="command", name="StartVnfc")
+        assert removed < started, dump_records(records)
+        assert not select(records, name="ErrorReported"), dump_records(records)  # port in use
+        assert second.stop() == 0, second.stderr
+    finally:
+        for pid in hung:  # whatever happened: never leave a stopped process behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGCONT)
+            kill_and_reap([pid])
+
+
+@pytest.mark.timeout(90)
+def test_stale_control_socket_is_not_a_running_deployment(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    """What a crashed manager leaves: a socket file nobody listens on."""
+    stale = runtime_dir / "crashed" / "control.sock"
+    stale.parent.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(stale))
+        sock.listen()
+    assert stale.exists()
+
+    alone = cli("status")
+    assert alone.returncode == 1, alone.stdout + alone.stderr
+    assert "no running deployment" in alone.stderr, alone.stderr
+
+    name, config, _ = config_2n(tmp_path)
+    run = NfvhaRun(config, name, runtime_dir, tmp_path)
+    nfvha_runs.append(run)
+    run.wait_steady()
+    shown = cli("status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["deployment"] == name
+
+
+@pytest.mark.timeout(90)
+def test_second_run_of_a_live_deployment_is_refused(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    name, config, address = config_2n(tmp_path)
+    run = NfvhaRun(config, name, runtime_dir, tmp_path)
+    nfvha_runs.append(run)
+    before = run.wait_steady()
+    again = cli("run", str(config), "--state-dir", str(tmp_path / "second"))
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "already running" in again.stderr, again.stderr
+    after = run.wait_steady()  # untouched: same VNFC processes, still serving
+    assert [c["pid"] for c in after["vnfs"][0]["vnfcs"]] == [
+        c["pid"] for c in before["vnfs"][0]["vnfcs"]
+    ]
+    assert wait_for_sync(lambda: udp_get(address), "an answer") is not None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not cgroup_v2_writable(), reason="the NFVI needs a writable cgroup v2")
+def test_new_run_kills_the_cgroup_tree_left_by_a_crashed_manager(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    """With hosts and VMs, the crashed run's fault zones still hold its agents and VNFCs (the
+    hung active among them); the new run kills the whole tree before it boots its own."""
+    name, port = unique_name("nf"), free_udp_port()
+    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
+    raw["hosts"] = [{"name": "host-1"}, {"name": "host-2"}]
+    config = write_config(raw, tmp_path / f"{name}.yaml")
+    for work in ("first", "second"):
+        (tmp_path / work).mkdir()
+    first = NfvhaRun(config, name, runtime_dir, tmp_path / "first")
+    nfvha_runs.append(first)
+    hung: list[int] = []
+    try:
+        status = first.wait_steady()
+        active = status["vnfs"][0]["service"]["active"][0]
+        (pid,) = [c["pid"] for c in status["vnfs"][0]["vnfcs"] if c["name"] == active]
+        os.kill(pid, signal.SIGSTOP)
+        hung.append(pid)
+        first.proc.kill()
+        first.proc.wait()
+        assert any(cgroup_pids(p) for p in cgroup_dirs(name) if p.exists())
+
+        second = NfvhaRun(config, name, runtime_dir, tmp_path / "second")
+        nfvha_runs.append(second)
+        second.wait_steady()
+        assert wait_for_sync(lambda: udp_get(f"127.0.0.1:{port}"), "an answer") is not None
+        assert not pid_alive(pid), "the hung active of the crashed run is still there"
+        records = trace_records(second)
+        removed = index(records, kind="note", name="LeftoverRemoved")
+        assert "cgroup" in records[removed]["data"], dump_records(records)
+        assert pid in records[removed]["data"]["pids"], dump_records(records)
+        assert removed < index(records, kind="note", name="NfviUp"), dump_records(records)
+        assert not select(records, name="ErrorReported"), dump_records(records)  # port in use
+        assert second.stop() == 0, second.stderr
+    finally:
+        for pid in hung:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGCONT)
+            kill_and_reap([pid])
+        for run in nfvha_runs:
+            run.close()
+        reap_zombie_children()
+        assert leftover_cgroups([name]) == {}
