@@ -36,7 +36,7 @@ from nfvha.core.vnfm import Vnfm
 from nfvha.drivers import leftovers
 from nfvha.drivers.health import HealthMonitor, network_probe
 from nfvha.drivers.process import ProcessDriver
-from nfvha.drivers.store import DiskStore
+from nfvha.drivers.store import DiskStore, StoreError
 from nfvha.runtime import paths
 from nfvha.runtime.connections import Connections
 from nfvha.runtime.nfvi import NfviRuntime, VmUnreachable
@@ -133,6 +133,16 @@ class Engine:
         if vnf.state_mode == "checkpoint":
             store = DiskStore(self.state_dir / "checkpoints" / f"{vnf.name}.log")
             service.version, epoch, service.state = store.load()
+            service.durable = (service.version, dict(service.state))
+            if store.discarded:
+                self.trace.record(
+                    "note",
+                    "CheckpointTailDiscarded",
+                    src=vnf.name,
+                    data={"bytes": store.discarded, "version": service.version},
+                    why="the log ended in a cut record (a crash or a full disk while appending); "
+                    "it was never acknowledged",
+                )
             if service.version:
                 self.trace.record(
                     "note",
@@ -457,8 +467,40 @@ class Engine:
 
     async def _persist(self, vnf: VnfRuntime, action: ck.Persist) -> None:
         assert vnf.store is not None
-        await vnf.store.write(action.version, action.epoch, action.state)
-        self._ckpt(vnf, vnf.checkpoints.persisted(action.version))
+        service = vnf.checkpoints
+        failing_before = service.store_error
+        try:
+            await vnf.store.write(action.version, action.epoch, action.state)
+        except StoreError as exc:
+            self._store_failed(vnf, exc.strerror or str(exc))
+        else:
+            self._ckpt(vnf, service.persisted(action.version, action.state))
+        writer = service.writer[0] if service.writer else None
+        if writer and failing_before and not service.store_error:
+            self.feed(vnf.spec.name, m.StoreRecovered(vnfc=writer))
+
+    def _store_failed(self, vnf: VnfRuntime, reason: str) -> None:
+        """Every write not yet durable is refused, with the durable state, so the component
+        neither acknowledges nor serves what the disk does not hold. Traced once per failure
+        and per refused batch, not per write (a full disk under load refuses thousands)."""
+        service = vnf.checkpoints
+        failing_before = service.store_error
+        refused = service.persist_failed(reason)
+        for action in refused:
+            if link := self.links.get(action.vnfc):
+                link.send("refused", req=action.request, reason=action.reason, state=service.state)
+        if refused:
+            self.trace.record(
+                "message",
+                "CheckpointRefused",
+                src=self.label(vnf.spec.name),
+                dst=refused[0].vnfc,
+                data={"writes": len(refused), "store_error": reason},
+                why=refused[0].reason,
+            )
+        writer = service.writer[0] if service.writer else (refused[0].vnfc if refused else None)
+        if writer and not failing_before:
+            self.feed(vnf.spec.name, m.StoreFailed(vnfc=writer, reason=reason))
 
     # --- component connections ----------------------------------------------------------------
 
@@ -594,6 +636,7 @@ class Engine:
             snap["state"] = vnf.spec.state_mode
             snap["degraded"] = vnf.checkpoints.degraded
             snap["checkpoint_version"] = vnf.checkpoints.version
+            snap["store_error"] = vnf.checkpoints.store_error
             snap["error_open"] = vnf.spec.service.name in self.errors_open
             vnfs.append(snap)
         status = {"deployment": self.deployment.name, "vnfs": vnfs, "escalations": self.escalations}
