@@ -63,8 +63,11 @@ def test_failover_and_hang_detection_terms_agree(model: str) -> None:
         assert crash.median_ms == pytest.approx(1000 * pr.failover_s(lat, lat.exit_seen), abs=0.01)
         assert hang.median_ms == pytest.approx(1000 * pr.failover_s(lat, detect_hang), abs=0.01)
     else:
-        assert crash.median_ms == pytest.approx(1000 * pr.repair_s(lat, lat.exit_seen), abs=0.01)
-        assert hang.median_ms == pytest.approx(1000 * pr.repair_s(lat, detect_hang), abs=0.01)
+        # the consumer sees each restart CONSUMER_S after the manager's serving instant
+        restart_crash = pr.repair_s(lat, lat.exit_seen) + pr.CONSUMER_S
+        restart_hang = pr.repair_s(lat, detect_hang) + pr.CONSUMER_S
+        assert crash.median_ms == pytest.approx(1000 * restart_crash, abs=0.01)
+        assert hang.median_ms == pytest.approx(1000 * restart_hang, abs=0.01)
     assert crash.count > 100 and hang.count > 100
     assert crash.median_ms <= crash.p95_ms <= crash.max_ms
 
@@ -116,30 +119,38 @@ def test_nines_and_downtime() -> None:
     assert pr.downtime_min_per_year(0.99999) == pytest.approx(5.256)
 
 
-def test_confidence_interval_uses_t_then_normal() -> None:
+def test_confidence_interval_uses_the_exact_t_quantile() -> None:
     est = pr.Estimate.of([1.0, 2.0, 3.0])
     assert est.mean == 2.0
-    assert est.high - est.mean == pytest.approx(4.303 / math.sqrt(3))
-    assert pr.t95(20) == pytest.approx(2.093)
-    assert pr.t95(30) == pr.t95(1000) == 1.96
+    assert est.high - est.mean == pytest.approx(4.303 / math.sqrt(3), rel=1e-4)
+    assert pr.t95(20) == pytest.approx(2.093, abs=5e-4)
+    assert pr.t95(30) == pytest.approx(2.045, abs=5e-4)  # not 1.96: df = 29
+    assert pr.t95(1000) == pytest.approx(1.962, abs=5e-4)
     assert est.contains(2.5) and not est.contains(5.0)
 
 
-def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert pr.percentile(values, 0.95) == 95.0
-    assert pr.percentile([7.0], 0.95) == 7.0
+def test_by_default_runs_until_the_unavailability_is_known_within_5_percent() -> None:
+    dep = example("predict-single.yaml", vnfc={"mtbf_h": 2, "mttr_h": 0.05})
+    result = pr.predict(dep, years=0.05, seed=1)
+    (s,) = result.services
+    assert result.precision == 0.05 and result.runs >= pr.MIN_RUNS
+    assert s.unavailability_rel_ci is not None and s.unavailability_rel_ci <= 0.05
 
 
 def test_closed_forms() -> None:
     mtbf, r = 100.0, 1.0
     u1 = r / (mtbf + r)
-    assert pr.availability_none(mtbf, r) == pytest.approx(1 - u1)
+    assert pr.availability_none(mtbf, r, consumer=0.0) == pytest.approx(1 - u1)
+    # the consumer sees each outage c longer
+    assert pr.availability_none(mtbf, r, consumer=0.1) == pytest.approx(1 - 1.1 / (mtbf + r))
     # without failover time, 2n is down only when both VNFCs are: independent, U = U1^2
-    assert pr.availability_2n(mtbf, r, 0.0) == pytest.approx(1 - u1**2)
+    assert pr.availability_2n(mtbf, r, 0.0, consumer=0.0) == pytest.approx(1 - u1**2)
     f = 0.01
     expected = 1 - (u1**2 + (1 - u1) ** 2 * f / mtbf)
-    assert pr.availability_2n(mtbf, r, f) == pytest.approx(expected)
+    assert pr.availability_2n(mtbf, r, f, consumer=0.0) == pytest.approx(expected)
+    # ... and c after each return from both down (rate 2 pi0 / r)
+    with_c = 1 - (u1**2 * (1 + 2 * 0.1 / r) + (1 - u1) ** 2 * f / mtbf)
+    assert pr.availability_2n(mtbf, r, f, consumer=0.1) == pytest.approx(with_c)
 
 
 def test_closed_form_applies_only_to_vnfc_failures_of_none_and_2n() -> None:

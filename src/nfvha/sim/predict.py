@@ -7,17 +7,22 @@ which replaces the simulator's start-up time for it (VNFC: ``Latencies.spawn``, 
 host: ``host_boot``). Everything else (detection, isolation, failover, restart order) is what
 the managers do. A service is up while at least one of its VNFCs is alive, not hung, on a live
 and unfrozen VM on a live and reachable host, holds the active role in the world, and the HA
-manager has that role confirmed.
+manager has that role confirmed. The consumer sees it back ``consumer_s`` later (the request
+in flight when the active died is never answered, the next must be sent and served): each
+outage is lengthened by that, so the figures are the consumer's, as the benchmarks measure.
+
+By default the runs go on until the 95 % confidence interval of every service's unavailability
+is within +-5 % of it (``precision``), up to ``MAX_RUNS``.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nfvha import stats
 from nfvha.config import Deployment, HealthCheck, Reliability
 from nfvha.core.ha import Role
 from nfvha.sim import faults as fs
@@ -34,13 +39,12 @@ FAULT_KINDS = {
     "host": ("host-crash", ""),
 }
 LATENCY_OF = {"vnfc": "spawn", "vm": "vm_boot", "host": "host_boot"}
-# Two-sided 95 % Student t quantiles by degrees of freedom; 1.96 from 30 runs on.
-T95 = {
-    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-    10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
-    18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060,
-    26: 2.056, 27: 2.052, 28: 2.048,
-}  # fmt: skip
+# The consumer's share of an outage after the manager's "serving" instant: the median of
+# (consumer's outage - serving) per kill in bench/results/failover.json, 2n (2.5 ms; n+m 1.8).
+CONSUMER_S = 0.0025
+PRECISION = 0.05  # default: runs until the unavailability's 95 % CI is within +-5 % of it
+MIN_RUNS = 10
+MAX_RUNS = 1000
 
 
 class PredictError(ValueError):
@@ -61,8 +65,8 @@ def downtime_min_per_year(availability: float) -> float:
 
 
 def t95(runs: int) -> float:
-    """The 95 % two-sided t quantile for ``runs`` samples (df = runs - 1); 1.96 from 30 on."""
-    return 1.96 if runs >= 30 else T95[runs - 1]
+    """The 95 % two-sided Student t quantile for ``runs`` samples (df = runs - 1), exact."""
+    return stats.t_quantile(0.95, runs - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +78,7 @@ class Estimate:
     @classmethod
     def of(cls, samples: list[float]) -> Estimate:
         """mean +- t * s / sqrt(R): the 95 % confidence interval from the run-to-run spread."""
-        mean = statistics.fmean(samples)
-        if len(samples) < 2:
-            return cls(mean, math.nan, math.nan)
-        half = t95(len(samples)) * statistics.stdev(samples) / math.sqrt(len(samples))
+        mean, half = stats.mean_ci(samples)
         return cls(mean, mean - half, mean + half)
 
     def contains(self, value: float) -> bool:
@@ -92,12 +93,6 @@ class Estimate:
 
 def _num(value: float, digits: int) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else round(value, digits)
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest rank: the smallest value with at least p of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
 
 
 # --- the closed forms ---------------------------------------------------------------------------
@@ -120,22 +115,25 @@ def repair_s(lat: Latencies, detection: float) -> float:
     return detection + lat.cleanup + lat.fork + lat.spawn + lat.assign
 
 
-def failover_s(lat: Latencies, detection: float) -> float:
-    """Outage of a failover to a running standby: detect, isolate the failed active, assign:
+def failover_s(lat: Latencies, detection: float, consumer: float = CONSUMER_S) -> float:
+    """The consumer's outage in a failover to a running standby: detect, isolate the failed
+    active, assign, and the consumer's share c until its first good answer:
 
-    f = d + cleanup + assign"""
-    return detection + lat.cleanup + lat.assign
+    f = d + cleanup + assign + c"""
+    return detection + lat.cleanup + lat.assign + consumer
 
 
-def availability_none(mtbf_s: float, repair: float) -> float:
+def availability_none(mtbf_s: float, repair: float, consumer: float = CONSUMER_S) -> float:
     """No redundancy (one VNFC): an alternating renewal process, up for Exp(1/MTBF), down for
-    the repair r:
+    the repair r; the consumer sees each outage c longer:
 
-        A = MTBF / (MTBF + r)"""
-    return mtbf_s / (mtbf_s + repair)
+        A = 1 - (r + c) / (MTBF + r)"""
+    return 1.0 - (repair + consumer) / (mtbf_s + repair)
 
 
-def availability_2n(mtbf_s: float, repair: float, failover: float) -> float:
+def availability_2n(
+    mtbf_s: float, repair: float, failover: float, consumer: float = CONSUMER_S
+) -> float:
     """Active/standby (two VNFCs, each failing at lambda = 1/MTBF, repair r, mu = 1/r).
 
     Markov chain on the number of VNFCs up (2, 1, 0). Every failed VNFC is restarted on its
@@ -148,10 +146,11 @@ def availability_2n(mtbf_s: float, repair: float, failover: float) -> float:
 
     that is, the two VNFCs are independent, each down with probability rho / (1 + rho) (which
     also makes pi0 insensitive to the distribution of r: the simulator's is fixed). The service
-    is down in state 0, and for the failover time f after each failure of the active while the
-    standby is up (rate lambda pi2); a standby's failure costs nothing:
+    is down in state 0 (and, as the consumer sees it, c longer after each return from it, at
+    rate 2 mu pi0), and for the failover time f (c included) after each failure of the active
+    while the standby is up (rate lambda pi2); a standby's failure costs nothing:
 
-        U = pi0 + pi2 lambda f,   A = 1 - U
+        U = pi0 (1 + 2 c / r) + pi2 lambda f,   A = 1 - U
 
     Approximations: the failed active comes back after r + assign (it is restarted once the
     standby has confirmed), counted as r; an outage that begins during a failover is counted
@@ -160,7 +159,7 @@ def availability_2n(mtbf_s: float, repair: float, failover: float) -> float:
     lam = 1.0 / mtbf_s
     rho = lam * repair
     pi2, pi0 = 1.0 / (1.0 + rho) ** 2, rho**2 / (1.0 + rho) ** 2
-    return 1.0 - (pi0 + pi2 * lam * failover)
+    return 1.0 - (pi0 * (1.0 + 2.0 * consumer / repair) + pi2 * lam * failover)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,9 +269,7 @@ def serving(sim: Simulation, vnf: str) -> bool:
         c = sim.vnfcs[spec.name]
         if not c.alive or c.hung or c.role != "active":
             continue
-        vm = sim.vms[c.vm]
-        host = sim.hosts[vm.host]
-        if not vm.alive or vm.frozen or not host.alive or not host.link:
+        if not sim.placed_reachable(c):
             continue
         state = ha[spec.name]
         if state.role is Role.ACTIVE and state.confirmed:
@@ -357,10 +354,14 @@ class Run:
 
 
 def simulate_run(
-    deployment: Deployment, seed: int, years: float, lat: Latencies | None = None
+    deployment: Deployment,
+    seed: int,
+    years: float,
+    lat: Latencies | None = None,
+    consumer_s: float = CONSUMER_S,
 ) -> Run:
     """One simulated stretch of ``years`` with failures drawn from ``seed``, measured after every
-    service has come up (the initial start is not counted)."""
+    service has come up (the initial start is not counted), as the consumer sees it."""
     rel = deployment.reliability
     if rel is None:
         raise PredictError("the deployment has no 'reliability' section")
@@ -384,7 +385,26 @@ def simulate_run(
     end = sim.now + horizon
     sim.run(end)
     watch.finish(end)
-    return Run(seed, horizon, dict(watch.up_s), watch.outages, len(faults), sim.events)
+    outages = as_consumer_sees(watch.outages, consumer_s, end)
+    down = {vnf: 0.0 for vnf in sim.specs}
+    for o in outages:
+        down[o.vnf] += o.end - o.start
+    up_s = {vnf: horizon - d for vnf, d in down.items()}
+    return Run(seed, horizon, up_s, outages, len(faults), sim.events)
+
+
+def as_consumer_sees(outages: list[Outage], consumer_s: float, end: float) -> list[Outage]:
+    """Each outage lasts ``consumer_s`` longer for the consumer (its first good answer comes
+    after the manager's serving instant), up to ``end``; outages that then overlap are one."""
+    out: list[Outage] = []
+    for o in sorted(outages, key=lambda o: (o.vnf, o.start)):
+        stretched = replace(o, end=min(end, o.end + consumer_s))
+        prev = out[-1] if out else None
+        if prev is not None and prev.vnf == o.vnf and o.start <= prev.end:
+            out[-1] = replace(prev, end=max(prev.end, stretched.end))
+        else:
+            out.append(stretched)
+    return out
 
 
 # --- the prediction -----------------------------------------------------------------------------
@@ -401,8 +421,8 @@ class KindStats:
     def of(cls, durations_ms: list[float]) -> KindStats:
         return cls(
             len(durations_ms),
-            statistics.median(durations_ms),
-            percentile(durations_ms, 0.95),
+            stats.percentile(durations_ms, 0.5),
+            stats.percentile(durations_ms, 0.95),
             max(durations_ms),
         )
 
@@ -432,6 +452,14 @@ class ServicePrediction:
         return Estimate(nines(a.mean), nines(a.low), nines(min(a.high, 1.0)))
 
     @property
+    def unavailability_rel_ci(self) -> float | None:
+        """Half-width of the 95 % interval relative to the unavailability (None if none)."""
+        u = 1.0 - self.availability.mean
+        if u <= 0 or math.isnan(self.availability.high):
+            return None
+        return (self.availability.high - self.availability.mean) / u
+
+    @property
     def closed_inside(self) -> bool | None:
         return None if self.closed is None else self.availability.contains(self.closed.availability)
 
@@ -441,6 +469,9 @@ class ServicePrediction:
             "service": self.service,
             "model": self.model,
             "availability": self.availability.to_json(),
+            "unavailability_rel_ci95": None
+            if self.unavailability_rel_ci is None
+            else round(self.unavailability_rel_ci, 4),
             "nines": self.nines.to_json(4),
             "downtime_min_per_year": self.downtime_min.to_json(4),
             "outages_per_year": self.outages_per_year.to_json(4),
@@ -462,11 +493,13 @@ class Prediction:
     services: list[ServicePrediction]
     faults: int
     events: int
+    precision: float | None = None  # the relative CI on unavailability asked for, if any
 
     def to_json(self) -> dict[str, Any]:
         return {
             "deployment": self.deployment,
             "runs": self.runs,
+            "precision": self.precision,
             "years": self.years,
             "seed": self.seed,
             "reliability": self.reliability.model_dump(exclude_none=True),
@@ -478,11 +511,43 @@ class Prediction:
 
 
 def predict(
-    deployment: Deployment, runs: int = 20, years: float = 1.0, seed: int = 1
+    deployment: Deployment,
+    runs: int | None = None,
+    years: float = 1.0,
+    seed: int = 1,
+    precision: float = PRECISION,
+    max_runs: int = MAX_RUNS,
 ) -> Prediction:
     """R runs (seeds seed .. seed + R - 1) of ``years`` each; per service the mean availability,
     downtime and outage rate with 95 % confidence intervals from the run-to-run spread, the
-    outage durations per failure kind (all runs pooled) and, where it applies, the closed form."""
+    outage durations per failure kind (all runs pooled) and, where it applies, the closed form.
+    Without ``runs``: as many runs as it takes for every service's unavailability to be known
+    within +-``precision`` (relative, 95 %), at least ``MIN_RUNS``, at most ``max_runs``."""
+    rel = _check(deployment, runs, years)
+    lat = latencies_for(rel)
+    done: list[Run] = []
+    want = runs or MIN_RUNS
+    while len(done) < want:
+        start = seed + len(done)
+        done += [simulate_run(deployment, s, years, lat) for s in range(start, seed + want)]
+        if runs is None:
+            want = min(max_runs, _runs_for(done, deployment, precision))
+    services = [_service(deployment, vnf, done, years, lat) for vnf in deployment.vnfs]
+    return Prediction(
+        deployment.name,
+        len(done),
+        years,
+        seed,
+        lat,
+        rel,
+        services,
+        sum(r.faults for r in done),
+        sum(r.events for r in done),
+        precision if runs is None else None,
+    )
+
+
+def _check(deployment: Deployment, runs: int | None, years: float) -> Reliability:
     rel = deployment.reliability
     if rel is None:
         raise PredictError(
@@ -491,41 +556,46 @@ def predict(
         )
     if all(getattr(rel, kind) is None for kind in KINDS):
         raise PredictError("'reliability' gives no MTBF: set vnfc, vm or host")
-    if runs < 2:
+    if runs is not None and runs < 2:
         raise PredictError("a confidence interval needs at least 2 runs")
     if years <= 0:
         raise PredictError("years must be positive")
-    lat = latencies_for(rel)
-    done = [simulate_run(deployment, s, years, lat) for s in range(seed, seed + runs)]
-    services = []
+    return rel
+
+
+def _runs_for(done: list[Run], deployment: Deployment, precision: float) -> int:
+    """Runs needed for a relative half-width ``precision`` on every service's unavailability:
+    the half-width shrinks as 1/sqrt(R), so R (h / precision)^2 with h the current relative
+    half-width; at least 10 more while short of it. No outage seen yet: double the runs."""
+    need = len(done)
     for vnf in deployment.vnfs:
-        avail = [r.availability(vnf.name) for r in done]
-        counts = [sum(o.vnf == vnf.name for o in r.outages) / years for r in done]
-        kinds: dict[str, list[float]] = {}
-        for r in done:
-            for o in r.outages:
-                if o.vnf == vnf.name:
-                    kinds.setdefault(o.kind, []).append(o.ms)
-        services.append(
-            ServicePrediction(
-                vnf.name,
-                vnf.service.name,
-                vnf.redundancy.model,
-                Estimate.of(avail),
-                Estimate.of([downtime_min_per_year(a) for a in avail]),
-                Estimate.of(counts),
-                {k: KindStats.of(v) for k, v in sorted(kinds.items())},
-                closed_form(deployment, vnf.name, lat),
-            )
-        )
-    return Prediction(
-        deployment.name,
-        runs,
-        years,
-        seed,
-        lat,
-        rel,
-        services,
-        sum(r.faults for r in done),
-        sum(r.events for r in done),
+        u = Estimate.of([1.0 - r.availability(vnf.name) for r in done])
+        if u.mean <= 0 or math.isnan(u.high):
+            need = max(need, 2 * len(done))
+            continue
+        rel_half = (u.high - u.mean) / u.mean
+        if rel_half > precision:
+            need = max(need, len(done) + 10, math.ceil(len(done) * (rel_half / precision) ** 2))
+    return need
+
+
+def _service(
+    deployment: Deployment, vnf: Any, done: list[Run], years: float, lat: Latencies
+) -> ServicePrediction:
+    avail = [r.availability(vnf.name) for r in done]
+    counts = [sum(o.vnf == vnf.name for o in r.outages) / years for r in done]
+    kinds: dict[str, list[float]] = {}
+    for r in done:
+        for o in r.outages:
+            if o.vnf == vnf.name:
+                kinds.setdefault(o.kind, []).append(o.ms)
+    return ServicePrediction(
+        vnf.name,
+        vnf.service.name,
+        vnf.redundancy.model,
+        Estimate.of(avail),
+        Estimate.of([downtime_min_per_year(a) for a in avail]),
+        Estimate.of(counts),
+        {k: KindStats.of(v) for k, v in sorted(kinds.items())},
+        closed_form(deployment, vnf.name, lat),
     )
