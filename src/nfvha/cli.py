@@ -347,6 +347,10 @@ def probe(
     answers_out: Annotated[
         Path | None, typer.Option(help="Write every good answer as CSV: t_ns,seq,total,vnfc.")
     ] = None,
+    sockets: Annotated[
+        int,
+        typer.Option(min=1, help="Source ports to send from in turn (SO_REUSEPORT spreads them)."),
+    ] = 4,
 ) -> None:
     """Act as the consumer: measure outage, lost acknowledged increments, and who answered."""
     from nfvha import probe as probe_mod
@@ -355,9 +359,11 @@ def probe(
     try:
         if answers_out:
             with open(answers_out, "w") as out:
-                result = probe_mod.run(target, interval_ms, duration, op.value, answers_out=out)
+                result = probe_mod.run(
+                    target, interval_ms, duration, op.value, answers_out=out, sockets=sockets
+                )
         else:
-            result = probe_mod.run(target, interval_ms, duration, op.value)
+            result = probe_mod.run(target, interval_ms, duration, op.value, sockets=sockets)
     except probe_mod.ProbeError as exc:
         raise fail(str(exc), code=2) from None
     if as_json:
@@ -417,13 +423,16 @@ def demo(
         )
     exp = asyncio.run(run_faults(deployment, base_dir, faults=1, fault=fault, spacing_s=1.5))
     outcome = exp.faults[0]
-    outage = outcome.outage_ms if outcome.outage_ms is not None else float("inf")
+    outage = outcome.outage_ms if outcome.answered else float("inf")
     result = report.verdict(outage, exp.probe["lost"], exp.probe["interleaved"])
     if as_json:
         print(json.dumps({**exp.summary(), "verdict": result}))
         return
     rows = report.timeline(
-        exp.records, outcome.fault_ns, (outcome.last_good_ns, outcome.first_good_ns)
+        exp.records,
+        outcome.fault_ns,
+        (outcome.failover_from_ns, outcome.failover_to_ns),
+        longest=(outcome.last_good_ns, outcome.first_good_ns),
     )
     rows = [r for r in rows if r["ms"] >= -0.5 or r["phase"] == "consumer"]
     console.print("\n[bold]What happened[/bold] (ms from the fault; from the trace and the probe):")
@@ -440,7 +449,9 @@ def demo(
         f"\n[bold]Consumer's view[/bold]: {exp.probe['sent']} requests, "
         f"{exp.probe['answered']} good answers; "
         f"answered by {order}\n"
-        f"  outage: {outage:.2f} ms   lost acknowledged increments: {exp.probe['lost']}   "
+        f"  outage (longest silence after the fault): {outage:.2f} ms"
+        + ("" if outcome.answered else " (no answer after the fault)")
+        + f"   lost acknowledged increments: {exp.probe['lost']}   "
         f"two actives: {'YES' if exp.probe['interleaved'] else 'no'}\n"
         f"  verdict: {mark} sub-second target {'met' if result['sub_second'] else 'MISSED'}; "
         f"end-to-end band {result['sal']}",
@@ -742,7 +753,18 @@ def predict(
     config: Annotated[
         Path, typer.Argument(help="Deployment file (YAML) with a 'reliability' section.")
     ],
-    runs: Annotated[int, typer.Option(min=2, help="Independent runs (seeds SEED..).")] = 20,
+    runs: Annotated[
+        int | None,
+        typer.Option(
+            min=2, help="Independent runs (seeds SEED..); default: as many as --precision needs."
+        ),
+    ] = None,
+    precision: Annotated[
+        float,
+        typer.Option(
+            min=0.001, help="Without --runs: run until the 95% CI on unavailability is ±this."
+        ),
+    ] = 0.05,
     years: Annotated[float, typer.Option(min=0.001, help="Simulated years per run.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the first run.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -758,7 +780,7 @@ def predict(
     deployment = load_deployment(config)
     started = time.monotonic()
     try:
-        result = pr.predict(deployment, runs=runs, years=years, seed=seed)
+        result = pr.predict(deployment, runs=runs, years=years, seed=seed, precision=precision)
     except pr.PredictError as exc:
         raise fail(f"{config}: {exc}", code=2) from None
     if as_json:
@@ -779,7 +801,9 @@ def predict(
         f"[bold]{result.deployment}[/bold]: {result.runs} runs x {result.years:g} "
         f"year{'' if result.years == 1 else 's'}, "
         f"seeds {result.seed}..{result.seed + result.runs - 1}: {result.faults} failures, "
-        f"{result.events} events, {time.monotonic() - started:.1f} s\n"
+        f"{result.events} events, {time.monotonic() - started:.1f} s"
+        + (f" (runs until ±{result.precision:.0%} on unavailability)" if result.precision else "")
+        + "\n"
         f"failures: {'; '.join(given)}; other kinds do not fail",
         highlight=False,
         soft_wrap=True,
@@ -790,7 +814,13 @@ def predict(
         console.print(
             f"\nservice [bold]{s.service}[/bold] (VNF {s.vnf}, model {s.model})\n"
             f"  availability  {a.mean:.{digits}f}   95% CI [{a.low:.{digits}f}, "
-            f"{a.high:.{digits}f}]\n"
+            f"{a.high:.{digits}f}]"
+            + (
+                f" (unavailability ±{s.unavailability_rel_ci:.1%})"
+                if s.unavailability_rel_ci is not None
+                else ""
+            )
+            + "\n"
             f"  nines         {n.mean:.2f}   [{n.low:.2f}, {n.high:.2f}]\n"
             f"  downtime      {d.mean:.1f} min/year   [{d.low:.1f}, {d.high:.1f}]\n"
             f"  outages       {o.mean:.1f} /year   [{o.low:.1f}, {o.high:.1f}]",

@@ -8,20 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import json
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nfvha.config import Deployment
 from nfvha.core.ha import Life
+from nfvha.probe import DEFAULT_SOCKETS, Acknowledged
 from nfvha.runtime.engine import Engine
 from nfvha.runtime.trace import Record, Trace
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerView:
+    """What the consumer saw around one fault, from its good answers in the fault's window
+    (from just before the fault to the next fault, or to the end of the probe)."""
+
+    outage_ms: float  # the longest silence in the window; to the window's end if unanswered
+    answered: bool  # a good answer came after the fault, within the window
+    lost: int  # INC answers in the window whose total was acknowledged before
+    last_good_ns: int  # the longest silence: the good answer before it
+    first_good_ns: int  # and the one that ended it (the window's end if none did)
+    failover_from_ns: int  # the silence that began at the fault: its last good answer
+    failover_to_ns: int  # and the first good answer after it (the window's end if none)
 
 
 @dataclass(slots=True)
@@ -29,10 +45,13 @@ class FaultOutcome:
     fault: str
     target: str
     fault_ns: int
-    outage_ms: float | None  # consumer side; None if no answer came after the fault
+    outage_ms: float  # consumer side: the longest silence (ConsumerView)
+    answered: bool  # False: no good answer after the fault; the outage ran to the window's end
     lost: int
-    last_good_ns: int = 0  # the consumer's last good answer before the fault
+    last_good_ns: int = 0  # the longest silence's last good answer before it
     first_good_ns: int = 0  # and its first good answer after it
+    failover_from_ns: int = 0  # the silence that began at the fault (may be shorter)
+    failover_to_ns: int = 0
     phases_ms: dict[str, float] = field(default_factory=dict)  # from the fault, per the trace
 
 
@@ -94,9 +113,13 @@ async def run_faults(
     lead_s: float = 0.5,
     state_dir: Path | None = None,
     target: Callable[[Engine], str] | None = None,
+    between: Callable[[], Awaitable[None]] | None = None,
+    sockets: int = DEFAULT_SOCKETS,
 ) -> Experiment:
     """Inject ``faults`` faults, ``spacing_s`` apart (and each once the deployment is steady
-    again), under the probe. The target is the serving active VNFC unless ``target`` says."""
+    again), under the probe. The target is the serving active VNFC unless ``target`` says.
+    ``between`` runs after each fault once steady again (a baseline measured interleaved with
+    the faults, under the same load)."""
     vnf = deployment.vnfs[0]
     with tempfile.TemporaryDirectory(prefix="nfvha-exp-") as tmp:
         work = Path(tmp)
@@ -106,7 +129,9 @@ async def run_faults(
         try:
             await wait_steady(engine)
             answers_path = work / "answers.csv"
-            probe = await _start_probe(vnf.service.address, interval_ms, 3600, answers_path)
+            probe = await _start_probe(
+                vnf.service.address, interval_ms, 3600, answers_path, sockets
+            )
             await _wait_for_answers(answers_path)
             await asyncio.sleep(lead_s)
             injected: list[tuple[str, int]] = []
@@ -116,7 +141,10 @@ async def run_faults(
                 engine.inject(fault, victim)
                 injected.append((victim, trace.records[-1]["t"]))
                 await wait_steady(engine)
+                if between is not None:
+                    await between()
                 await asyncio.sleep(max(0.0, spacing_s - (time.monotonic() - started)))
+            stopped_ns = time.monotonic_ns()
             probe.send_signal(signal.SIGINT)
             out, _ = await probe.communicate()
             if probe.returncode != 0:
@@ -125,20 +153,39 @@ async def run_faults(
             answers = _read_answers(answers_path)
         finally:
             await engine.shutdown()
-    ends = [t for _, t in injected[1:]] + [None]
+    ends = [t for _, t in injected[1:]] + [stopped_ns]
+    repeats = acknowledged_repeats([total for _, total, _ in answers])
     outcomes = [
-        FaultOutcome(
-            fault,
-            target,
-            t,
-            *_consumer_view(answers, t, end),
-            phases_ms=phases(trace.records, t, target, until_ns=end),
-        )
+        outcome(fault, target, t, consumer_view(answers, t, end, repeats), trace.records, end)
         for (target, t), end in zip(injected, ends, strict=True)
     ]
     return Experiment(
         deployment.name, vnf.redundancy.model, probe_result, outcomes, trace.records, answers
     )
+
+
+def outcome(
+    fault: str, target: str, fault_ns: int, view: ConsumerView, records: list[Record], end: int
+) -> FaultOutcome:
+    return FaultOutcome(
+        fault,
+        target,
+        fault_ns,
+        view.outage_ms,
+        view.answered,
+        view.lost,
+        view.last_good_ns,
+        view.first_good_ns,
+        view.failover_from_ns,
+        view.failover_to_ns,
+        phases(records, fault_ns, target, until_ns=end),
+    )
+
+
+def applies(vnf: Any) -> dict[str, bool]:
+    """Which consumer-side checks can fire for a VNF: lost increments need state (a stateless
+    counter answers total 0); two actives are a fault only where one active is meant."""
+    return {"lost": vnf.state_mode != "none", "two_actives": vnf.redundancy.active == 1}
 
 
 def vnf_active(engine: Engine, vnf_name: str) -> str:
@@ -148,7 +195,9 @@ def vnf_active(engine: Engine, vnf_name: str) -> str:
     return active[0]
 
 
-async def _start_probe(address: str, interval_ms: float, duration_s: float, answers: Path):
+async def _start_probe(
+    address: str, interval_ms: float, duration_s: float, answers: Path, sockets: int
+):
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -162,6 +211,8 @@ async def _start_probe(address: str, interval_ms: float, duration_s: float, answ
         "--json",
         "--answers-out",
         str(answers),
+        "--sockets",
+        str(sockets),
         stdout=asyncio.subprocess.PIPE,
     )
 
@@ -187,44 +238,95 @@ def _read_answers(path: Path) -> list[tuple[int, int, str]]:
 REPLY_IN_FLIGHT_NS = 50_000_000  # an answer sent just before the fault may arrive after it
 
 
-def _consumer_view(
-    answers: list[tuple[int, int, str]], fault_ns: int, until_ns: int | None = None
-) -> tuple[float | None, int, int, int]:
-    """Around one fault: the outage (the longest gap between consecutive good answers from just
-    before the fault until the next fault), the lost count, and the gap's two answers' times.
-    The longest gap, not the one straddling the fault's timestamp: a reply the failed active
-    sent just before it died can arrive just after, and the outage starts after it."""
+def acknowledged_repeats(totals: list[int]) -> list[bool]:
+    """Per answer (in receive order): does its total repeat one acknowledged before? Each that
+    does proves a forgotten increment; the probe's own rule (``probe.Acknowledged``)."""
+    acked = Acknowledged()
+    return [acked.repeats(total) for total in totals]
+
+
+def consumer_view(
+    answers: list[tuple[int, int, str]],
+    fault_ns: int,
+    until_ns: int,
+    repeats: list[bool] | None = None,
+) -> ConsumerView:
+    """Around one fault, the silences between consecutive good answers from the last one
+    before the fault to ``until_ns`` (the next fault, or the probe's end). The window's end
+    closes the last silence: a fault never answered has its outage run to the end of the
+    window, and ``answered`` False.
+
+    The outage is the longest silence, not the one straddling the fault's timestamp: a reply
+    the failed active sent just before it died can arrive just after, and the outage starts
+    after it. The failover silence is the longest that began by the fault (or within
+    ``REPLY_IN_FLIGHT_NS`` after it) and ended after it: what a person looks for at the
+    failover; a later, longer silence (during the repair, say) is the outage all the same."""
     times = [t for t, _, _ in answers]
-    i = bisect.bisect_right(times, fault_ns)
-    if i == 0 or i == len(answers):
-        return None, 0, 0, 0
-    first = bisect.bisect_left(times, fault_ns - REPLY_IN_FLIGHT_NS)
-    last = bisect.bisect_left(times, until_ns) if until_ns is not None else len(times)
-    last = max(last, i + 1)
-    gap, at = max((times[k] - times[k - 1], k) for k in range(max(first, 1), last))
-    before_max = max(total for _, total, _ in answers[:i])
-    lost = sum(1 for _, total, _ in answers[i : i + 2000] if 0 < total <= before_max)
-    return gap / 1e6, lost, times[at - 1], times[at]
+    i = bisect.bisect_right(times, fault_ns)  # answers[i:] came after the fault
+    last = max(bisect.bisect_left(times, until_ns), i)
+    edges = times[i - 1 : last] if i > 0 else [fault_ns, *times[:last]]
+    edges.append(until_ns)
+    gaps = list(itertools.pairwise(edges))
+    longest = max(gaps, key=lambda g: g[1] - g[0])
+    at_fault = [g for g in gaps if g[0] <= fault_ns + REPLY_IN_FLIGHT_NS and g[1] > fault_ns]
+    failover = max(at_fault, key=lambda g: g[1] - g[0], default=longest)
+    if repeats is None:
+        repeats = acknowledged_repeats([total for _, total, _ in answers])
+    return ConsumerView(
+        outage_ms=(longest[1] - longest[0]) / 1e6,
+        answered=last > i,
+        lost=sum(repeats[i:last]),
+        last_good_ns=longest[0],
+        first_good_ns=longest[1],
+        failover_from_ns=failover[0],
+        failover_to_ns=failover[1],
+    )
 
 
-# What ends each phase of a failover, as recorded in the trace.
+# What ends each phase of a failover, read from the trace's structured fields (record kind,
+# name, source, destination, data), never from the words of a why.
+ISOLATING = ("Cleanup", "CleanupVm", "FenceHost")  # commands: the failed entity is isolated
+ISOLATED = ("CleanupDone", "VmCleanedUp", "HostFenced")  # events: isolation confirmed
+
+
+def _isolating(rec: Record, target: str) -> bool:
+    return rec["kind"] == "command" and rec["name"] in ISOLATING and rec.get("dst") == target
+
+
+def _isolated(rec: Record, target: str) -> bool:
+    return (
+        rec["kind"] == "event"
+        and rec["name"] in ISOLATED
+        and rec.get("src") == target
+        and rec["data"].get("ok", True) is True
+    )
+
+
+def _assigned(rec: Record, target: str) -> bool:
+    if rec["kind"] != "command":
+        return False
+    if rec["name"] == "AssignRole":
+        return rec["data"].get("role") == "active"
+    return rec["name"] == "StartVnfc"  # without redundancy the restart is the assignment
+
+
+def _serving(rec: Record, target: str) -> bool:
+    return (
+        rec["kind"] == "event"
+        and rec["name"] == "RoleConfirmed"
+        and rec["data"].get("role") == "active"
+    )
+
+
+def _repaired(rec: Record, target: str) -> bool:
+    return rec["kind"] == "event" and rec["name"] == "RoleConfirmed" and rec.get("src") == target
+
+
 PHASE_MARKS = (
-    (
-        "detected",
-        lambda r, target: (
-            r["kind"] == "event" and r["src"] == target and "isolating" in r.get("why", "")
-        ),
-    ),
-    ("isolated", lambda r, target: r["name"] == "CleanupDone" and r["src"] == target),
-    (
-        "assigned",
-        lambda r, target: r["name"] in ("AssignRole", "StartVnfc") and r["kind"] == "command",
-    ),
-    (
-        "serving",
-        lambda r, target: r["name"] == "RoleConfirmed" and r["data"].get("role") == "active",
-    ),
-    ("repaired", lambda r, target: r["name"] == "RoleConfirmed" and r["src"] == target),
+    ("isolated", _isolated),
+    ("assigned", _assigned),
+    ("serving", _serving),
+    ("repaired", _repaired),
 )
 
 
@@ -232,18 +334,33 @@ def phases(
     records: list[Record], fault_ns: int, target: str, until_ns: int | None = None
 ) -> dict[str, float]:
     """Milliseconds from the fault to each phase mark, read from the trace in order, up to the
-    next fault. Without redundancy the restart is the recovery: there is no separate repair."""
+    next fault. "detected" is the event on which the manager isolated the target (the record
+    just before its isolating command: a decision's commands follow its event). Without
+    redundancy the restart is the recovery: there is no separate repair."""
     out: dict[str, float] = {}
     start = bisect.bisect_left([r["t"] for r in records], fault_ns)
+    window = [r for r in records[start:] if until_ns is None or r["t"] < until_ns]
+    cause = None
+    for k, rec in enumerate(window):
+        if rec["kind"] == "event":
+            cause = rec
+        if _isolating(rec, target):
+            out["detected"] = _ms((cause or rec)["t"], fault_ns)
+            window = window[k + 1 :]
+            break
+    else:
+        return out
     marks = iter(PHASE_MARKS)
     name, match = next(marks)
-    for rec in records[start:]:
-        if until_ns is not None and rec["t"] >= until_ns:
-            break
+    for rec in window:
         if match(rec, target):
-            out[name] = round((rec["t"] - fault_ns) / 1e6, 3)
+            out[name] = _ms(rec["t"], fault_ns)
             try:
                 name, match = next(marks)
             except StopIteration:
                 break
     return out
+
+
+def _ms(t_ns: int, origin_ns: int) -> float:
+    return round((t_ns - origin_ns) / 1e6, 3)

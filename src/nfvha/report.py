@@ -70,10 +70,14 @@ def describe(rec: Record) -> str:
 
 
 def timeline(
-    records: Iterable[Record], origin_ns: int, consumer: tuple[int, int] | None = None
+    records: Iterable[Record],
+    origin_ns: int,
+    consumer: tuple[int, int] | None = None,
+    longest: tuple[int, int] | None = None,
 ) -> list[dict]:
     """Rows of (ms from origin, phase, from, to, what, why), with the consumer's view merged in:
-    ``consumer`` is (last good answer before the fault, first good answer after it), in ns."""
+    ``consumer`` is the silence at the failover (its last good answer, the first after it), in
+    ns; ``longest``, if another silence in the fault's window was longer, that one too."""
     rows = []
     for rec in records:
         if rec["name"] in QUIET or (rec["kind"] == "note" and rec["name"] not in NOTES_SHOWN):
@@ -90,24 +94,35 @@ def timeline(
             }
         )
     if consumer and consumer[0]:
-        outage = (consumer[1] - consumer[0]) / 1e6
-        for t_ns, what in (
-            (consumer[0], "last good answer before the fault"),
-            (consumer[1], f"first good answer after it: outage {outage:.1f} ms"),
-        ):
-            rows.append(
-                {
-                    "t_ns": t_ns,
-                    "ms": (t_ns - origin_ns) / 1e6,
-                    "phase": "consumer",
-                    "src": "consumer",
-                    "dst": "",
-                    "what": what,
-                    "why": "",
-                }
-            )
+        rows += _silence_rows(consumer, origin_ns, "the failover")
+    if longest and longest[0] and tuple(longest) != tuple(consumer or ()):
+        rows += _silence_rows(longest, origin_ns, "the longest silence (the outage)")
     rows.sort(key=lambda r: r["t_ns"])
     return rows
+
+
+def _silence_rows(gap: tuple[int, int], origin_ns: int, what: str) -> list[dict]:
+    """The consumer's two answers around a silence, labelled by where they fall: a reply that
+    arrives after the fault is said to, so the label never claims a time it does not have."""
+    begin, end = gap
+    after = (begin - origin_ns) / 1e6
+    where = "before the fault" if after <= 0 else f"{after:.1f} ms after the fault"
+    return [
+        _consumer_row(begin, origin_ns, f"last good answer before {what} ({where})"),
+        _consumer_row(end, origin_ns, f"first good answer after it: {(end - begin) / 1e6:.1f} ms"),
+    ]
+
+
+def _consumer_row(t_ns: int, origin_ns: int, what: str) -> dict:
+    return {
+        "t_ns": t_ns,
+        "ms": (t_ns - origin_ns) / 1e6,
+        "phase": "consumer",
+        "src": "consumer",
+        "dst": "",
+        "what": what,
+        "why": "",
+    }
 
 
 def verdict(outage_ms: float, lost: int, interleaved: bool) -> dict[str, Any]:

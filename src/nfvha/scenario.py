@@ -15,6 +15,7 @@ runs), ``$manager`` (its VNF's manager: ``ha:VNF`` or ``vnfm:VNF``).
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,7 +26,7 @@ from pydantic import Field, ValidationError
 
 from nfvha import charts, report
 from nfvha.config import ConfigError, Deployment, Strict, _location
-from nfvha.experiment import Experiment, run_faults, vnf_active
+from nfvha.experiment import Experiment, applies, run_faults, vnf_active
 from nfvha.runtime.engine import Engine
 from nfvha.runtime.trace import Record, dump
 
@@ -83,37 +84,73 @@ def load(name_or_path: str) -> Scenario:
 
 
 @dataclass(slots=True)
-class Outcome:
-    name: str
-    scenario: Scenario
-    experiment: Experiment
+class Round:
+    """One repetition of the scenario's faults, checked on its own window of the trace."""
+
     bindings: dict[str, str]
     chains: list[dict[str, Any]]
     forbidden_seen: list[str]
     escalated_on: int | None
 
-    @property
-    def matches(self) -> bool:
-        escalation_ok = (
-            self.scenario.escalates_on is None or self.escalated_on == self.scenario.escalates_on
-        )
+    def matches(self, scenario: Scenario) -> bool:
+        escalation_ok = scenario.escalates_on is None or self.escalated_on == scenario.escalates_on
         return all(c["ok"] for c in self.chains) and not self.forbidden_seen and escalation_ok
 
+
+@dataclass(slots=True)
+class Outcome:
+    name: str
+    scenario: Scenario
+    experiment: Experiment
+    rounds: list[Round]
+
+    # The first round, as a report shows it.
     @property
-    def outage_ms(self) -> float | None:
-        outages = [f.outage_ms for f in self.experiment.faults]
-        return None if None in outages else max(outages)  # type: ignore[type-var]
+    def bindings(self) -> dict[str, str]:
+        return self.rounds[0].bindings
+
+    @property
+    def chains(self) -> list[dict[str, Any]]:
+        return self.rounds[0].chains
+
+    @property
+    def forbidden_seen(self) -> list[str]:
+        return self.rounds[0].forbidden_seen
+
+    @property
+    def escalated_on(self) -> int | None:
+        return self.rounds[0].escalated_on
+
+    @property
+    def matches(self) -> bool:
+        """Every round matched its expected sequence (a round that did not fails the run)."""
+        return all(r.matches(self.scenario) for r in self.rounds)
+
+    @property
+    def answered(self) -> bool:
+        """A good answer came after every fault."""
+        return all(f.answered for f in self.experiment.faults)
+
+    @property
+    def outage_ms(self) -> float:
+        """The longest outage over the faults (one never answered runs to its window's end)."""
+        return max(f.outage_ms for f in self.experiment.faults)
 
     def verdict(self) -> dict[str, Any]:
-        outage = self.outage_ms
-        v = report.verdict(
-            outage if outage is not None else float("inf"),
-            self.experiment.probe["lost"],
-            self.experiment.probe["interleaved"],
-        )
+        outage = self.outage_ms if self.answered else float("inf")
+        probe = self.experiment.probe
+        v = report.verdict(outage, probe["lost"], probe["interleaved"])
+        v["outage_ms"] = round(self.outage_ms, 3)
+        v["answered_after_every_fault"] = self.answered
+        v["applies"] = applies(self.scenario.deployment.vnfs[0])
         v["sub_second_applies"] = self.scenario.redundant
         v["sequence_matches"] = self.matches
-        v["pass"] = self.matches and v["lost_acknowledged"] == 0 and not v["two_actives_seen"]
+        v["pass"] = (
+            self.matches
+            and self.answered
+            and v["lost_acknowledged"] == 0
+            and not v["two_actives_seen"]
+        )
         if self.scenario.redundant:
             v["pass"] = v["pass"] and v["sub_second"]
         return v
@@ -128,6 +165,7 @@ class Outcome:
                 {
                     "target": f.target,
                     "outage_ms": f.outage_ms,
+                    "answered": f.answered,
                     "lost": f.lost,
                     "phases_ms": f.phases_ms,
                 }
@@ -137,17 +175,26 @@ class Outcome:
             "chains": self.chains,
             "forbidden_seen": self.forbidden_seen,
             "escalated_on": self.escalated_on,
+            "rounds_matching": [r.matches(self.scenario) for r in self.rounds],
             "verdict": self.verdict(),
         }
 
 
-async def run(name: str, scenario: Scenario, base_dir: Path) -> Outcome:
-    bindings: dict[str, str] = {}
+async def run(
+    name: str,
+    scenario: Scenario,
+    base_dir: Path,
+    rounds: int = 1,
+    between: Callable[[], Awaitable[None]] | None = None,
+) -> Outcome:
+    """Run the scenario's faults ``rounds`` times over, each round checked against the expected
+    sequence in its own window of the trace, with the placeholders of its first fault.
+    ``between``: as for ``experiment.run_faults``."""
+    bindings: list[dict[str, str]] = []
     kind = scenario.fault.kind
 
     def pick(engine: Engine) -> str:
-        """The serving active (or its VM, or its host) at each fault; the first fault's are
-        the placeholders the expected chains use."""
+        """The serving active (or its VM, or its host) at each fault."""
         vnf = scenario.deployment.vnfs[0]
         active = vnf_active(engine, vnf.name)
         now = {"failed": active, "manager": engine.label(vnf.name)}
@@ -157,8 +204,7 @@ async def run(name: str, scenario: Scenario, base_dir: Path) -> Outcome:
         if engine.placement is not None:
             now["vm"] = engine.placement.vnfc_vm[active]
             now["host"] = engine.nfvi.vm_host[now["vm"]]
-        if not bindings:
-            bindings.update(now)
+        bindings.append(now)
         if kind in ("crash-vm", "hang-vm"):
             return now["vm"]
         return now["host"] if kind == "crash-host" else active
@@ -166,25 +212,45 @@ async def run(name: str, scenario: Scenario, base_dir: Path) -> Outcome:
     exp = await run_faults(
         scenario.deployment,
         base_dir,
-        faults=scenario.fault.times,
+        faults=scenario.fault.times * rounds,
         fault=kind,
         spacing_s=scenario.fault.every_s,
         target=pick,
+        between=between,
     )
-    after = [r for r in exp.records if r["t"] >= exp.faults[0].fault_ns]
-    chains = [match_chain(chain, after, bindings) for chain in scenario.expect]
-    forbidden = sorted({r["name"] for r in after if r["name"] in scenario.forbid})
-    return Outcome(name, scenario, exp, bindings, chains, forbidden, escalated_on(after))
+    per = scenario.fault.times
+    starts = [f.fault_ns for f in exp.faults[::per]]
+    ends = starts[1:] + [None]
+    checked = [
+        check_round(scenario, exp.records, start, end, bindings[k * per])
+        for k, (start, end) in enumerate(zip(starts, ends, strict=True))
+    ]
+    return Outcome(name, scenario, exp, checked)
+
+
+def check_round(
+    scenario: Scenario,
+    records: list[Record],
+    start_ns: int,
+    end_ns: int | None,
+    bindings: dict[str, str],
+) -> Round:
+    """The expected chains, the forbidden records and the escalation within one round."""
+    window = [r for r in records if r["t"] >= start_ns and (end_ns is None or r["t"] < end_ns)]
+    chains = [match_chain(chain, window, bindings) for chain in scenario.expect]
+    forbidden = sorted({r["name"] for r in window if r["name"] in scenario.forbid})
+    return Round(bindings, chains, forbidden, escalated_on(window))
 
 
 def escalated_on(records: list[Record]) -> int | None:
-    """On which failure (counted from the first fault) the first escalation came."""
-    failures = 0
+    """On which fault of the window (1 for its first) the first escalation came: the faults
+    injected before the first Escalate message, counted from the experiment's side."""
+    faults = 0
     for rec in records:
-        if rec["kind"] == "event" and "isolating it before any role moves" in rec.get("why", ""):
-            failures += 1
-        if rec["name"] == "Escalate" and rec["kind"] == "message":
-            return failures
+        if rec["kind"] == "fault":
+            faults += 1
+        elif rec["kind"] == "message" and rec["name"] == "Escalate":
+            return faults
     return None
 
 
@@ -244,8 +310,8 @@ def write_report(outcome: Outcome, directory: Path) -> list[Path]:
     trace_path = directory / "trace.jsonl"
     dump(exp.records, trace_path)
     consumer = None
-    if first.last_good_ns:
-        consumer = {"last_good_ns": first.last_good_ns, "first_good_ns": first.first_good_ns}
+    if first.failover_from_ns:  # the silence at the failover, drawn where it happened
+        consumer = {"last_good_ns": first.failover_from_ns, "first_good_ns": first.failover_to_ns}
     start = first.fault_ns - 20_000_000
     # A message between managers is drawn once, as sent; its handling is the receiver's event.
     sent = {r["name"] for r in exp.records if r["kind"] == "message"}

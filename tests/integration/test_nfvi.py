@@ -675,5 +675,5 @@ def test_a_standby_vm_takes_the_failed_vms_place(tmp_path, monkeypatch) -> None:
     assert "PromoteStandbyVm" in names and "StartVm" not in names
     assert names.index("VmCleanedUp") < names.index("PromoteStandbyVm") < names.index("VmUp")
     assert "StandbyVmUp" in names[names.index("VmUp") :]
-    assert exp.faults[0].outage_ms is not None and exp.probe["lost"] == 0
+    assert exp.faults[0].answered and exp.probe["lost"] == 0
     assert not exp.probe["interleaved"]
