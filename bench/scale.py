@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import provenance
 from run import machine
 
 from nfvha.config import Deployment
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes only")
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = parser.parse_args()
+    prov = provenance.provenance()
     sizes = [1000, 5000] if args.quick else [1000, 5000, 10000, 50000]
     runs = []
     for vnfcs in sizes:  # cost per event: one simulated hour at each size
@@ -136,6 +138,7 @@ def main() -> None:
         day["goal"] = f"a simulated day in under {DAY_GOAL_S:g} s of wall time"
         day["met"] = day["wall_s"] < DAY_GOAL_S
     results = {
+        "provenance": prov,
         "machine": machine(),
         "mtbf_h": MTBF_H,
         "growth": runs,

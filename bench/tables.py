@@ -1,5 +1,10 @@
 """Print the README's benchmark tables from bench/results/*.json, and with --write put them
-into README.md between their markers (<!-- bench:NAME --> ... <!-- /bench:NAME -->)."""
+into README.md between their markers (<!-- bench:NAME --> ... <!-- /bench:NAME -->).
+
+Stale results are refused (exit 1): a results file that records no code digest, or whose
+digest is not the measured code's here (``provenance.stale``). ``--allow-stale`` shows them
+anyway, each table marked with what it was measured on.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+import provenance
 import run
 
 import scenarios
@@ -40,31 +46,55 @@ def scale_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def tables() -> dict[str, str]:
+RENDER = {"failover": run.table, "scenarios": scenarios.table, "scale": scale_table}
+
+
+def load(results_dir: Path = RESULTS) -> dict[str, dict]:
+    return {
+        name: json.loads((results_dir / f"{name}.json").read_text())
+        for name in RENDER
+        if (results_dir / f"{name}.json").exists()
+    }
+
+
+def stale_reasons(found: dict[str, dict], current: str | None = None) -> dict[str, str]:
+    """Per results file, why it is stale (files that are not are left out)."""
+    current = current or provenance.digest()
+    reasons = {name: provenance.stale(results, current) for name, results in found.items()}
+    return {name: why for name, why in reasons.items() if why}
+
+
+def tables(found: dict[str, dict], stale: dict[str, str]) -> dict[str, str]:
     out = {}
-    for name, render in (
-        ("failover", run.table),
-        ("scenarios", scenarios.table),
-        ("scale", scale_table),
-    ):
-        path = RESULTS / f"{name}.json"
-        if path.exists():
-            out[name] = render(json.loads(path.read_text()))
+    for name, results in found.items():
+        text = RENDER[name](results)
+        if name in stale:
+            text += f"\n\n**Stale**: {stale[name]}."
+        out[name] = text
     return out
 
 
-def main() -> None:
-    found = tables()
-    if "--write" not in sys.argv:
-        for name, text in found.items():
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    found = load()
+    stale = stale_reasons(found)
+    for name, why in stale.items():
+        print(f"bench/results/{name}.json is stale: {why}", file=sys.stderr)
+    if stale and "--allow-stale" not in argv:
+        print("refusing stale results (--allow-stale shows them, marked)", file=sys.stderr)
+        return 1
+    rendered = tables(found, stale)
+    if "--write" not in argv:
+        for name, text in rendered.items():
             print(f"## {name}\n{text}\n")
-        return
+        return 0
     readme = README.read_text()
-    for name, text in found.items():
+    for name, text in rendered.items():
         pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
         readme = pattern.sub(lambda m, t=text: m.group(1) + t + "\n" + m.group(2), readme)
     README.write_text(readme)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
