@@ -158,6 +158,8 @@ def status(
         svc = vnf["service"]
         health = "[green]up[/green]" if svc["up"] else "[red]DOWN[/red]"
         extra = " (degraded: no standby holds the state)" if vnf["degraded"] else ""
+        if vnf.get("store_error"):
+            extra += f" [red](checkpoint store failed: {vnf['store_error']}; writes refused)[/red]"
         console.print(
             f"VNF [bold]{vnf['vnf']}[/bold]  model {vnf['model']}  state {vnf['state']}{extra}\n"
             f"  service {svc['name']} {svc['protocol']}://{svc['address']}  {health}  "

@@ -115,7 +115,7 @@ class Drivers(ABC):
     - ``watch_health``: start or stop health checks; answers ``HealthCheckPassed/Failed``.
     - ``set_timer``: answers ``TimerExpired`` after the delay.
     Infrastructure — the VIM's commands, answered by VIM events (``VmUp``, ``HostFenced``...):
-    - ``nfvi``.
+    - ``nfvi_command``.
     Checkpoint data path — fire and forget; durability comes back through the dispatcher's
     ``standby_acked``, ``persisted`` and ``persist_failed``:
     - ``data``: ack, refuse, replicate (to the standby) or persist (to the store).
@@ -141,7 +141,7 @@ class Drivers(ABC):
     def set_timer(self, vnf: str, cmd: m.SetTimer) -> None: ...
 
     @abstractmethod
-    def nfvi(self, cmd: Traced) -> None: ...
+    def nfvi_command(self, cmd: Traced) -> None: ...
 
     @abstractmethod
     def data(self, out: Data) -> None: ...
@@ -173,7 +173,7 @@ def _do(out: Do, drivers: Drivers) -> None:
         if isinstance(cmd, v.Alarm):
             drivers.alarm(cmd)
         else:
-            drivers.nfvi(cmd)
+            drivers.nfvi_command(cmd)
     elif isinstance(cmd, m.StartVnfc):
         drivers.start_vnfc(out.source, cmd)
     elif isinstance(cmd, m.Cleanup):

@@ -1,8 +1,9 @@
-"""The engine: one asyncio loop that connects the core managers to the drivers.
+"""The engine: one asyncio loop that implements the core dispatcher's drivers for real.
 
-Events are queued and handled one at a time, so a command's own consequences (a process that
-fails to start, say) are handled after the decision that caused them, never inside it. Every
-event, command and inter-manager message goes to the trace with the manager's ``why``.
+The dispatcher (``core.dispatcher``, shared with the simulator) owns the managers and their
+wiring; the engine feeds it what it observes (process exits, component messages, health
+checks, NFVI reports) and carries out what it returns: driver commands, checkpoint data-path
+actions, and trace records, stamped here with the monotonic time.
 """
 
 from __future__ import annotations
@@ -18,19 +19,18 @@ import struct
 import sys
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nfvha.config import Deployment, Vnf
 from nfvha.core import checkpoint as ck
+from nfvha.core import dispatcher as d
 from nfvha.core import messages as m
-from nfvha.core import routing
 from nfvha.core import vim as v
 from nfvha.core.ha import HAManager
 from nfvha.core.messages import Traced
-from nfvha.core.placement import Placement, plan, vm_specs
+from nfvha.core.placement import Placement, plan
 from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
 from nfvha.drivers import leftovers
@@ -69,14 +69,16 @@ class Link:
 
 @dataclass(slots=True)
 class VnfRuntime:
+    """One VNF as the engine sees it: its spec, its manager and checkpoint service (the
+    dispatcher's), and its disk store when it checkpoints."""
+
     spec: Vnf
     manager: HAManager
     checkpoints: ck.CheckpointService
     store: DiskStore | None
-    degraded_seen: bool = False
 
 
-class Engine:
+class Engine(d.Drivers):
     def __init__(
         self, deployment: Deployment, base_dir: Path, trace: Trace, state_dir: Path
     ) -> None:
@@ -86,13 +88,8 @@ class Engine:
             raise OSError(f"already running: {control} answers")  # its VNFCs are not leftovers
         self.component_socket = self.runtime_dir / "components.sock"
         self.state_dir = state_dir
-        self.vnfs: dict[str, VnfRuntime] = {}
-        self.owner: dict[str, str] = {}  # vnfc -> vnf
         self.links: dict[str, Link] = {}
         self.monitors: dict[str, HealthMonitor] = {}
-        self.escalations: list[dict[str, Any]] = []
-        self.errors_open: dict[str, dict[str, Any]] = {}
-        self._queue: deque[tuple[str, m.Message]] = deque()
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
         self._ping_ids = itertools.count(1)
@@ -103,21 +100,52 @@ class Engine:
         self._servers: list[asyncio.AbstractServer] = []
         self.connections = Connections(trace)  # of the component and control sockets
         self._refusals = Throttle(trace, burst=REFUSALS_TRACED)
-        for vnf in deployment.vnfs:
-            self._add_vnf(vnf)
         self.alarms: list[dict[str, Any]] = []
         self.placement = plan(deployment)
-        self.vim: Vim | None = None
-        self.vnfm: Vnfm | None = None
+        checkpointed = [v for v in deployment.vnfs if v.state_mode == "checkpoint"]
+        stores = {v.name: self._load_store(v) for v in checkpointed}
+        epochs = {name: loaded[1] for name, (_, loaded) in stores.items()}
+        self.dispatcher = d.Dispatcher(deployment, self.placement, epochs=epochs)
+        self.vnfs: dict[str, VnfRuntime] = {}
+        for name, spec in self.dispatcher.specs.items():
+            service = self.dispatcher.checkpoints[name]
+            store = None
+            if name in stores:
+                store, (version, _, state) = stores[name]
+                service.version, service.state = version, state
+                service.durable = (version, dict(state))
+            self.vnfs[name] = VnfRuntime(spec, self.dispatcher.ha[name], service, store)
         self.nfvi: NfviRuntime | None = None
         if self.placement is not None:
             self._add_nfvi(self.placement)
 
+    # The managers are the dispatcher's; these views keep the engine's readers simple.
+
+    @property
+    def owner(self) -> dict[str, str]:
+        return self.dispatcher.owner
+
+    @property
+    def vim(self) -> Vim | None:
+        return self.dispatcher.vim
+
+    @property
+    def vnfm(self) -> Vnfm:
+        return self.dispatcher.vnfm
+
+    @property
+    def errors_open(self) -> dict[str, m.ReportError]:
+        return self.vnfm.open_errors
+
+    @property
+    def escalations(self) -> list[dict[str, Any]]:
+        return [{"vnf": self.owner[e.vnfc], **e.fields()} for e in self.vnfm.escalations]
+
+    def label(self, target: str) -> str:
+        return self.dispatcher.label(target)
+
     def _add_nfvi(self, placement: Placement) -> None:
-        specs = vm_specs(self.deployment, placement)
         nfvi = self.deployment.nfvi
-        self.vim = Vim.build(list(placement.hosts), specs, nfvi.correlation_window_s)
-        self.vnfm = Vnfm("vnfm", dict(placement.vnfc_vm), dict(self.owner))
         self.nfvi = NfviRuntime(
             self.deployment.name,
             placement,
@@ -127,32 +155,26 @@ class Engine:
             note=lambda name, why: self.trace.record("note", name, src="nfvi", why=why),
         )
 
-    def _add_vnf(self, vnf: Vnf) -> None:
-        store, epoch = None, 0
-        service = ck.CheckpointService(vnf.state_mode)  # type: ignore[arg-type]
-        if vnf.state_mode == "checkpoint":
-            store = DiskStore(self.state_dir / "checkpoints" / f"{vnf.name}.log")
-            service.version, epoch, service.state = store.load()
-            service.durable = (service.version, dict(service.state))
-            if store.discarded:
-                self.trace.record(
-                    "note",
-                    "CheckpointTailDiscarded",
-                    src=vnf.name,
-                    data={"bytes": store.discarded, "version": service.version},
-                    why="the log ended in a cut record (a crash or a full disk while appending); "
-                    "it was never acknowledged",
-                )
-            if service.version:
-                self.trace.record(
-                    "note",
-                    "CheckpointLoaded",
-                    src=vnf.name,
-                    data={"version": service.version, "epoch": epoch, "state": service.state},
-                )
-        self.vnfs[vnf.name] = VnfRuntime(vnf, HAManager(vnf, epoch=epoch), service, store)
-        for c in vnf.vnfcs:
-            self.owner[c.name] = vnf.name
+    def _load_store(self, vnf: Vnf) -> tuple[DiskStore, tuple[int, int, dict]]:
+        store = DiskStore(self.state_dir / "checkpoints" / f"{vnf.name}.log")
+        version, epoch, state = loaded = store.load()
+        if store.discarded:
+            self.trace.record(
+                "note",
+                "CheckpointTailDiscarded",
+                src=vnf.name,
+                data={"bytes": store.discarded, "version": version},
+                why="the log ended in a cut record (a crash or a full disk while appending); "
+                "it was never acknowledged",
+            )
+        if version:
+            self.trace.record(
+                "note",
+                "CheckpointLoaded",
+                src=vnf.name,
+                data={"version": version, "epoch": epoch, "state": state},
+            )
+        return store, loaded
 
     # --- life of the engine -----------------------------------------------------------------
 
@@ -198,9 +220,7 @@ class Engine:
         if self.nfvi is not None:
             await self.nfvi.start()
             self.trace.record("note", "NfviUp", src="vim", data=self.vim.snapshot())
-        now = time.monotonic()
-        for name, vnf in self.vnfs.items():
-            self._execute_all(name, vnf.manager.start(now), event=None)
+        d.execute(self.dispatcher.start(time.monotonic()), self)
         self.started.set()
 
     async def shutdown(self) -> None:
@@ -231,100 +251,89 @@ class Engine:
     # --- events in ----------------------------------------------------------------------------
 
     def feed(self, target: str, event: Traced) -> None:
-        """Queue an event for a manager: a VNF's name (its HA manager), "vnfm" or "vim".
-        Events are handled strictly one after another, in the order they were fed."""
-        self._queue.append((target, event))
-        if len(self._queue) == 1:
-            while self._queue:
-                name, ev = self._queue[0]
-                try:
-                    self._handle(name, ev)
-                except Exception as exc:  # a bug must not stop the manager of every other VNF
-                    traceback.print_exc()
-                    self.trace.record("note", "InternalError", src=self.label(name), why=repr(exc))
-                finally:
-                    self._queue.popleft()
-
-    def label(self, target: str) -> str:
-        """Trace name of a manager. A VNF without redundancy has no HA manager of its own: its
-        VNFC life-cycle is the VNFM's (use cases 3, 4, 7, 8, 9), hence ``vnfm:NAME``."""
-        if target in ("vim", "vnfm"):
-            return target
-        vnf = self.vnfs.get(target)
-        return f"vnfm:{target}" if vnf and vnf.spec.redundancy.model == "none" else f"ha:{target}"
-
-    def _handle(self, target: str, event: Traced) -> None:
+        """An observed event for a manager: a VNF's name (its HA manager), "vnfm" or "vim"."""
         if self._stopping:
             return
-        if target == "vim":
-            manager: Any = self.vim
-        elif target == "vnfm":
-            manager = self.vnfm
-        else:
-            manager = self.vnfs[target].manager
-        decision = manager.handle(event, time.monotonic())
-        self._execute_all(target, decision, event)
+        self._run(lambda now: self.dispatcher.feed(target, event, now), target)
 
-    def _execute_all(self, target: str, decision: Any, event: Traced | None) -> None:
-        label = self.label(target)
-        if event is not None:
-            self.trace.record(
-                "event",
-                event.name,
-                src=event.subject,
-                dst=label,
-                data=event.fields(),
-                why=decision.why,
+    def _run(self, step: Any, target: str = "") -> None:
+        """One step of the dispatcher, its outputs carried out. A bug must not stop the
+        managers of every other VNF: it is traced and the engine goes on."""
+        try:
+            d.execute(step(time.monotonic()), self)
+        except Exception as exc:
+            traceback.print_exc()
+            src = self.label(target) if target else "nfvha"
+            self.trace.record("note", "InternalError", src=src, why=repr(exc))
+
+    # --- drivers (the dispatcher's interface) -------------------------------------------------
+
+    def trace_record(self, rec: d.Record) -> None:
+        self.trace.record(rec.kind, rec.name, src=rec.src, dst=rec.dst, data=rec.data, why=rec.why)
+
+    def start_vnfc(self, vnf: str, cmd: m.StartVnfc) -> None:
+        self._spawn_task(self._start_vnfc(self.vnfs[vnf], cmd.vnfc, cmd.token))
+
+    def cleanup(self, vnf: str, cmd: m.Cleanup) -> None:
+        self._spawn_task(self._cleanup(vnf, cmd))
+
+    def assign_role(self, vnf: str, cmd: m.AssignRole, state: dict[str, Any]) -> None:
+        spec = self.vnfs[vnf].spec
+        if link := self.links.get(cmd.vnfc):
+            link.send(
+                "assign",
+                role=cmd.role,
+                epoch=cmd.epoch,
+                state=state,
+                address=spec.service.address,
+                reuse_port=spec.redundancy.model == "n+m",
             )
+
+    def watch_health(self, vnf: str, cmd: m.WatchHealth) -> None:
+        self._watch(self.vnfs[vnf], cmd.vnfc, cmd.on)
+
+    def set_timer(self, vnf: str, cmd: m.SetTimer) -> None:
+        expired = m.TimerExpired(vnfc=cmd.vnfc, timer=cmd.timer, token=cmd.token)
+        asyncio.get_running_loop().call_later(cmd.after_s, self.feed, vnf, expired)
+
+    def nfvi_command(self, cmd: Traced) -> None:
+        assert self.nfvi is not None
+        self.nfvi.execute(cmd)
+
+    def alarm(self, cmd: v.Alarm) -> None:
+        self.alarms.append({"t": time.time(), **cmd.fields()})
+
+    def data(self, out: d.Data) -> None:
+        action = out.action
+        if isinstance(action, ck.Ack):
+            if link := self.links.get(action.vnfc):
+                link.send("ckpt_done", req=action.request)
+        elif isinstance(action, ck.Refuse):
+            if link := self.links.get(action.vnfc):
+                fields = {"state": out.state} if out.state is not None else {}
+                link.send("refused", req=action.request, reason=action.reason, **fields)
+        elif isinstance(action, ck.Replicate):
+            link = self.links.get(action.standby)
+            if link is None:
+                self._run(lambda now: self.dispatcher.standby_gone(out.vnf, action.standby, now))
+            else:
+                link.send("replicate", version=action.version, updates=action.updates)
+        elif isinstance(action, ck.Persist):
+            self._spawn_task(self._persist(out.vnf, action))
+
+    async def _persist(self, vnf: str, action: ck.Persist) -> None:
+        store = self.vnfs[vnf].store
+        assert store is not None
+        try:
+            await store.write(action.version, action.epoch, action.state)
+        except StoreError as exc:
+            reason = exc.strerror or str(exc)
+            self._run(lambda now: self.dispatcher.persist_failed(vnf, reason, now), vnf)
         else:
-            self.trace.record("note", "ManagerStarted", src=label, why=decision.why)
-        for command in decision.commands:
-            self._route(target, label, command)
+            done = self.dispatcher.persisted
+            self._run(lambda now: done(vnf, action.version, action.state, now), vnf)
 
-    def _route(self, target: str, label: str, cmd: Traced) -> None:
-        """A command goes to a driver; a message goes to another manager (and the trace)."""
-        if isinstance(cmd, v.Alarm):
-            self.alarms.append({"t": time.time(), **cmd.fields()})
-            self.trace.record("message", cmd.name, src=label, dst="operator", data=cmd.fields())
-            return
-        if target not in (routing.VIM, routing.VNFM) and isinstance(cmd, m.TO_VNFM):
-            self._bookkeep(target, cmd)
-        to = routing.destination(target, cmd, self.owner)
-        if to is not None:
-            self.trace.record("message", cmd.name, src=label, dst=self.label(to), data=cmd.fields())
-            if to != routing.VNFM or self.vnfm is not None:
-                self.feed(to, cmd)
-            return
-        self.trace.record("command", cmd.name, src=label, dst=cmd.subject, data=cmd.fields())
-        if target == routing.VIM:
-            self.nfvi.execute(cmd)
-        else:
-            self._execute(target, cmd)
-
-    def _bookkeep(self, vnf_name: str, cmd: m.Message) -> None:
-        if isinstance(cmd, m.Escalate):
-            self.escalations.append({"vnf": vnf_name, **cmd.fields()})
-        elif isinstance(cmd, m.ReportError):
-            self.errors_open[cmd.service] = cmd.fields()
-        elif isinstance(cmd, m.ClearError):
-            self.errors_open.pop(cmd.service, None)
-
-    # --- commands out -------------------------------------------------------------------------
-
-    def _execute(self, vnf_name: str, cmd: m.Message) -> None:
-        vnf = self.vnfs[vnf_name]
-        if isinstance(cmd, m.StartVnfc):
-            self._spawn_task(self._start_vnfc(vnf, cmd.vnfc, cmd.token))
-        elif isinstance(cmd, m.Cleanup):
-            self._ckpt(vnf, vnf.checkpoints.revoke(cmd.vnfc))
-            self._spawn_task(self._cleanup(vnf_name, cmd))
-        elif isinstance(cmd, m.AssignRole):
-            self._assign(vnf, cmd)
-        elif isinstance(cmd, m.WatchHealth):
-            self._watch(vnf, cmd.vnfc, cmd.on)
-        elif isinstance(cmd, m.SetTimer):
-            expired = m.TimerExpired(vnfc=cmd.vnfc, timer=cmd.timer, token=cmd.token)
-            asyncio.get_running_loop().call_later(cmd.after_s, self.feed, vnf_name, expired)
+    # --- VNFC processes -----------------------------------------------------------------------
 
     async def _start_vnfc(self, vnf: VnfRuntime, name: str, token: int) -> None:
         spec = next(c for c in vnf.spec.vnfcs if c.name == name)
@@ -366,28 +375,6 @@ class Engine:
             link.writer.close()
         self.feed(vnf_name, m.CleanupDone(vnfc=cmd.vnfc, ok=ok, detail=detail))
 
-    def _assign(self, vnf: VnfRuntime, cmd: m.AssignRole) -> None:
-        if cmd.role == "active":
-            self._ckpt(vnf, vnf.checkpoints.grant(cmd.vnfc, cmd.epoch))
-        elif cmd.role == "standby":
-            vnf.checkpoints.attach_standby(cmd.vnfc)
-            self._ckpt(vnf, [])
-        link = self.links.get(cmd.vnfc)
-        if not vnf.spec.sdk:
-            # A plain process serves as soon as it runs; its health check already passed.
-            self._soon(
-                vnf.spec.name, m.RoleConfirmed(vnfc=cmd.vnfc, role=cmd.role, epoch=cmd.epoch)
-            )
-        elif link is not None:
-            link.send(
-                "assign",
-                role=cmd.role,
-                epoch=cmd.epoch,
-                state=vnf.checkpoints.state,
-                address=vnf.spec.service.address,
-                reuse_port=vnf.spec.redundancy.model == "n+m",
-            )
-
     def _watch(self, vnf: VnfRuntime, name: str, on: bool) -> None:
         monitor = self.monitors.pop(name, None)
         if monitor:
@@ -425,82 +412,6 @@ class Engine:
         finally:
             link.pings.pop(ping_id, None)
         return None if ok else "component reports itself unhealthy"
-
-    # --- checkpoint data path -----------------------------------------------------------------
-
-    def _ckpt(self, vnf: VnfRuntime, actions: list[ck.Action]) -> None:
-        """Carry out the checkpoint service's actions. The data path is not traced per write
-        (docs/adr/001); refusals and changes of redundancy (degraded or not) are."""
-        if vnf.checkpoints.degraded != vnf.degraded_seen:
-            vnf.degraded_seen = vnf.checkpoints.degraded
-            self.trace.record(
-                "note",
-                "Degraded" if vnf.degraded_seen else "Redundant",
-                src=self.label(vnf.spec.name),
-                data={"version": vnf.checkpoints.version},
-                why="no standby holds the state; writes are acknowledged from the manager's replica"
-                if vnf.degraded_seen
-                else "a standby holds the state again",
-            )
-        for action in actions:
-            if isinstance(action, ck.Ack):
-                if link := self.links.get(action.vnfc):
-                    link.send("ckpt_done", req=action.request)
-            elif isinstance(action, ck.Refuse):
-                self.trace.record(
-                    "message",
-                    "CheckpointRefused",
-                    src=self.label(vnf.spec.name),
-                    dst=action.vnfc,
-                    why=action.reason,
-                )
-                if link := self.links.get(action.vnfc):
-                    link.send("refused", req=action.request, reason=action.reason)
-            elif isinstance(action, ck.Replicate):
-                link = self.links.get(action.standby)
-                if link is None:
-                    self._ckpt(vnf, vnf.checkpoints.drop_standby(action.standby))
-                else:
-                    link.send("replicate", version=action.version, updates=action.updates)
-            elif isinstance(action, ck.Persist):
-                self._spawn_task(self._persist(vnf, action))
-
-    async def _persist(self, vnf: VnfRuntime, action: ck.Persist) -> None:
-        assert vnf.store is not None
-        service = vnf.checkpoints
-        failing_before = service.store_error
-        try:
-            await vnf.store.write(action.version, action.epoch, action.state)
-        except StoreError as exc:
-            self._store_failed(vnf, exc.strerror or str(exc))
-        else:
-            self._ckpt(vnf, service.persisted(action.version, action.state))
-        writer = service.writer[0] if service.writer else None
-        if writer and failing_before and not service.store_error:
-            self.feed(vnf.spec.name, m.StoreRecovered(vnfc=writer))
-
-    def _store_failed(self, vnf: VnfRuntime, reason: str) -> None:
-        """Every write not yet durable is refused, with the durable state, so the component
-        neither acknowledges nor serves what the disk does not hold. Traced once per failure
-        and per refused batch, not per write (a full disk under load refuses thousands)."""
-        service = vnf.checkpoints
-        failing_before = service.store_error
-        refused = service.persist_failed(reason)
-        for action in refused:
-            if link := self.links.get(action.vnfc):
-                link.send("refused", req=action.request, reason=action.reason, state=service.state)
-        if refused:
-            self.trace.record(
-                "message",
-                "CheckpointRefused",
-                src=self.label(vnf.spec.name),
-                dst=refused[0].vnfc,
-                data={"writes": len(refused), "store_error": reason},
-                why=refused[0].reason,
-            )
-        writer = service.writer[0] if service.writer else (refused[0].vnfc if refused else None)
-        if writer and not failing_before:
-            self.feed(vnf.spec.name, m.StoreFailed(vnfc=writer, reason=reason))
 
     # --- component connections ----------------------------------------------------------------
 
@@ -554,17 +465,16 @@ class Engine:
         if link is None:
             raise ProtocolError(f"{kind} before hello")
         vnf_name = self.owner[link.vnfc]
-        vnf = self.vnfs[vnf_name]
         if kind == "pong":
             fut = link.pings.get(msg["id"])
             if fut is not None and not fut.done():
                 fut.set_result(msg["ok"])
         elif kind == "ckpt_write":
-            self._ckpt(
-                vnf, vnf.checkpoints.write(link.vnfc, msg["epoch"], msg["req"], msg["updates"])
-            )
+            epoch, req, updates = msg["epoch"], msg["req"], msg["updates"]
+            self._run(lambda now: self.dispatcher.write(link.vnfc, epoch, req, updates, now))
         elif kind == "ckpt_ack":
-            self._ckpt(vnf, vnf.checkpoints.standby_acked(link.vnfc, msg["version"]))
+            version = msg["version"]
+            self._run(lambda now: self.dispatcher.standby_acked(link.vnfc, version, now))
         elif kind == "role_ok":
             self.feed(
                 vnf_name, m.RoleConfirmed(vnfc=link.vnfc, role=msg["role"], epoch=msg["epoch"])
@@ -620,9 +530,6 @@ class Engine:
         return answer
 
     # --- helpers ------------------------------------------------------------------------------
-
-    def _soon(self, vnf_name: str, event: m.Message) -> None:
-        asyncio.get_running_loop().call_soon(self.feed, vnf_name, event)
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -230,7 +230,7 @@ class Simulation(d.Drivers):
         expired = m.TimerExpired(vnfc=cmd.vnfc, timer=cmd.timer, token=cmd.token)
         self.after(cmd.after_s, self.feed, vnf, expired)
 
-    def nfvi(self, cmd: Traced) -> None:
+    def nfvi_command(self, cmd: Traced) -> None:
         handler = getattr(self, f"_do_{cmd.name}", None)
         if handler is not None:
             handler(routing.VIM, cmd)
