@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import kill_and_reap, processes_of
+from tests.integration.support.processes import kill_and_reap, processes_of
 
 # Unix socket paths are limited to 107 bytes: RUNTIME/<deployment>/components.sock must fit.
 _SOCKET_TAIL = len("/it-xxxxxxxx/components.sock")

@@ -11,18 +11,16 @@ from pathlib import Path
 import pytest
 
 from nfvha.experiment import is_steady, wait_steady
-from tests.integration.support import (
+from tests.integration.support.consumers import UdpClient
+from tests.integration.support.deployments import (
     RELAXED_HEALTH,
-    UdpClient,
-    dump_records,
     example,
     free_udp_port,
-    index,
-    running_engine,
-    select,
     unique_name,
-    wait_for,
 )
+from tests.integration.support.runs import running_engine
+from tests.integration.support.trace import dump_records, index, select
+from tests.integration.support.waiting import wait_for
 
 VNFC = "counter-solo"
 

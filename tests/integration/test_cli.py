@@ -10,21 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import (
+from tests.integration.support.deployments import (
     RELAXED_HEALTH,
-    NfvhaRun,
-    cli,
     customize,
-    dump_records,
     example_raw,
     free_udp_port,
-    index,
-    pid_alive,
-    select,
     unique_name,
-    vnfc_view,
     write_config,
 )
+from tests.integration.support.processes import pid_alive
+from tests.integration.support.runs import NfvhaRun, cli, vnfc_view
+from tests.integration.support.trace import dump_records, index, select
 
 
 def start(model: str, tmp_path: Path, runtime_dir: Path, runs: list, **overrides) -> NfvhaRun:

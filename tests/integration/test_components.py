@@ -16,24 +16,21 @@ import pytest
 from nfvha.experiment import is_steady, vnf_active, wait_steady
 from nfvha.runtime.control import request
 from nfvha.runtime.engine import HELLO_LINE
-from tests.integration.support import (
-    PATIENCE_S,
+from tests.integration.support.consumers import UdpClient
+from tests.integration.support.deployments import (
     RELAXED_HEALTH,
-    UdpClient,
     customize,
     deployment,
-    dump_records,
     example,
     example_raw,
     free_udp_port,
-    index,
-    pid_alive,
     plain_counter,
-    running_engine,
-    select,
     unique_name,
-    wait_for,
 )
+from tests.integration.support.processes import pid_alive
+from tests.integration.support.runs import running_engine
+from tests.integration.support.trace import dump_records, index, select
+from tests.integration.support.waiting import PATIENCE_S, wait_for
 
 STALE_WRITER = Path(__file__).parent / "components" / "stale_writer.py"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.support import NFVHA
+from tests.integration.support.runs import NFVHA
 
 GOOD = {
     "name": "cfg-test",

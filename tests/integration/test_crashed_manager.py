@@ -13,28 +13,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import (
-    RELAXED_HEALTH,
-    NfvhaRun,
+from tests.integration.support.cgroups import (
     cgroup_dirs,
     cgroup_pids,
     cgroup_v2_writable,
-    cli,
+    leftover_cgroups,
+)
+from tests.integration.support.consumers import udp_get
+from tests.integration.support.deployments import (
+    RELAXED_HEALTH,
     customize,
-    dump_records,
     example_raw,
     free_udp_port,
-    index,
-    kill_and_reap,
-    leftover_cgroups,
-    pid_alive,
-    reap_zombie_children,
-    select,
-    udp_get,
     unique_name,
-    wait_for_sync,
     write_config,
 )
+from tests.integration.support.processes import kill_and_reap, pid_alive, reap_zombie_children
+from tests.integration.support.runs import NfvhaRun, cli
+from tests.integration.support.trace import dump_records, index, select
+from tests.integration.support.waiting import wait_for_sync
 
 
 def config_2n(tmp_path: Path) -> tuple[str, Path, str]:

@@ -10,16 +10,13 @@ from pathlib import Path
 import pytest
 
 from nfvha.experiment import Experiment, run_faults
-from tests.integration.support import (
+from tests.integration.support.deployments import (
     RELAXED_HEALTH,
-    dump_records,
     example,
     free_udp_port,
-    index,
-    max_simultaneous_actives,
-    select,
     unique_name,
 )
+from tests.integration.support.trace import dump_records, index, max_simultaneous_actives, select
 
 MODELS = ["2n", "n+m", "none"]
 HANG_HEALTH = {"interval_ms": 100, "timeout_ms": 200, "failure_threshold": 3}

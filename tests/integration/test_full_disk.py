@@ -19,16 +19,15 @@ import pytest
 
 from nfvha.drivers.store import DiskStore, StoreError
 from nfvha.experiment import wait_steady
-from tests.integration.support import (
+from tests.integration.support.deployments import (
     RELAXED_HEALTH,
-    dump_records,
     example,
     free_udp_port,
-    index,
-    running_engine,
     unique_name,
-    wait_for,
 )
+from tests.integration.support.runs import running_engine
+from tests.integration.support.trace import dump_records, index
+from tests.integration.support.waiting import wait_for
 
 
 @pytest.fixture

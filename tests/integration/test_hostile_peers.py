@@ -22,22 +22,18 @@ import pytest
 
 from nfvha.runtime.connections import MAX_CONNECTIONS
 from nfvha.runtime.control import MAX_REQUEST, request
-from tests.integration.support import (
-    NFVHA,
-    PATIENCE_S,
+from tests.integration.support.deployments import (
     RELAXED_HEALTH,
-    NfvhaRun,
     customize,
     deployment,
-    dump_records,
     example_raw,
     free_udp_port,
-    running_engine,
-    select,
     unique_name,
-    wait_for,
     write_config,
 )
+from tests.integration.support.runs import NFVHA, NfvhaRun, running_engine
+from tests.integration.support.trace import dump_records, select
+from tests.integration.support.waiting import PATIENCE_S, wait_for
 
 GARBAGE_WRITER = Path(__file__).parent / "components" / "garbage_writer.py"
 ASYNCIO_BACKLOG = 100  # asyncio.start_unix_server's default

@@ -23,32 +23,30 @@ from nfvha.config import Deployment
 from nfvha.experiment import is_steady, vnf_active, wait_steady
 from nfvha.runtime.engine import Engine
 from nfvha.runtime.trace import Record
-from tests.integration.support import (
+from tests.integration.support.cgroups import cgroup_dirs, cgroup_v2_writable, leftover_cgroups
+from tests.integration.support.consumers import Consumer
+from tests.integration.support.deployments import (
     RELAXED_HEALTH,
-    Consumer,
-    NfvhaRun,
-    agent_processes,
-    cgroup_dirs,
-    cgroup_v2_writable,
-    cli,
     deployment,
-    dump_records,
-    find,
     free_udp_port,
-    index,
-    leftover_cgroups,
-    max_simultaneous_live_actives,
+    unique_name,
+    write_config,
+)
+from tests.integration.support.processes import (
+    agent_processes,
     pid_alive,
     reap_zombie_children,
-    running_engine,
-    select,
-    steady,
-    unique_name,
-    vnfc_view,
-    wait_for,
-    write_config,
     zombies,
 )
+from tests.integration.support.runs import NfvhaRun, cli, running_engine, steady, vnfc_view
+from tests.integration.support.trace import (
+    dump_records,
+    find,
+    index,
+    max_simultaneous_live_actives,
+    select,
+)
+from tests.integration.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(
     not cgroup_v2_writable(), reason="the NFVI needs a writable cgroup v2 hierarchy"

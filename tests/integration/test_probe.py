@@ -8,14 +8,11 @@ import subprocess
 
 import pytest
 
-from tests.integration.support import (
-    NFVHA_COUNTER,
-    cli,
-    free_udp_port,
-    kill_and_reap,
-    udp_get,
-    wait_for_sync,
-)
+from tests.integration.support.consumers import udp_get
+from tests.integration.support.deployments import free_udp_port
+from tests.integration.support.processes import kill_and_reap
+from tests.integration.support.runs import NFVHA_COUNTER, cli
+from tests.integration.support.waiting import wait_for_sync
 
 
 @pytest.fixture

@@ -12,21 +12,18 @@ from pathlib import Path
 import pytest
 
 from nfvha.experiment import wait_steady
-from tests.integration.support import (
+from tests.integration.support.deployments import (
     RELAXED_HEALTH,
-    NfvhaRun,
     customize,
     deployment,
-    dump_records,
     example_raw,
     free_udp_port,
-    index,
-    running_engine,
     unique_name,
-    vnfc_view,
-    wait_for,
     write_config,
 )
+from tests.integration.support.runs import NfvhaRun, running_engine, vnfc_view
+from tests.integration.support.trace import dump_records, index
+from tests.integration.support.waiting import wait_for
 
 FORKING = "sh -c 'sleep 300 & exec nfvha-counter'"  # the group outlives its leader
 HANG_HEALTH = {"interval_ms": 100, "timeout_ms": 200, "failure_threshold": 3}

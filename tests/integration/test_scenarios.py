@@ -20,17 +20,16 @@ import yaml
 
 from nfvha import scenario as sc
 from nfvha.core.placement import plan
-from tests.integration.support import (
-    cgroup_v2_writable,
-    cli,
+from tests.integration.support.cgroups import cgroup_v2_writable, leftover_cgroups
+from tests.integration.support.deployments import unique_scenario
+from tests.integration.support.processes import reap_zombie_children
+from tests.integration.support.runs import cli
+from tests.integration.support.trace import (
     dump_records,
     index,
-    leftover_cgroups,
     match_steps,
     max_simultaneous_live_actives,
-    reap_zombie_children,
     select,
-    unique_scenario,
 )
 
 # Only the tests that run a scenario need it: listing and name checks run anywhere.

@@ -10,19 +10,17 @@ from pathlib import Path
 import pytest
 
 from nfvha.experiment import wait_steady
-from tests.integration.support import (
+from tests.integration.support.deployments import (
     RELAXED_HEALTH,
     deployment,
     example,
     free_udp_port,
-    kill_and_reap,
-    pid_alive,
     plain_counter,
-    processes_of,
-    running_engine,
-    select,
     unique_name,
 )
+from tests.integration.support.processes import kill_and_reap, pid_alive, processes_of
+from tests.integration.support.runs import running_engine
+from tests.integration.support.trace import select
 
 
 @pytest.mark.timeout(60)

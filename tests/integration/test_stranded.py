@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 
 from nfvha.experiment import vnf_active, wait_steady
-from tests.integration.support import (
+from tests.integration.support.deployments import (
     RELAXED_HEALTH,
-    dump_records,
     example,
     free_udp_port,
-    running_engine,
     unique_name,
-    wait_for,
 )
+from tests.integration.support.runs import running_engine
+from tests.integration.support.trace import dump_records
+from tests.integration.support.waiting import wait_for
 
 
 @pytest.mark.timeout(60)
