@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/nfvha demo
 
+# The core (pure state machines) is type-checked strictly.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy --strict src/nfvha/core
 
 # pytest exits 5 when it collects no tests; make stops on any non-zero exit, so that fails too.
 test: lint

@@ -24,6 +24,9 @@ from pydantic import (
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 
 
+StateMode = Literal["replicated", "checkpoint", "none"]
+
+
 class ConfigError(Exception):
     """A configuration that cannot be used; the message names file, path and problem."""
 
@@ -144,7 +147,7 @@ class Vnf(Strict):
     policies: Policies = Policies()
     # Where the service state lives: replicated to the standby (2n), checkpointed to disk
     # (no redundancy, use case 3), or nowhere (stateless).
-    state: Literal["replicated", "checkpoint", "none"] | None = None
+    state: StateMode | None = None
     sdk: bool = True  # False: plain processes, supervised and health-checked only
     repair: Repair = Repair()
 
@@ -182,8 +185,8 @@ class Vnf(Strict):
         return self
 
     @property
-    def state_mode(self) -> str:
-        default = {"2n": "replicated", "n+m": "none", "none": "checkpoint"}
+    def state_mode(self) -> StateMode:
+        default: dict[str, StateMode] = {"2n": "replicated", "n+m": "none", "none": "checkpoint"}
         return self.state or default[self.redundancy.model]
 
 

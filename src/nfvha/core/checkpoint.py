@@ -19,7 +19,7 @@ Pure: returns actions for the runtime; acknowledgements come back as calls.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 
 class Ack(NamedTuple):
@@ -36,13 +36,13 @@ class Refuse(NamedTuple):
 class Replicate(NamedTuple):
     standby: str
     version: int
-    updates: dict
+    updates: dict[str, Any]
 
 
 class Persist(NamedTuple):
     version: int
     epoch: int
-    state: dict
+    state: dict[str, Any]
 
 
 Action = Ack | Refuse | Replicate | Persist
@@ -51,7 +51,7 @@ Action = Ack | Refuse | Replicate | Persist
 @dataclass(slots=True)
 class CheckpointService:
     mode: Literal["replicated", "checkpoint", "none"]
-    state: dict = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
     version: int = 0
     writer: tuple[str, int] | None = None  # (vnfc, epoch) allowed to write
     standby: str | None = None
@@ -59,7 +59,10 @@ class CheckpointService:
     pending: dict[int, Ack] = field(default_factory=dict)
     degraded: bool = False
     store_error: str = ""  # the last store failure, until a write is durable again
-    durable: tuple[int, dict] = (0, {})  # checkpoint mode: the last (version, state) on disk
+    durable: tuple[int, dict[str, Any]] = (
+        0,
+        {},
+    )  # checkpoint mode: the last (version, state) on disk
 
     def grant(self, vnfc: str, epoch: int) -> list[Action]:
         """``vnfc`` became active with ``epoch``; if it was the standby, it no longer is."""
@@ -83,11 +86,12 @@ class CheckpointService:
         if self.mode == "replicated":
             self.degraded = True
             # The replica holds these writes; the next standby is given them all.
-            released, self.pending = list(self.pending.values()), {}
+            released: list[Action] = list(self.pending.values())
+            self.pending = {}
             return released
         return []
 
-    def write(self, vnfc: str, epoch: int, request: int, updates: dict) -> list[Action]:
+    def write(self, vnfc: str, epoch: int, request: int, updates: dict[str, Any]) -> list[Action]:
         if self.mode == "none":
             return [Refuse(vnfc, request, "this VNF keeps no state")]
         if self.writer != (vnfc, epoch):
@@ -109,14 +113,14 @@ class CheckpointService:
             return []
         return self._release_up_to(version)
 
-    def persisted(self, version: int, state: dict) -> list[Action]:
+    def persisted(self, version: int, state: dict[str, Any]) -> list[Action]:
         """The store holds ``state`` as ``version``: release the writes up to it."""
         if version > self.durable[0]:
             self.durable = (version, state)
         self.store_error = ""
         return self._release_up_to(version)
 
-    def persist_failed(self, reason: str) -> list[Action]:
+    def persist_failed(self, reason: str) -> list[Refuse]:
         """The store could not make the pending writes durable: refuse them all and go back to
         the last durable state. Versions only grow: a write still in the store's hands keeps
         a version of its own."""

@@ -39,7 +39,7 @@ from nfvha.core import routing
 from nfvha.core import vim as v
 from nfvha.core.ha import Decision, HAManager
 from nfvha.core.messages import Traced
-from nfvha.core.placement import Placement, plan, vm_specs
+from nfvha.core.placement import Placement, vm_specs
 from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
 
@@ -96,10 +96,10 @@ class Observer(Protocol):
 class ManagerClasses:
     """The manager and service classes to run; tests swap in broken ones."""
 
-    ha: type = HAManager
-    vim: type = Vim
-    vnfm: type = Vnfm
-    checkpoints: type = ck.CheckpointService
+    ha: type[HAManager] = HAManager
+    vim: type[Vim] = Vim
+    vnfm: type[Vnfm] = Vnfm
+    checkpoints: type[ck.CheckpointService] = ck.CheckpointService
 
 
 class Drivers(ABC):
@@ -208,8 +208,6 @@ class Dispatcher:
             name: pol.ha(spec, epoch=self.epochs.get(name, 0)) for name, spec in self.specs.items()
         }
         self.checkpoints = {n: pol.checkpoints(s.state_mode) for n, s in self.specs.items()}
-        if self.placement is None:
-            self.placement = plan(self.deployment)
         p = self.placement
         self.vnfm = pol.vnfm("vnfm", dict(p.vnfc_vm) if p else {}, dict(self.owner))
         if p is not None:
@@ -315,7 +313,9 @@ class Dispatcher:
 
     # --- checkpoint data path ---------------------------------------------------------------
 
-    def write(self, vnfc: str, epoch: int, request: int, updates: dict, now: float) -> list[Output]:
+    def write(
+        self, vnfc: str, epoch: int, request: int, updates: dict[str, Any], now: float
+    ) -> list[Output]:
         vnf = self.owner[vnfc]
         out: list[Output] = []
         self._data(vnf, self.checkpoints[vnf].write(vnfc, epoch, request, updates), out)
@@ -333,7 +333,7 @@ class Dispatcher:
         self._data(vnf, self.checkpoints[vnf].drop_standby(standby), out)
         return out + self._drain(now)
 
-    def persisted(self, vnf: str, version: int, state: dict, now: float) -> list[Output]:
+    def persisted(self, vnf: str, version: int, state: dict[str, Any], now: float) -> list[Output]:
         service = self.checkpoints[vnf]
         failing = service.store_error
         out: list[Output] = []

@@ -34,11 +34,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
 
 from nfvha.config import Vnf
 from nfvha.core import messages as m
 from nfvha.core.escalation import RestartIntensity
+from nfvha.core.messages import Decision as Decision  # the decision type, re-exported
 
 
 class Life(StrEnum):
@@ -54,11 +54,6 @@ class Role(StrEnum):
     ACTIVE = "active"
     STANDBY = "standby"
     SPARE = "spare"
-
-
-class Decision(NamedTuple):
-    commands: tuple[m.Message, ...]
-    why: str
 
 
 class IllegalEvent(Exception):
@@ -116,7 +111,8 @@ class HAManager:
         handler = getattr(self, f"_on_{event.name}", None)
         if handler is None:
             raise IllegalEvent(f"HA manager of {self.vnf.name}: no rule for {event.name}")
-        return handler(vnfc, event, now)
+        decision: Decision = handler(vnfc, event, now)
+        return decision
 
     # --- events -------------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
-"""Events the managers observe and commands they issue.
+"""Events the managers observe, commands they issue, and the decision that carries them.
 
 Frozen, slotted, keyword-only dataclasses: every one is a record in the trace, so each has a
-``name`` and a flat ``fields()`` view for it.
+``name`` and a flat ``fields()`` view for it. The VNF side (about VNFCs) comes first, then the
+infrastructure side (about VMs and hosts, the VIM's).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal, NamedTuple
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,3 +190,172 @@ class Escalate(Message):
 
 # Commands that leave the HA manager for another manager rather than a driver.
 TO_VNFM = (ReportError, ClearError, Escalate)
+
+
+# === infrastructure: the VIM's events and commands =========================================
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmMsg(Traced):
+    vm: str
+
+    @property
+    def subject(self) -> str:
+        return self.vm
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostMsg(Traced):
+    host: str
+
+    @property
+    def subject(self) -> str:
+        return self.host
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmFailed(VmMsg):
+    """Seen by the NFVI: the guest exited (``exit``) or its heartbeat stopped (``heartbeat``)."""
+
+    cause: Literal["exit", "heartbeat"]
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmErrorReport(VmMsg):
+    """From a VNFM: repairing inside this VM did not help (escalation, use case 9)."""
+
+    vnfm: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepairConsent(VmMsg):
+    vnfm: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmCleanedUp(VmMsg):
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmUp(VmMsg):
+    host: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmStartFailed(VmMsg):
+    """The VM did not come up where it was started."""
+
+    detail: str = ""
+    host_unreachable: bool = False  # its host agent could not be reached at all
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StandbyVmUp(VmMsg):
+    """The standby VM of ``vm`` is booted on ``host``, ready to take its place."""
+
+    host: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StandbyVmFailed(VmMsg):
+    host: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostFailed(HostMsg):
+    cause: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostFenced(HostMsg):
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostUp(HostMsg):
+    pass
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alarm(Traced):
+    entity: str
+    severity: Literal["critical", "major", "cleared"]
+    text: str
+
+    @property
+    def subject(self) -> str:
+        return self.entity
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CleanupVm(VmMsg):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FenceHost(HostMsg):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartHost(HostMsg):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartVm(VmMsg):
+    host: str
+    restore: bool  # True: from its last snapshot (its disk as it was); False: initial state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromoteStandbyVm(VmMsg):
+    """The standby VM on ``host`` becomes ``vm`` (answered by VmUp)."""
+
+    host: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartStandbyVm(VmMsg):
+    """Boot a standby VM for ``vm`` on ``host`` (answered by StandbyVmUp or StandbyVmFailed)."""
+
+    host: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifyVmFailed(VmMsg):
+    """To the VNFM of the VNF on the VM; in negotiation mode also a request for consent."""
+
+    vnf: str
+    host: str
+    reason: str
+    consent_needed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifyVmRepaired(VmMsg):
+    vnf: str
+    host: str
+
+
+# Messages that leave the VIM for the VNFM rather than a driver.
+VIM_TO_VNFM = (NotifyVmFailed, NotifyVmRepaired)
+
+
+class Decision(NamedTuple):
+    """What a manager decided about one event: the commands to carry out, and why."""
+
+    commands: tuple[Traced, ...]
+    why: str

@@ -27,6 +27,17 @@ def other_host(hosts: tuple[str, ...], avoid: set[str], load: dict[str, int]) ->
     return min(free, key=lambda h: (load.get(h, 0), hosts.index(h))) if free else None
 
 
+def _preferring(
+    hosts: tuple[str, ...], avoid: set[str], never: set[str], load: dict[str, int]
+) -> str:
+    """The least loaded host outside ``avoid``, else outside ``never`` (the configuration
+    guarantees one: at least one host, two when a standby VM is wanted)."""
+    chosen = other_host(hosts, avoid, load) or other_host(hosts, never, load)
+    if chosen is None:
+        raise ValueError("no host to place on")  # ruled out by the configuration's checks
+    return chosen
+
+
 def plan(deployment: Deployment) -> Placement | None:
     """None without hosts. A VNFC without ``vm`` gets a VM of its own; a VM without ``host``
     goes to the least loaded host that runs no other VM of the same VNF (anti-affinity),
@@ -51,18 +62,18 @@ def plan(deployment: Deployment) -> Placement | None:
             vm_host[vm] = host
             load[host] += 1
             hosts_of.setdefault(vm_vnf.get(vm, ""), set()).add(host)
-    for vm, host in declared.items():
-        if host is None:
+    for vm, declared_host in declared.items():
+        if declared_host is None:
             siblings = hosts_of.setdefault(vm_vnf.get(vm, ""), set())
-            vm_host[vm] = other_host(hosts, siblings, load) or other_host(hosts, set(), load)
+            vm_host[vm] = _preferring(hosts, siblings, set(), load)
             load[vm_host[vm]] += 1
             siblings.add(vm_host[vm])
     wants_standby = {v.name for v in deployment.vnfs if v.repair.action == "failover_standby_vm"}
-    standby_host = {}
+    standby_host: dict[str, str] = {}
     for vm, host in vm_host.items():
         if vm_vnf.get(vm) in wants_standby:
-            chosen = other_host(hosts, {host} | hosts_of.get(vm_vnf[vm], set()), load)
-            standby_host[vm] = chosen or other_host(hosts, {host}, load)
+            avoid = {host} | hosts_of.get(vm_vnf[vm], set())
+            standby_host[vm] = _preferring(hosts, avoid, {host}, load)
             load[standby_host[vm]] += 1
     return Placement(
         hosts, vm_host, {vm: vm_vnf.get(vm, "") for vm in vm_host}, vnfc_vm, standby_host

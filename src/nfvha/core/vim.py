@@ -33,166 +33,64 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from nfvha.core.ha import Decision
-from nfvha.core.messages import Traced
+from nfvha.core.messages import VIM_TO_VNFM as TO_VNFM
+from nfvha.core.messages import (
+    Alarm,
+    CleanupVm,
+    Decision,
+    FenceHost,
+    HostFailed,
+    HostFenced,
+    HostMsg,
+    HostUp,
+    NotifyVmFailed,
+    NotifyVmRepaired,
+    PromoteStandbyVm,
+    RepairConsent,
+    StandbyVmFailed,
+    StandbyVmUp,
+    StartHost,
+    StartStandbyVm,
+    StartVm,
+    Traced,
+    VmCleanedUp,
+    VmErrorReport,
+    VmFailed,
+    VmMsg,
+    VmStartFailed,
+    VmUp,
+)
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VmMsg(Traced):
-    vm: str
-
-    @property
-    def subject(self) -> str:
-        return self.vm
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HostMsg(Traced):
-    host: str
-
-    @property
-    def subject(self) -> str:
-        return self.host
-
-
-# --- events -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VmFailed(VmMsg):
-    """Seen by the NFVI: the guest exited (``exit``) or its heartbeat stopped (``heartbeat``)."""
-
-    cause: Literal["exit", "heartbeat"]
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VmErrorReport(VmMsg):
-    """From a VNFM: repairing inside this VM did not help (escalation, use case 9)."""
-
-    vnfm: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RepairConsent(VmMsg):
-    vnfm: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VmCleanedUp(VmMsg):
-    ok: bool
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VmUp(VmMsg):
-    host: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VmStartFailed(VmMsg):
-    """The VM did not come up where it was started."""
-
-    detail: str = ""
-    host_unreachable: bool = False  # its host agent could not be reached at all
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StandbyVmUp(VmMsg):
-    """The standby VM of ``vm`` is booted on ``host``, ready to take its place."""
-
-    host: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StandbyVmFailed(VmMsg):
-    host: str
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HostFailed(HostMsg):
-    cause: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HostFenced(HostMsg):
-    ok: bool
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HostUp(HostMsg):
-    pass
-
-
-# --- commands -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Alarm(Traced):
-    entity: str
-    severity: Literal["critical", "major", "cleared"]
-    text: str
-
-    @property
-    def subject(self) -> str:
-        return self.entity
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CleanupVm(VmMsg):
-    pass
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FenceHost(HostMsg):
-    pass
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StartHost(HostMsg):
-    pass
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StartVm(VmMsg):
-    host: str
-    restore: bool  # True: from its last snapshot (its disk as it was); False: initial state
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PromoteStandbyVm(VmMsg):
-    """The standby VM on ``host`` becomes ``vm`` (answered by VmUp)."""
-
-    host: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StartStandbyVm(VmMsg):
-    """Boot a standby VM for ``vm`` on ``host`` (answered by StandbyVmUp or StandbyVmFailed)."""
-
-    host: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NotifyVmFailed(VmMsg):
-    """To the VNFM of the VNF on the VM; in negotiation mode also a request for consent."""
-
-    vnf: str
-    host: str
-    reason: str
-    consent_needed: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NotifyVmRepaired(VmMsg):
-    vnf: str
-    host: str
-
-
-TO_VNFM = (NotifyVmFailed, NotifyVmRepaired)
+# The VIM's messages live in core.messages with all the others; they stay importable from
+# here for the VIM's readers.
+__all__ = [
+    "TO_VNFM",
+    "Vim",
+    "VmSpec",
+    "Alarm",
+    "CleanupVm",
+    "FenceHost",
+    "HostFailed",
+    "HostFenced",
+    "HostMsg",
+    "HostUp",
+    "NotifyVmFailed",
+    "NotifyVmRepaired",
+    "PromoteStandbyVm",
+    "RepairConsent",
+    "StandbyVmFailed",
+    "StandbyVmUp",
+    "StartHost",
+    "StartStandbyVm",
+    "StartVm",
+    "TO_VNFM",
+    "VmCleanedUp",
+    "VmErrorReport",
+    "VmFailed",
+    "VmMsg",
+    "VmStartFailed",
+    "VmUp",
+]
 
 # --- state --------------------------------------------------------------------------------------
 
@@ -272,7 +170,8 @@ class Vim:
         handler = getattr(self, f"_on_{event.name}", None)
         if handler is None:
             raise ValueError(f"VIM: no rule for {event.name}")
-        return handler(event, now)
+        decision: Decision = handler(event, now)
+        return decision
 
     # --- VM failures ----------------------------------------------------------------------------
 
@@ -361,15 +260,15 @@ class Vim:
                 (PromoteStandbyVm(vm=vm.spec.name, host=host),),
                 f"{text}; its standby VM on {host} takes its place",
             )
-        host = self._place(vm)
-        if host is None:
+        target = self._place(vm)
+        if target is None:
             return Decision((), f"{text}; no host can take it, waiting for {vm.host}")
         vm.life = VmLife.STARTING
-        self._move(vm, host)
+        self._move(vm, target)
         restore = vm.spec.action == "restart_from_snapshot"
         return Decision(
-            (StartVm(vm=vm.spec.name, host=host, restore=restore),),
-            f"{text}; restarting it on {host}" + (" from its last snapshot" if restore else ""),
+            (StartVm(vm=vm.spec.name, host=target, restore=restore),),
+            f"{text}; restarting it on {target}" + (" from its last snapshot" if restore else ""),
         )
 
     def _place(self, vm: VmState) -> str | None:
