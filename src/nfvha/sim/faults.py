@@ -1,38 +1,15 @@
-"""Fault schedules: explicit (a YAML list) or drawn from a seed."""
+"""Fault schedules: explicit (a YAML list) or drawn from a seed. The kinds are nfvha.faults's
+(``SIMULATED``)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import yaml
 
-Kind = Literal[
-    "vnfc-crash",
-    "vnfc-hang",
-    "vm-crash",
-    "vm-hang",
-    "host-crash",
-    "link-cut",
-    "slow-disk",
-    "disk-full",
-    "port-taken",
-]
-KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
-TARGET_OF = {
-    "vnfc-crash": "vnfc",
-    "vnfc-hang": "vnfc",
-    "vm-crash": "vm",
-    "vm-hang": "vm",
-    "host-crash": "host",
-    "link-cut": "host",
-    "slow-disk": "vnf",
-    "disk-full": "vnf",  # checkpoint writes fail for ``duration``
-    "port-taken": "vnf",  # a stranger holds the service address for ``duration``
-}
-LASTING = ("link-cut", "slow-disk", "disk-full", "port-taken")  # faults with a duration
+from nfvha.faults import LASTING, SIMULATED, TARGET_OF
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -66,8 +43,8 @@ def load(path: Path, entities: dict[str, list[str]]) -> list[Fault]:
         if not isinstance(item, dict) or not {"at", "kind", "target"} <= item.keys():
             raise ScheduleError(f"{where}: a fault needs 'at', 'kind' and 'target'")
         kind, target = item["kind"], item["target"]
-        if kind not in KINDS:
-            raise ScheduleError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
+        if kind not in SIMULATED:
+            raise ScheduleError(f"{where}.kind: {kind!r} is not one of {', '.join(SIMULATED)}")
         if target not in entities[TARGET_OF[kind]]:
             raise ScheduleError(f"{where}.target: no {TARGET_OF[kind]} named {target!r}")
         try:
@@ -83,7 +60,7 @@ def draw(
     entities: dict[str, list[str]],
     duration: float,
     mean_gap: float,
-    kinds: tuple[str, ...] = KINDS,
+    kinds: tuple[str, ...] = SIMULATED,
 ) -> list[Fault]:
     """Faults at exponential gaps (mean ``mean_gap``) over ``duration``, kind and target drawn
     uniformly: faults during recovery from another are part of the mix."""
