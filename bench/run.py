@@ -32,8 +32,8 @@ import provenance
 
 from nfvha import config
 from nfvha.cli import example_path
-from nfvha.experiment import Experiment, applies, run_faults
-from nfvha.stats import summary as stats
+from nfvha.lab.experiment import Experiment, applies, run_faults
+from nfvha.lab.stats import summary as stats
 
 RESULTS = Path(__file__).parent / "results"
 COUNTER = str(Path(sys.executable).parent / "nfvha-counter")

@@ -29,8 +29,8 @@ from run import (
     sample_into,
 )
 
-from nfvha import scenario as sc
-from nfvha.stats import summary as stats
+from nfvha.lab import scenario as sc
+from nfvha.lab.stats import summary as stats
 
 RESULTS = Path(__file__).parent / "results"
 # Absolute ceilings on the consumer's outage per row (scenario, fault), ms: (median, max).

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from nfvha.charts import lifeline, outage_timeline, sequence_chart
+from nfvha.lab.charts import lifeline, outage_timeline, sequence_chart
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 MS = 1_000_000

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from nfvha import report, stats
-from nfvha.experiment import Experiment, FaultOutcome, consumer_view, phases
-from nfvha.probe import Acknowledged, ProbeResult, Tally
-from nfvha.scenario import Outcome, Round, check_round, escalated_on, load
+from nfvha.lab import report, stats
+from nfvha.lab.experiment import Experiment, FaultOutcome, consumer_view, phases
+from nfvha.lab.probe import Acknowledged, ProbeResult, Tally
+from nfvha.lab.scenario import Outcome, Round, check_round, escalated_on, load
 from nfvha.sim import predict as pr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -372,5 +372,5 @@ def test_tables_refuse_results_of_other_code() -> None:
 
 def test_the_digest_covers_the_measured_code_not_the_results() -> None:
     files = provenance.measured_files()
-    assert "src/nfvha/experiment.py" in files and "bench/run.py" in files
+    assert "src/nfvha/lab/experiment.py" in files and "bench/run.py" in files
     assert not any(f.startswith("bench/results/") for f in files)

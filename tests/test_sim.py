@@ -13,7 +13,7 @@ from nfvha.core.dispatcher import ManagerClasses as Policies
 from nfvha.core.ha import Decision, HAManager, Role
 from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
-from nfvha.scenario import load as load_scenario
+from nfvha.lab.scenario import load as load_scenario
 from nfvha.sim import faults as fs
 from nfvha.sim.runner import fuzz, random_schedule, shrink, simulate
 

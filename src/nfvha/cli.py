@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nfvha import config as cfg
-from nfvha import report
+from nfvha.lab import report
 from nfvha.runtime import paths
 from nfvha.runtime.control import ControlError, request
 
@@ -355,7 +355,7 @@ def probe(
     ] = 4,
 ) -> None:
     """Act as the consumer: measure outage, lost acknowledged increments, and who answered."""
-    from nfvha import probe as probe_mod
+    from nfvha.lab import probe as probe_mod
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
     try:
@@ -411,7 +411,7 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Run the counter example, drive traffic, fail the active, and show what happened."""
-    from nfvha.experiment import run_faults
+    from nfvha.lab.experiment import run_faults
 
     path = example_path(model.value)
     deployment, base_dir = load_config(path)
@@ -475,7 +475,7 @@ app.add_typer(scenario_app, name="scenario")
 @scenario_app.command("list")
 def scenario_list() -> None:
     """List the scenarios."""
-    from nfvha import scenario as sc
+    from nfvha.lab import scenario as sc
 
     for name in sc.names():
         s = sc.load(name)
@@ -495,7 +495,7 @@ def scenario_run(
 ) -> None:
     """Run a scenario: its deployment, its fault, the probe; print outage, lost updates, the
     message sequence, whether it matches the expected one, and the verdict."""
-    from nfvha import scenario as sc
+    from nfvha.lab import scenario as sc
 
     wanted = sc.names() if name == "all" else [name]
     try:
@@ -602,7 +602,7 @@ ConfigArg = Annotated[
 
 def load_deployment(config: Path) -> cfg.Deployment:
     """A deployment file, a scenario file, or a scenario's name."""
-    from nfvha import scenario as sc
+    from nfvha.lab import scenario as sc
 
     if config.suffix in (".yaml", ".yml") and config.exists():
         text = config.read_text(errors="replace")

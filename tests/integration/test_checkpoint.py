@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nfvha.experiment import is_steady, wait_steady
+from nfvha.lab.experiment import is_steady, wait_steady
 from tests.integration.support.consumers import UdpClient
 from tests.integration.support.deployments import (
     RELAXED_HEALTH,

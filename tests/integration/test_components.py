@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nfvha.experiment import is_steady, vnf_active, wait_steady
+from nfvha.lab.experiment import is_steady, vnf_active, wait_steady
 from nfvha.runtime.control import request
 from nfvha.runtime.engine import HELLO_LINE
 from tests.integration.support.consumers import UdpClient

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nfvha.experiment import Experiment, run_faults
+from nfvha.lab.experiment import Experiment, run_faults
 from tests.integration.support.deployments import (
     RELAXED_HEALTH,
     example,

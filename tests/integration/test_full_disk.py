@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from nfvha.drivers.store import DiskStore, StoreError
-from nfvha.experiment import wait_steady
+from nfvha.lab.experiment import wait_steady
 from tests.integration.support.deployments import (
     RELAXED_HEALTH,
     example,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from nfvha.config import Deployment
-from nfvha.experiment import is_steady, vnf_active, wait_steady
+from nfvha.lab.experiment import is_steady, vnf_active, wait_steady
 from nfvha.runtime.engine import Engine
 from nfvha.runtime.trace import Record
 from tests.integration.support.cgroups import cgroup_dirs, cgroup_v2_writable, leftover_cgroups
@@ -647,7 +647,7 @@ def test_a_standby_vm_takes_the_failed_vms_place(tmp_path, monkeypatch) -> None:
     on the other host (no boot), the counter is restored there with nothing lost, and a new
     standby is started."""
     from nfvha import config
-    from nfvha.experiment import run_faults
+    from nfvha.lab.experiment import run_faults
 
     raw = config.load(Path(__file__).parents[2] / "examples" / "counter-standby-vm.yaml")[0]
     data = raw.model_dump()

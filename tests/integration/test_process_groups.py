@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nfvha.experiment import wait_steady
+from nfvha.lab.experiment import wait_steady
 from tests.integration.support.deployments import (
     RELAXED_HEALTH,
     customize,

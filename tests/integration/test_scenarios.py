@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nfvha import scenario as sc
 from nfvha.core.placement import plan
+from nfvha.lab import scenario as sc
 from tests.integration.support.cgroups import cgroup_v2_writable, leftover_cgroups
 from tests.integration.support.deployments import unique_scenario
 from tests.integration.support.processes import reap_zombie_children

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nfvha.experiment import vnf_active, wait_steady
+from nfvha.lab.experiment import vnf_active, wait_steady
 from tests.integration.support.deployments import (
     RELAXED_HEALTH,
     example,

@@ -21,7 +21,7 @@ from typing import Any
 
 from nfvha.config import Deployment
 from nfvha.core.ha import Life
-from nfvha.probe import DEFAULT_SOCKETS, Acknowledged
+from nfvha.lab.probe import DEFAULT_SOCKETS, Acknowledged
 from nfvha.runtime.engine import Engine
 from nfvha.runtime.trace import Record, Trace
 

@@ -24,9 +24,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from nfvha import charts, report
 from nfvha.config import ConfigError, Deployment, Strict, _location
-from nfvha.experiment import Experiment, applies, run_faults, vnf_active
+from nfvha.lab import charts, report
+from nfvha.lab.experiment import Experiment, applies, run_faults, vnf_active
 from nfvha.runtime.engine import Engine
 from nfvha.runtime.trace import Record, dump
 

@@ -22,9 +22,9 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nfvha import stats
 from nfvha.config import Deployment, HealthCheck, Reliability
 from nfvha.core.ha import Role
+from nfvha.lab import stats
 from nfvha.sim import faults as fs
 from nfvha.sim.faults import Fault
 from nfvha.sim.world import DEFAULT_LATENCIES, Latencies, Simulation

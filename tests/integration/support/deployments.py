@@ -115,7 +115,7 @@ def unique_scenario(name: str) -> Any:
     """Scenario ``name`` (uc1 ... uc9) with a deployment name and a service port of its own, so
     that a test does not collide with a developer's run of the same scenario (fixed names and
     ports 7721-7729). Scenario is frozen: rebuilt from a modified dump."""
-    from nfvha import scenario as sc
+    from nfvha.lab import scenario as sc
 
     raw = sc.load(name).model_dump()
     raw["deployment"]["name"] = f"{name}-{uuid.uuid4().hex[:6]}"
