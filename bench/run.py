@@ -31,7 +31,7 @@ from typing import Any
 import provenance
 
 from nfvha import config
-from nfvha.cli import example_path
+from nfvha.examples import example_path
 from nfvha.lab.experiment import Experiment, applies, run_faults
 from nfvha.lab.stats import summary as stats
 

@@ -1,0 +1,290 @@
+"""Operating a deployment: check it, run it, look at it (status, trace, alarms), break it
+(fault)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from nfvha import config as cfg
+from nfvha.cli.output import console, err, fail, load_config, print_timeline
+from nfvha.lab import report
+from nfvha.runtime import paths
+from nfvha.runtime.control import ControlError, request
+
+commands = typer.Typer()  # merged into the top level
+fault_app = typer.Typer(help="Inject faults into a running deployment.", no_args_is_help=True)
+
+SocketOpt = Annotated[
+    Path | None,
+    typer.Option("--socket", help="Control socket of the deployment (default: the one running)."),
+]
+
+
+def find_socket(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    found = paths.running_sockets()  # a crashed run's stale socket does not count
+    if not found:
+        raise fail(
+            f"no running deployment found under {paths.runtime_base()} (start one with 'nfvha run')"
+        )
+    if len(found) > 1:
+        names = ", ".join(p.parent.name for p in found)
+        raise fail(f"several deployments are running ({names}); choose one with --socket")
+    return found[0]
+
+
+def call(sock: Path | None, payload: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return request(find_socket(sock), payload)
+    except ControlError as exc:
+        raise fail(str(exc)) from None
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+@commands.command()
+def check(config: Annotated[Path, typer.Argument(help="Deployment file (YAML).")]) -> None:
+    """Validate a deployment file; exit code 2 and the reason if it is not valid."""
+    deployment, _ = load_config(config)
+    console.print(f"{config}: valid ({len(deployment.vnfs)} VNF)", highlight=False)
+
+
+@commands.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Deployment file (YAML).")],
+    trace: Annotated[
+        Path | None, typer.Option(help="Also write the trace here (JSON lines).")
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Checkpoints and logs (default: state_dir, else ~/.local/state/nfvha/NAME)."
+        ),
+    ] = None,
+) -> None:
+    """Run a deployment in the foreground until SIGINT or SIGTERM, then stop all it started."""
+    deployment, base_dir = load_config(config)
+    sock = paths.control_socket(deployment.name)
+    if paths.socket_answers(sock):  # a stale socket of a run that died: its place is taken
+        raise fail(f"deployment {deployment.name} is already running: {sock} answers")
+    state = state_dir or (
+        (base_dir / deployment.state_dir)
+        if deployment.state_dir
+        else paths.default_state_dir(deployment.name)
+    )
+    try:
+        asyncio.run(_run(deployment, base_dir, state, trace))
+    except OSError as exc:
+        raise fail(f"{deployment.name}: {exc}") from None
+
+
+async def _run(
+    deployment: cfg.Deployment, base_dir: Path, state_dir: Path, trace_path: Path | None
+) -> None:
+    from nfvha.runtime.engine import Engine
+    from nfvha.runtime.trace import Trace
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    trace = Trace(trace_path)
+    engine = Engine(deployment, base_dir, trace, state_dir)
+    err.print(
+        f"nfvha: running {deployment.name}; control socket {engine.runtime_dir / 'control.sock'}; "
+        f"logs in {state_dir / 'logs'}. Ctrl-C stops it.",
+        highlight=False,
+    )
+    try:
+        await engine.run(stop)
+    finally:
+        trace.close()
+    err.print(
+        f"nfvha: {deployment.name} stopped; every process it started is gone.", highlight=False
+    )
+
+
+# --- look --------------------------------------------------------------------------------------
+
+
+@commands.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    socket: SocketOpt = None,
+) -> None:
+    """Show each VNF, its VNFCs (role, state, pid) and its service (address, active VNFC)."""
+    answer = call(socket, {"op": "status"})
+    answer.pop("ok")
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return
+    for vnf in answer["vnfs"]:
+        svc = vnf["service"]
+        health = "[green]up[/green]" if svc["up"] else "[red]DOWN[/red]"
+        extra = " (degraded: no standby holds the state)" if vnf["degraded"] else ""
+        if vnf.get("store_error"):
+            extra += f" [red](checkpoint store failed: {vnf['store_error']}; writes refused)[/red]"
+        console.print(
+            f"VNF [bold]{vnf['vnf']}[/bold]  model {vnf['model']}  state {vnf['state']}{extra}\n"
+            f"  service {svc['name']} {svc['protocol']}://{svc['address']}  {health}  "
+            f"active: {', '.join(svc['active']) or '-'}",
+            highlight=False,
+        )
+        placement = answer.get("placement", {})
+        vm_host = answer.get("nfvi", {}).get("vms", {})
+        columns = ["VNFC", "role", "state", "pid", "failures", "last failure"]
+        table = Table(*columns, *(["VM (host)"] if placement else []))
+        for c in vnf["vnfcs"]:
+            state = f"[red]{c['state']}[/red]" if c["state"] == "escalated" else c["state"]
+            where = []
+            if placement:
+                vm = placement[c["name"]]
+                where = [f"{vm} ({vm_host[vm]['host']}, {vm_host[vm]['state']})"]
+            table.add_row(
+                c["name"],
+                c["role"],
+                state,
+                str(c["pid"] or "-"),
+                str(c["failures"]),
+                c["last_failure"],
+                *where,
+            )
+        console.print(table)
+    for esc in answer["escalations"]:
+        console.print(
+            f"[red]escalated:[/red] {esc['vnfc']} of {esc['vnf']}: {esc['reason']}", highlight=False
+        )
+
+
+@commands.command("trace")
+def trace_cmd(
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Read a trace file instead of the running deployment."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the raw records as JSON lines.")
+    ] = False,
+    socket: SocketOpt = None,
+) -> None:
+    """Print the recorded timeline: events, commands, messages, faults, with the manager's why."""
+    from nfvha.runtime.trace import load
+
+    if file is not None:
+        try:
+            records = list(load(file))
+        except (OSError, ValueError) as exc:
+            raise fail(f"{file}: cannot read trace: {exc}") from None
+    else:
+        records = call(socket, {"op": "trace"})["records"]
+    if as_json:
+        for rec in records:
+            print(json.dumps(rec))
+        return
+    if not records:
+        return
+    print_timeline(report.timeline(records, records[0]["t"]))
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+
+def _fault(kind: str, target: str, socket: Path | None) -> None:
+    answer = call(socket, {"op": "fault", "kind": kind, "target": target})
+    pid = f" (pid {answer['pid']})" if "pid" in answer else ""
+    console.print(f"{kind}: {target}{pid}", highlight=False)
+
+
+@fault_app.command("kill")
+def fault_kill(
+    vnfc: Annotated[str, typer.Argument(help="VNFC name.")], socket: SocketOpt = None
+) -> None:
+    """Crash a VNFC: SIGKILL to its process."""
+    _fault("kill", vnfc, socket)
+
+
+@fault_app.command("hang")
+def fault_hang(
+    vnfc: Annotated[str, typer.Argument(help="VNFC name.")], socket: SocketOpt = None
+) -> None:
+    """Hang a VNFC: SIGSTOP; only its health check can tell."""
+    _fault("hang", vnfc, socket)
+
+
+@fault_app.command("crash-vm")
+def fault_crash_vm(
+    vm: Annotated[str, typer.Argument(help="VM name.")], socket: SocketOpt = None
+) -> None:
+    """Crash a VM: its guest agent and every VNFC in it die at once (cgroup.kill)."""
+    _fault("crash-vm", vm, socket)
+
+
+@fault_app.command("hang-vm")
+def fault_hang_vm(
+    vm: Annotated[str, typer.Argument(help="VM name.")], socket: SocketOpt = None
+) -> None:
+    """Hang a VM: freeze its guest and VNFCs (cgroup.freeze); only heartbeats tell."""
+    _fault("hang-vm", vm, socket)
+
+
+@fault_app.command("crash-host")
+def fault_crash_host(
+    host: Annotated[str, typer.Argument(help="Host name.")], socket: SocketOpt = None
+) -> None:
+    """Crash a host: its host agent, guests and VNFCs die at once; only heartbeats tell."""
+    _fault("crash-host", host, socket)
+
+
+@fault_app.command("flap")
+def fault_flap(
+    vnfc: Annotated[str, typer.Argument(help="VNFC name.")],
+    times: Annotated[int, typer.Option(min=1, help="How many kills.")] = 3,
+    every: Annotated[float, typer.Option(min=0.05, help="Seconds between kills.")] = 1.0,
+    socket: SocketOpt = None,
+) -> None:
+    """Kill a VNFC N times, S seconds apart (it must be running at each kill): escalation."""
+    import time
+
+    for i in range(times):
+        if i:
+            time.sleep(every)
+        try:
+            _fault("kill", vnfc, socket)
+        except typer.Exit:
+            console.print(f"{vnfc} is not running (escalated or being repaired); stopping")
+            raise
+
+
+@commands.command()
+def alarms(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    socket: SocketOpt = None,
+) -> None:
+    """The VIM's alarms and log: hosts and VMs failed, fenced, repaired."""
+    answer = call(socket, {"op": "status"})
+    nfvi = answer.get("nfvi")
+    if nfvi is None:
+        raise fail("this deployment has no hosts or VMs, so no VIM and no alarms")
+    if as_json:
+        print(json.dumps(nfvi, indent=2))
+        return
+    console.print(
+        "hosts: " + ", ".join(f"{h} {s}" for h, s in nfvi["hosts"].items()), highlight=False
+    )
+    for name, vm in nfvi["vms"].items():
+        console.print(f"  {name} on {vm['host']} ({vm['vnf']}): {vm['state']}", highlight=False)
+    table = Table("time", "entity", "severity", "text")
+    for alarm in nfvi["alarms"]:
+        stamp = datetime.fromtimestamp(alarm["t"]).strftime("%H:%M:%S.%f")[:-3]
+        table.add_row(stamp, alarm["entity"], alarm["severity"], alarm["text"])
+    console.print(table)
