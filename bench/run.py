@@ -30,7 +30,7 @@ from typing import Any
 
 import provenance
 
-from nfvha import config
+from nfvha import config, faults
 from nfvha.examples import example_path
 from nfvha.lab.experiment import Experiment, applies, run_faults
 from nfvha.lab.stats import summary as stats
@@ -41,12 +41,12 @@ COUNTER = str(Path(sys.executable).parent / "nfvha-counter")
 # Absolute ceilings on the consumer's outage per row (model, fault), ms: (median, max).
 # Default policies: 50 ms health checks, failure at the 3rd miss. Reasons in the README.
 CEILINGS = {
-    ("2n", "kill"): (15.0, 50.0),  # pidfd + failover ~7 ms; VRRP's fastest is 30 ms
-    ("n+m", "kill"): (15.0, 50.0),
-    ("none", "kill"): (150.0, 300.0),  # a restart: the counter's ~110 ms start-up + manager
-    ("2n", "hang"): (175.0, 200.0),  # 3 missed 50 ms checks (<= 150 ms) + failover
-    ("n+m", "hang"): (175.0, 200.0),
-    ("none", "hang"): (330.0, 450.0),  # the hang's detection + the restart
+    ("2n", "vnfc-crash"): (15.0, 50.0),  # pidfd + failover ~7 ms; VRRP's fastest is 30 ms
+    ("n+m", "vnfc-crash"): (15.0, 50.0),
+    ("none", "vnfc-crash"): (150.0, 300.0),  # a restart: the counter's ~110 ms start-up + manager
+    ("2n", "vnfc-hang"): (175.0, 200.0),  # 3 missed 50 ms checks (<= 150 ms) + failover
+    ("n+m", "vnfc-hang"): (175.0, 200.0),
+    ("none", "vnfc-hang"): (330.0, 450.0),  # the hang's detection + the restart
 }
 
 
@@ -258,7 +258,9 @@ def na(value: Any) -> str:
 
 def compare_with_last(results: dict, name: str, key: Callable[[dict], Any]) -> None:
     previous, commit = provenance.last_committed(name)
-    before = {key(r): r for r in (previous or {}).get("runs", [])}
+    # Rows measured before 0.2 name their faults the old way (kill, crash-vm, ...).
+    rows = [{**r, "fault": faults.canonical(r["fault"])} for r in (previous or {}).get("runs", [])]
+    before = {key(r): r for r in rows}
     for row in results["runs"]:
         provenance.compare(row, before.get(key(row)), commit)
 
@@ -271,7 +273,7 @@ def main() -> None:
     args = parser.parse_args()
     prov = provenance.provenance()
     runs = []
-    for fault in ("kill", "hang"):
+    for fault in ("vnfc-crash", "vnfc-hang"):
         for model in ("2n", "n+m", "none"):
             print(f"{model} / {fault} x{args.n} ...", file=sys.stderr, flush=True)
             runs.append(run_model(model, fault, args.n, args.spacing))

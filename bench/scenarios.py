@@ -36,18 +36,18 @@ RESULTS = Path(__file__).parent / "results"
 # Absolute ceilings on the consumer's outage per row (scenario, fault), ms: (median, max).
 # Default policies: 50 ms health checks and heartbeats, failure at the 3rd miss.
 CEILINGS = {
-    ("uc1", "kill"): (15.0, 50.0),  # 2n failover on the exit
-    ("uc2", "crash-vm"): (20.0, 50.0),  # the VNFC's exit seen at the VM's crash; failover
-    ("uc3", "kill"): (200.0, 350.0),  # restart + restore from the checkpoint
-    ("uc4", "crash-vm"): (400.0, 600.0),  # VM boot + the counter's start-up
-    ("uc5", "kill"): (15.0, 50.0),  # n+m failover to a pre-started spare
-    ("uc6", "crash-vm"): (20.0, 50.0),
-    ("uc7", "kill"): (200.0, 350.0),  # restart, stateless
-    ("uc8", "crash-vm"): (400.0, 600.0),  # VM boot + start-up, stateless
-    ("uc9", "kill"): (200.0, 600.0),  # restarts; every 3rd failure a VM repair
-    ("uc2", "hang-vm"): (200.0, 250.0),  # 3 missed 50 ms heartbeats + failover
-    ("uc6", "hang-vm"): (200.0, 250.0),
-    ("uc4 + standby VM", "crash-vm"): (250.0, 400.0),  # promotion, no boot; + start-up
+    ("uc1", "vnfc-crash"): (15.0, 50.0),  # 2n failover on the exit
+    ("uc2", "vm-crash"): (20.0, 50.0),  # the VNFC's exit seen at the VM's crash; failover
+    ("uc3", "vnfc-crash"): (200.0, 350.0),  # restart + restore from the checkpoint
+    ("uc4", "vm-crash"): (400.0, 600.0),  # VM boot + the counter's start-up
+    ("uc5", "vnfc-crash"): (15.0, 50.0),  # n+m failover to a pre-started spare
+    ("uc6", "vm-crash"): (20.0, 50.0),
+    ("uc7", "vnfc-crash"): (200.0, 350.0),  # restart, stateless
+    ("uc8", "vm-crash"): (400.0, 600.0),  # VM boot + start-up, stateless
+    ("uc9", "vnfc-crash"): (200.0, 600.0),  # restarts; every 3rd failure a VM repair
+    ("uc2", "vm-hang"): (200.0, 250.0),  # 3 missed 50 ms heartbeats + failover
+    ("uc6", "vm-hang"): (200.0, 250.0),
+    ("uc4 + standby VM", "vm-crash"): (250.0, 400.0),  # promotion, no boot; + start-up
 }
 
 
@@ -177,7 +177,7 @@ def main() -> None:
     prov = provenance.provenance()
     plan = [(name, None, False) for name in (args.only or sc.names())]
     if not args.only:
-        plan += [("uc2", "hang-vm", False), ("uc6", "hang-vm", False), ("uc4", None, True)]
+        plan += [("uc2", "vm-hang", False), ("uc6", "vm-hang", False), ("uc4", None, True)]
     runs = []
     for name, fault, standby_vm in plan:
         print(f"{name} {fault or ''} x{args.n} ...", file=sys.stderr, flush=True)

@@ -69,7 +69,7 @@ TRACE = [
     rec(9.0, "message", "Request", "consumer", "c0"),
     rec(10.0, "note", "Degraded", "ha:vnf", "ha:vnf"),
     rec(11.0, "event", "Migrate", "h1", "host-2"),
-    rec(12.0, "fault", "kill", "operator", "c0", pid=42),
+    rec(12.0, "fault", "vnfc-crash", "operator", "c0", pid=42),
     rec(13.0, "event", "ProcessExited", "vnfm", "ha:vnf", vnfc="c0"),
     rec(14.0, "command", "AssignRole", "ha:vnf", "c1", vnfc="c1", role="active", epoch=2),
 ]
@@ -139,7 +139,7 @@ def test_fault_is_a_red_arrow_from_operator_to_the_target() -> None:
     line = fault.find("s:line", NS)
     assert line.get("stroke") == "#d62728"
     assert (float(line.get("x1")), float(line.get("x2"))) == (xs["operator"], xs["c0"])
-    assert "✕" in texts(fault) and "kill" in texts(fault)
+    assert "✕" in texts(fault) and "vnfc-crash" in texts(fault)
 
 
 def test_text_is_escaped() -> None:

@@ -151,7 +151,7 @@ def rec(t_ms: float, kind: str, name: str, src: str = "", dst: str = "", **data)
 
 
 FAILOVER = [
-    rec(1000, "fault", "kill", "operator", "a"),
+    rec(1000, "fault", "vnfc-crash", "operator", "a"),
     rec(1003, "event", "ProcessExited", "a", "ha:v", vnfc="a"),
     rec(1003.01, "command", "WatchHealth", "ha:v", "a", vnfc="a", on=False),
     rec(1003.02, "command", "Cleanup", "ha:v", "a", vnfc="a"),
@@ -195,10 +195,10 @@ def test_phases_stop_at_the_next_fault() -> None:
 
 def test_escalation_is_counted_in_faults_not_words() -> None:
     records = [
-        rec(1, "fault", "kill"),
-        rec(2, "fault", "kill"),
+        rec(1, "fault", "vnfc-crash"),
+        rec(2, "fault", "vnfc-crash"),
         rec(3, "event", "ProcessExited", "a"),
-        rec(4, "fault", "kill"),
+        rec(4, "fault", "vnfc-crash"),
         rec(5, "message", "Escalate", "vnfm:v", "vnfm", vnfc="a", failures=3),
     ]
     assert escalated_on(records) == 3
@@ -212,7 +212,7 @@ def outcome_of(scenario_name: str, faults: list[FaultOutcome], rounds: list[Roun
 
 
 def fault(outage_ms: float, answered: bool = True) -> FaultOutcome:
-    return FaultOutcome("kill", "a", FAULT, outage_ms, answered, 0)
+    return FaultOutcome("vnfc-crash", "a", FAULT, outage_ms, answered, 0)
 
 
 def test_verdict_fails_a_round_that_does_not_match() -> None:
@@ -233,9 +233,9 @@ def test_verdict_fails_a_fault_never_answered() -> None:
 def test_a_round_is_checked_in_its_own_window() -> None:
     scenario = load("uc1")
     records = [
-        rec(1000, "fault", "kill", "operator", "a"),
+        rec(1000, "fault", "vnfc-crash", "operator", "a"),
         rec(1003, "message", "Escalate", "ha:v", "vnfm"),
-        rec(2000, "fault", "kill", "operator", "b"),
+        rec(2000, "fault", "vnfc-crash", "operator", "b"),
     ]
     first = check_round(scenario, records, 1000 * MS, 2000 * MS, {})
     second = check_round(scenario, records, 2000 * MS, None, {})

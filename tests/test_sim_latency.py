@@ -14,7 +14,7 @@ def rec(t_ms: float, kind: str, name: str, src: str, dst: str) -> dict:
 
 def test_medians_of_the_intervals_in_a_trace() -> None:
     trace = [
-        rec(0, "fault", "kill", "operator", "a"),
+        rec(0, "fault", "vnfc-crash", "operator", "a"),
         rec(3, "event", "ProcessExited", "a", "ha:x"),
         rec(3, "command", "Cleanup", "ha:x", "a"),
         rec(3.5, "event", "CleanupDone", "a", "ha:x"),

@@ -72,9 +72,9 @@ def test_run_status_fault_trace_stop(sig, tmp_path, runtime_dir, nfvha_runs) -> 
     old_pid = vnfc_view(before, old_active)["pid"]
     seen_pids |= pids(before)
 
-    done = cli("fault", "kill", old_active, "--socket", str(run.socket))
+    done = cli("fault", "vnfc-crash", old_active, "--socket", str(run.socket))
     assert done.returncode == 0, done.stderr
-    assert f"kill: {old_active} (pid {old_pid})" in done.stdout
+    assert f"vnfc-crash: {old_active} (pid {old_pid})" in done.stdout
 
     run.wait_status(
         lambda st: (
@@ -93,7 +93,7 @@ def test_run_status_fault_trace_stop(sig, tmp_path, runtime_dir, nfvha_runs) -> 
     seen_pids |= pids(after)
 
     records = trace_json(run)
-    fault = index(records, kind="fault", name="kill", dst=old_active)
+    fault = index(records, kind="fault", name="vnfc-crash", dst=old_active)
     assert records[fault]["data"]["pid"] == old_pid
     isolated = index(records, fault, kind="event", name="CleanupDone", src=old_active, ok=True)
     assign = index(records, fault, kind="command", name="AssignRole", dst=standby, role="active")
@@ -131,7 +131,7 @@ def test_repeated_failures_escalate(tmp_path, runtime_dir, nfvha_runs) -> None:
     killed = []
     for n in (1, 2, 3):
         pid = vnfc_view(status, vnfc)["pid"]
-        done = cli("fault", "kill", vnfc, "--socket", str(run.socket))
+        done = cli("fault", "vnfc-crash", vnfc, "--socket", str(run.socket))
         assert done.returncode == 0, done.stderr
         killed.append(pid)
         if n < 3:  # repaired: running again with a new process, serving

@@ -200,7 +200,7 @@ def test_checkpoint_write_with_stale_epoch_is_refused(tmp_path: Path) -> None:
             assert all("not the writer" in r["why"] for r in refused)
 
             # Failover: the new active's stale epoch is exactly the old active's token.
-            engine.inject("kill", first)
+            engine.inject("vnfc-crash", first)
             await wait_for(lambda: vnf.manager.epoch > epoch1 and is_steady(engine), "the failover")
             epoch2 = vnf.manager.epoch
             assert vnf_active(engine, "counter") == second
@@ -223,7 +223,7 @@ def test_checkpoint_write_with_stale_epoch_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("fault", ["kill", "hang"])
+@pytest.mark.parametrize("fault", ["vnfc-crash", "vnfc-hang"])
 def test_component_without_sdk_is_restarted(fault: str, tmp_path: Path) -> None:
     name, port = unique_name(), free_udp_port()
     address = f"127.0.0.1:{port}"
@@ -252,7 +252,7 @@ def test_component_without_sdk_is_restarted(fault: str, tmp_path: Path) -> None:
             try:
                 assert (await client.get_until_answered())[1] == "standalone"
                 old = engine.procs.pid_of(vnfc)
-                os.kill(old, signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+                os.kill(old, signal.SIGKILL if fault == "vnfc-crash" else signal.SIGSTOP)
                 await wait_for(
                     lambda: engine.procs.pid_of(vnfc) not in (None, old) and is_steady(engine),
                     "the component to be restarted",
@@ -268,9 +268,9 @@ def test_component_without_sdk_is_restarted(fault: str, tmp_path: Path) -> None:
             recs = engine.trace.records
             context = dump_records(recs)
             detected = index(recs, kind="event", src=vnfc, why_has="isolating")
-            expected = "ProcessExited" if fault == "kill" else "HealthCheckFailed"
+            expected = "ProcessExited" if fault == "vnfc-crash" else "HealthCheckFailed"
             assert recs[detected]["name"] == expected, context
-            if fault == "hang":
+            if fault == "vnfc-hang":
                 assert "3 health checks missed in a row" in recs[detected]["why"], context
             isolated = index(recs, detected, kind="event", name="CleanupDone", src=vnfc, ok=True)
             restart = index(recs, isolated, kind="command", name="StartVnfc", dst=vnfc)

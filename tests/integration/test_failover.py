@@ -105,7 +105,7 @@ def check_recovery(exp: Experiment, model: str) -> dict[str, int]:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("model", MODELS)
 def test_kill_active(model: str, tmp_path: Path) -> None:
-    exp = experiment(model, "kill", tmp_path, RELAXED_HEALTH)
+    exp = experiment(model, "vnfc-crash", tmp_path, RELAXED_HEALTH)
     recs, target = exp.records, exp.faults[0].target
     marks = check_recovery(exp, model)
     # A crash is seen through the process exit, and a dead process gets no grace period.
@@ -120,7 +120,7 @@ def test_kill_active(model: str, tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("model", MODELS)
 def test_hang_active(model: str, tmp_path: Path) -> None:
-    exp = experiment(model, "hang", tmp_path, HANG_HEALTH)
+    exp = experiment(model, "vnfc-hang", tmp_path, HANG_HEALTH)
     recs, target = exp.records, exp.faults[0].target
     marks = check_recovery(exp, model)
     context = dump_records(recs)

@@ -37,7 +37,7 @@ from tests.integration.support.waiting import PATIENCE_S, wait_for
 
 GARBAGE_WRITER = Path(__file__).parent / "components" / "garbage_writer.py"
 ASYNCIO_BACKLOG = 100  # asyncio.start_unix_server's default
-KNOWN_FAULTS = "kill, hang, resume, crash-vm, hang-vm, crash-host"
+KNOWN_FAULTS = "vnfc-crash, vnfc-hang, vm-crash, vm-hang, host-crash, vnfc-resume"
 
 
 def start_2n(tmp_path: Path, runtime_dir: Path, runs: list) -> tuple[NfvhaRun, str]:
@@ -70,19 +70,20 @@ def exchange(path: Path, data: bytes) -> dict | None:
 
 BAD_REQUESTS = [
     (
-        b'{"op": "fault", "kind": "kill", "target": ["x"]}\n',
+        b'{"op": "fault", "kind": "vnfc-crash", "target": ["x"]}\n',
         "target: Input should be a valid string",
     ),
     (
         b'{"op": "fault", "kind": "bogus", "target": "x"}\n',
         f"unknown fault kind 'bogus'; known: {KNOWN_FAULTS}",
     ),
-    (b'{"op": "fault", "kind": "crash-vm", "target": "vm-1"}\n', "needs hosts and VMs"),
-    (b'{"op": "fault", "kind": "kill", "target": "nope"}\n', "no VNFC named 'nope'"),
-    (b'{"op": "fault", "kind": "kill"}\n', "target: Field required"),
+    (b'{"op": "fault", "kind": "vm-crash", "target": "vm-1"}\n', "needs hosts and VMs"),
+    (b'{"op": "fault", "kind": "vnfc-crash", "target": "nope"}\n', "no VNFC named 'nope'"),
+    (b'{"op": "fault", "kind": "kill", "target": "nope"}\n', "no VNFC named 'nope'"),  # 0.1 name
+    (b'{"op": "fault", "kind": "vnfc-crash"}\n', "target: Field required"),
     (b'{"op": "fault", "target": "x"}\n', "kind: Field required"),
     (b'{"op": "restart"}\n', "unknown op 'restart'; known: status, trace, fault"),
-    (b'{"kind": "kill"}\n', "expected a JSON object with 'op'"),
+    (b'{"kind": "vnfc-crash"}\n', "expected a JSON object with 'op'"),
     (b"[1, 2]\n", "expected a JSON object with 'op'"),
     (b'"status"\n', "expected a JSON object with 'op'"),
     (b"this is not json\n", "not a JSON request"),

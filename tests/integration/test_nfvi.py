@@ -140,8 +140,8 @@ def run_fault(
     prelude: Callable[[Engine, str, str], None] | None = None,
     ready: Ready | None = None,
 ) -> Run:
-    """Start ``dep`` in-process, load it with a consumer, hit the active's VM (crash-vm, hang-vm)
-    or host (crash-host), and wait until ``recovered(records_after_fault, failed, vm, host)``
+    """Start ``dep`` in-process, load it with a consumer, hit the active's VM (vm-crash, vm-hang)
+    or host (host-crash), and wait until ``recovered(records_after_fault, failed, vm, host)``
     and the deployment is steady again. ``prelude`` runs first (another fault), then the fault
     is injected as soon as ``ready`` holds (both in the engine's loop, between two events)."""
     address = dep.vnfs[0].service.address
@@ -164,7 +164,7 @@ def run_fault(
                     prelude(engine, vm, host)
                 if ready is not None:
                     await wait_for(lambda: ready(engine, vm, host), "the moment to inject")
-                engine.inject(fault, host if fault == "crash-host" else vm)
+                engine.inject(fault, host if fault == "host-crash" else vm)
                 fault_at = len(engine.trace.records) - 1
 
                 def done() -> bool:
@@ -270,9 +270,9 @@ def check_one_failover(run: Run) -> tuple[int, int]:
 def test_crash_vm_one_failover_one_repair(tmp_path: Path, cgroups_gone: list[str]) -> None:
     dep = deployment(nfvi_raw(2, health=RELAXED_HEALTH))
     cgroups_gone.append(dep.name)
-    run = run_fault(dep, tmp_path, "crash-vm", recovered=back_as_standby)
+    run = run_fault(dep, tmp_path, "vm-crash", recovered=back_as_standby)
     after, ctx = run.after, run.context
-    assert after[0]["kind"] == "fault" and after[0]["name"] == "crash-vm", ctx
+    assert after[0]["kind"] == "fault" and after[0]["name"] == "vm-crash", ctx
     assert after[0]["dst"] == run.vm, ctx
 
     # Both layers see it: the HA manager the VNFC's exit, the VIM the guest's exit.
@@ -311,9 +311,9 @@ def test_hang_vm_detected_isolated_one_failover_restarted(
     # heartbeat); the HA manager's own health check would only tell later.
     dep = deployment(nfvi_raw(2, health=RELAXED_HEALTH))
     cgroups_gone.append(dep.name)
-    run = run_fault(dep, tmp_path, "hang-vm", recovered=back_as_standby)
+    run = run_fault(dep, tmp_path, "vm-hang", recovered=back_as_standby)
     after, ctx = run.after, run.context
-    assert after[0]["name"] == "hang-vm" and after[0]["dst"] == run.vm, ctx
+    assert after[0]["name"] == "vm-hang" and after[0]["dst"] == run.vm, ctx
 
     detected = index(after, kind="event", name="VmFailed", src=run.vm, dst="vim", cause="heartbeat")
     cleanup = index(after, detected, kind="command", name="CleanupVm", dst=run.vm)
@@ -369,10 +369,10 @@ def test_crash_host_fence_then_move_vm(tmp_path: Path, cgroups_gone: list[str]) 
     dep = deployment(nfvi_raw(3, health=RELAXED_HEALTH))
     cgroups_gone.append(dep.name)
     run = run_fault(
-        dep, tmp_path, "crash-host", recovered=moved_and_host_back, ready=host_silent_first
+        dep, tmp_path, "host-crash", recovered=moved_and_host_back, ready=host_silent_first
     )
     after, ctx, host = run.after, run.context, run.host
-    assert after[0]["name"] == "crash-host" and after[0]["dst"] == host, ctx
+    assert after[0]["name"] == "host-crash" and after[0]["dst"] == host, ctx
 
     failed_at = index(after, kind="event", name="HostFailed", src=host, dst="vim")
     assert "heartbeat" in after[failed_at]["data"]["cause"], ctx
@@ -420,16 +420,16 @@ def test_crash_host_while_its_vm_is_silent_no_restart_storm(
 ) -> None:
     """The host crashes while its VM is already silent (hung): the VM's heartbeat timeout comes
     first, the VIM cleans the VM up and restarts it on its host, which it still believes up
-    but whose agent is gone. (A plain crash-host ends up here too when the VM's last heartbeat
+    but whose agent is gone. (A plain host-crash ends up here too when the VM's last heartbeat
     happens to be older than the host's.) A failed start must not be retried in a loop."""
     dep = deployment(nfvi_raw(3, health=RELAXED_HEALTH))
     cgroups_gone.append(dep.name)
     run = run_fault(
         dep,
         tmp_path,
-        "crash-host",
+        "host-crash",
         recovered=moved_and_host_back,
-        prelude=lambda engine, vm, host: engine.inject("hang-vm", vm),
+        prelude=lambda engine, vm, host: engine.inject("vm-hang", vm),
         ready=vm_silent_first,
     )
     after, ctx, host = run.after, run.context, run.host
@@ -458,7 +458,7 @@ def test_crash_host_while_its_vm_is_silent_no_restart_storm(
 def test_repair_auto_needs_no_consent(tmp_path: Path, cgroups_gone: list[str]) -> None:
     dep = deployment(nfvi_raw(2, repair="auto", health=RELAXED_HEALTH))
     cgroups_gone.append(dep.name)
-    run = run_fault(dep, tmp_path, "crash-vm", recovered=back_as_standby)
+    run = run_fault(dep, tmp_path, "vm-crash", recovered=back_as_standby)
     after, ctx = run.after, run.context
 
     notified = select(after, kind="message", name="NotifyVmFailed", vm=run.vm)
@@ -515,29 +515,29 @@ def test_cli_faults_against_nfvha_run(
     assert any(p.exists() for p in cgroup_dirs(name))
     agents_seen = set(agent_processes(runtime_dir))
 
-    # crash-vm of the active's VM (the CLI finds the one deployment under the runtime dir).
+    # vm-crash of the active's VM (the CLI finds the one deployment under the runtime dir).
     active = status["vnfs"][0]["service"]["active"][0]
     old_pid = vnfc_view(status, active)["pid"]
     vm = status["placement"][active]
-    done = cli("fault", "crash-vm", vm)
+    done = cli("fault", "vm-crash", vm)
     assert done.returncode == 0, done.stderr
-    assert f"crash-vm: {vm}" in done.stdout
+    assert f"vm-crash: {vm}" in done.stdout
     status = run.wait_status(
         lambda s: failed_over_and_back(s, active, old_pid),
-        f"{active} to be back as standby after crash-vm",
+        f"{active} to be back as standby after vm-crash",
     )
     agents_seen |= set(agent_processes(runtime_dir))
 
-    # crash-host of the new active's host.
+    # host-crash of the new active's host.
     active = status["vnfs"][0]["service"]["active"][0]
     old_pid = vnfc_view(status, active)["pid"]
     host = status["nfvi"]["vms"][status["placement"][active]]["host"]
-    done = cli("fault", "crash-host", host)
+    done = cli("fault", "host-crash", host)
     assert done.returncode == 0, done.stderr
-    assert f"crash-host: {host}" in done.stdout
+    assert f"host-crash: {host}" in done.stdout
     status = run.wait_status(
         lambda s: failed_over_and_back(s, active, old_pid),
-        f"{active} to be back as standby after crash-host",
+        f"{active} to be back as standby after host-crash",
     )
     agents_seen |= set(agent_processes(runtime_dir))
 
@@ -545,7 +545,7 @@ def test_cli_faults_against_nfvha_run(
     active = status["vnfs"][0]["service"]["active"][0]
     done = cli("fault", "flap", active, "--times", "2", "--every", "1")
     assert done.returncode == 0, done.stdout + done.stderr
-    killed = [int(p) for p in re.findall(rf"kill: {active} \(pid (\d+)\)", done.stdout)]
+    killed = [int(p) for p in re.findall(rf"vnfc-crash: {active} \(pid (\d+)\)", done.stdout)]
     assert len(killed) == 2 and killed[0] != killed[1], done.stdout
     run.wait_status(
         lambda s: nfvi_steady(s) and vnfc_view(s, active)["pid"] not in (None, *killed),
@@ -566,7 +566,7 @@ def test_cli_faults_against_nfvha_run(
     assert any(a["entity"] == host and a["severity"] == "critical" for a in alarms), alarms
     assert any(a["entity"] == vm and a["severity"] == "major" for a in alarms), alarms
 
-    for kind, what in (("crash-vm", "VM"), ("crash-host", "host")):
+    for kind, what in (("vm-crash", "VM"), ("host-crash", "host")):
         done = cli("fault", kind, "nope")
         assert done.returncode == 1, done.stdout + done.stderr
         assert f"no {what} named 'nope'" in done.stderr, done.stderr
@@ -584,10 +584,10 @@ def test_cli_faults_against_nfvha_run(
     # The file trace tells the same story.
     records = [json.loads(line) for line in run.trace_path.read_text().splitlines()]
     context = dump_records(records)
-    crash_host = index(records, kind="fault", name="crash-host", dst=host)
+    crash_host = index(records, kind="fault", name="host-crash", dst=host)
     fenced = index(records, crash_host, kind="event", name="HostFenced", src=host, ok=True)
     index(records, fenced, kind="event", name="HostUp", src=host)
-    kills = select(records, kind="fault", name="kill", dst=active)
+    kills = select(records, kind="fault", name="vnfc-crash", dst=active)
     assert len(kills) == 2, context
     index(records, kind="note", name="DeploymentStopped")
 
@@ -618,7 +618,7 @@ def test_nfvha_run_stop_without_traceback(
 def test_no_zombie_under_nfvha_run(
     tmp_path: Path, runtime_dir: Path, cgroups_gone: list[str], nfvha_runs: list
 ) -> None:
-    """After a crash-vm and a crash-host, and their repair, no zombie is left under `nfvha run`
+    """After a vm-crash and a host-crash, and their repair, no zombie is left under `nfvha run`
     or under any of its agents: every process the NFVI ever started is reaped."""
     raw = nfvi_raw(3, health=RELAXED_HEALTH)
     name = raw["name"]
@@ -626,11 +626,11 @@ def test_no_zombie_under_nfvha_run(
     run = NfvhaRun(write_config(raw, tmp_path / f"{name}.yaml"), name, runtime_dir, tmp_path)
     nfvha_runs.append(run)
     status = run.wait_status(nfvi_steady, "the deployment, its hosts and VMs up")
-    for kind in ("crash-vm", "crash-host"):
+    for kind in ("vm-crash", "host-crash"):
         active = status["vnfs"][0]["service"]["active"][0]
         old_pid = vnfc_view(status, active)["pid"]
         vm = status["placement"][active]
-        target = vm if kind == "crash-vm" else status["nfvi"]["vms"][vm]["host"]
+        target = vm if kind == "vm-crash" else status["nfvi"]["vms"][vm]["host"]
         done = cli("fault", kind, target, "--socket", str(run.socket))
         assert done.returncode == 0, done.stderr
         status = run.wait_status(
@@ -663,7 +663,7 @@ def test_a_standby_vm_takes_the_failed_vms_place(tmp_path, monkeypatch) -> None:
             deployment,
             tmp_path,
             faults=1,
-            fault="crash-vm",
+            fault="vm-crash",
             target=vm_of_active,
             state_dir=tmp_path / "state",
         )

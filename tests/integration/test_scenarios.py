@@ -83,7 +83,7 @@ def test_scenario(name: str, runtime_dir: Path, cgroups_gone: list[str]) -> None
     assert bindings["host"] == placement.vm_host[bindings["vm"]], context
     faults = [r for r in records if r["kind"] == "fault"]
     assert len(faults) == scenario.fault.times, context
-    target = bindings["vm"] if scenario.fault.kind.endswith("-vm") else bindings["failed"]
+    target = bindings["vm"] if scenario.fault.kind.startswith("vm-") else bindings["failed"]
     assert all(f["name"] == scenario.fault.kind and f["dst"] == target for f in faults), context
 
     # The expected sequence: by the runner's verdict ...
@@ -199,7 +199,7 @@ def test_cli_scenario_run_json_report(
     assert records, "empty trace.jsonl"
     assert all({"t", "kind", "name"} <= set(r) for r in records)
     assert [r["t"] for r in records] == sorted(r["t"] for r in records)
-    fault = index(records, kind="fault", name="kill", dst=result["bindings"]["failed"])
+    fault = index(records, kind="fault", name="vnfc-crash", dst=result["bindings"]["failed"])
     index(
         records,
         fault,

@@ -92,7 +92,7 @@ def demo(
 
     path = example_path(model.value)
     deployment, base_dir = load_config(path)
-    fault = "hang" if hang else "kill"
+    fault = "vnfc-hang" if hang else "vnfc-crash"
     if not as_json:
         console.print(
             f"[bold]nfvha demo[/bold]: {deployment.name} ({path.name}), model {model.value}. "

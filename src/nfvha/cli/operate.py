@@ -205,44 +205,60 @@ def _fault(kind: str, target: str, socket: Path | None) -> None:
     console.print(f"{kind}: {target}{pid}", highlight=False)
 
 
-@fault_app.command("kill")
-def fault_kill(
+# One command per kind of nfvha.faults.RUNTIME; the 0.1 names (faults.ALIASES) stay as hidden
+# commands for one release.
+@fault_app.command("vnfc-crash")
+@fault_app.command("kill", hidden=True)
+def fault_vnfc_crash(
     vnfc: Annotated[str, typer.Argument(help="VNFC name.")], socket: SocketOpt = None
 ) -> None:
     """Crash a VNFC: SIGKILL to its process."""
-    _fault("kill", vnfc, socket)
+    _fault("vnfc-crash", vnfc, socket)
 
 
-@fault_app.command("hang")
-def fault_hang(
+@fault_app.command("vnfc-hang")
+@fault_app.command("hang", hidden=True)
+def fault_vnfc_hang(
     vnfc: Annotated[str, typer.Argument(help="VNFC name.")], socket: SocketOpt = None
 ) -> None:
     """Hang a VNFC: SIGSTOP; only its health check can tell."""
-    _fault("hang", vnfc, socket)
+    _fault("vnfc-hang", vnfc, socket)
 
 
-@fault_app.command("crash-vm")
-def fault_crash_vm(
+@fault_app.command("vnfc-resume")
+@fault_app.command("resume", hidden=True)
+def fault_vnfc_resume(
+    vnfc: Annotated[str, typer.Argument(help="VNFC name.")], socket: SocketOpt = None
+) -> None:
+    """End a VNFC's hang: SIGCONT (too late if its health check has failed it already)."""
+    _fault("vnfc-resume", vnfc, socket)
+
+
+@fault_app.command("vm-crash")
+@fault_app.command("crash-vm", hidden=True)
+def fault_vm_crash(
     vm: Annotated[str, typer.Argument(help="VM name.")], socket: SocketOpt = None
 ) -> None:
     """Crash a VM: its guest agent and every VNFC in it die at once (cgroup.kill)."""
-    _fault("crash-vm", vm, socket)
+    _fault("vm-crash", vm, socket)
 
 
-@fault_app.command("hang-vm")
-def fault_hang_vm(
+@fault_app.command("vm-hang")
+@fault_app.command("hang-vm", hidden=True)
+def fault_vm_hang(
     vm: Annotated[str, typer.Argument(help="VM name.")], socket: SocketOpt = None
 ) -> None:
     """Hang a VM: freeze its guest and VNFCs (cgroup.freeze); only heartbeats tell."""
-    _fault("hang-vm", vm, socket)
+    _fault("vm-hang", vm, socket)
 
 
-@fault_app.command("crash-host")
-def fault_crash_host(
+@fault_app.command("host-crash")
+@fault_app.command("crash-host", hidden=True)
+def fault_host_crash(
     host: Annotated[str, typer.Argument(help="Host name.")], socket: SocketOpt = None
 ) -> None:
     """Crash a host: its host agent, guests and VNFCs die at once; only heartbeats tell."""
-    _fault("crash-host", host, socket)
+    _fault("host-crash", host, socket)
 
 
 @fault_app.command("flap")
@@ -259,7 +275,7 @@ def fault_flap(
         if i:
             time.sleep(every)
         try:
-            _fault("kill", vnfc, socket)
+            _fault("vnfc-crash", vnfc, socket)
         except typer.Exit:
             console.print(f"{vnfc} is not running (escalated or being repaired); stopping")
             raise

@@ -107,7 +107,7 @@ async def run_faults(
     base_dir: Path,
     *,
     faults: int = 1,
-    fault: str = "kill",
+    fault: str = "vnfc-crash",
     interval_ms: float = 1.0,
     spacing_s: float = 1.0,
     lead_s: float = 0.5,

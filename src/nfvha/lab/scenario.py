@@ -19,12 +19,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError
 
 from nfvha.config import ConfigError, Deployment, Strict, _location
+from nfvha.faults import TARGET_OF, FailureKind
 from nfvha.lab import charts, report
 from nfvha.lab.experiment import Experiment, applies, run_faults, vnf_active
 from nfvha.runtime.engine import Engine
@@ -39,8 +40,8 @@ class Step(Strict):
     data: dict[str, Any] = {}
 
 
-class Fault(Strict):
-    kind: Literal["kill", "hang", "crash-vm", "hang-vm", "crash-host"]
+class ScenarioFault(Strict):
+    kind: FailureKind  # what it hits, the active or its VM or host, is in the name
     times: int = Field(1, ge=1)
     every_s: float = Field(1.0, gt=0)
 
@@ -49,7 +50,7 @@ class Scenario(Strict):
     title: str
     seed: str
     deployment: Deployment
-    fault: Fault
+    fault: ScenarioFault
     expect: list[list[Step]] = Field(min_length=1)
     forbid: list[str] = []
     escalates_on: int | None = None
@@ -205,9 +206,8 @@ async def run(
             now["vm"] = engine.placement.vnfc_vm[active]
             now["host"] = engine.nfvi.vm_host[now["vm"]]
         bindings.append(now)
-        if kind in ("crash-vm", "hang-vm"):
-            return now["vm"]
-        return now["host"] if kind == "crash-host" else active
+        hits = TARGET_OF[kind]  # vnfc, vm or host
+        return active if hits == "vnfc" else now[hits]
 
     exp = await run_faults(
         scenario.deployment,

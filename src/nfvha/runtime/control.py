@@ -1,8 +1,9 @@
 """The operator's control socket of a running deployment: status, faults, trace.
 
 One JSON request per connection, one JSON answer: ``{"op": "status"}``,
-``{"op": "fault", "kind": KIND, "target": NAME}`` (kill, hang, resume a VNFC; crash-vm,
-hang-vm a VM; crash-host a host), ``{"op": "trace", "since": NS}``.
+``{"op": "fault", "kind": KIND, "target": NAME}`` (nfvha.faults.RUNTIME: vnfc-crash, vnfc-hang,
+vnfc-resume, vm-crash, vm-hang, host-crash; the 0.1 names are still taken),
+``{"op": "trace", "since": NS}``.
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": TEXT}``. Requests are validated
 (pydantic) before anything acts on them; a bad one is answered with what is wrong, never with a
 traceback. A client that sends no full line within ``READ_TIMEOUT_S``, or a line over
@@ -17,9 +18,11 @@ import json
 import socket
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+
+from nfvha import faults
 
 if TYPE_CHECKING:
     from nfvha.runtime.engine import Engine
@@ -28,9 +31,12 @@ MAX_REQUEST = 64 << 10  # bytes in a request line; the largest real one is a few
 READ_TIMEOUT_S = 2.0  # to send the request line, once connected
 WRITE_TIMEOUT_S = 10.0  # to take the answer: a client that does not read is dropped
 
-# engine.FAULTS (a VNFC's process) and NfviRuntime.inject (a VM, a host).
-FaultKind = Literal["kill", "hang", "resume", "crash-vm", "hang-vm", "crash-host"]
-NFVI_FAULTS = ("crash-vm", "hang-vm", "crash-host")
+# engine.FAULTS (a VNFC's process) and the NFVI driver's inject (a VM, a host); old names are
+# translated before they are checked.
+FaultKind = Annotated[
+    faults.RuntimeKind,
+    BeforeValidator(lambda kind: faults.canonical(kind) if isinstance(kind, str) else kind),
+]
 
 
 class _Request(BaseModel):
@@ -66,7 +72,7 @@ def problem(exc: ValidationError) -> str:
     if err["type"] == "union_tag_invalid":
         return f"unknown op {err['input'].get('op')!r}; known: {', '.join(OPS)}"
     if field == "kind" and err["type"] == "literal_error":
-        return f"unknown fault kind {err['input']!r}; known: {', '.join(get_args(FaultKind))}"
+        return f"unknown fault kind {err['input']!r}; known: {', '.join(faults.RUNTIME)}"
     if err["type"] == "json_invalid":
         return f"not a JSON request: {err['msg']}"
     return f"{field}: {err['msg']}" if field else err["msg"]
@@ -125,7 +131,7 @@ class ControlServer:
             return self.engine.status()
         if isinstance(request, TraceRequest):
             return {"records": self.engine.trace.since(request.since)}
-        if request.kind in NFVI_FAULTS and self.engine.nfvi is None:
+        if request.kind in faults.NFVI and self.engine.nfvi is None:
             raise LookupError(f"fault {request.kind!r} needs hosts and VMs in the deployment")
         return self.engine.inject(request.kind, request.target)
 

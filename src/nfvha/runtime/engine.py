@@ -44,7 +44,8 @@ from nfvha.runtime.trace import Throttle, Trace
 from nfvha.sdk import ENV_ADDRESS, ENV_SOCKET, ENV_VNFC
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, decode_from_component, encode
 
-FAULTS = {"kill": signal.SIGKILL, "hang": signal.SIGSTOP, "resume": signal.SIGCONT}
+# The VNFC faults of nfvha.faults, as signals to its main process.
+FAULTS = {"vnfc-crash": signal.SIGKILL, "vnfc-hang": signal.SIGSTOP, "vnfc-resume": signal.SIGCONT}
 
 # The component socket admits strangers only briefly: a hello is a few dozen bytes and comes
 # at once from a real component, so anything else before it is dropped at the first line.
@@ -516,7 +517,7 @@ class Engine(d.Drivers):
         self.feed(self.owner[name], m.ProcessExited(vnfc=name, status=status))
 
     def inject(self, kind: str, target: str) -> dict[str, Any]:
-        """Fault injection: kill/hang/resume a VNFC; crash-vm/hang-vm a VM; crash-host a host."""
+        """Fault injection (nfvha.faults.RUNTIME): a VNFC by signal, a VM or host by the NFVI."""
         if kind in FAULTS:
             if target not in self.owner:
                 raise KeyError(f"no VNFC named {target!r}")

@@ -306,12 +306,12 @@ class NfviRuntime:
     # --- faults ---------------------------------------------------------------------------------
 
     def inject(self, kind: str, target: str) -> dict[str, Any]:
-        if kind in ("crash-vm", "hang-vm"):
+        if kind in ("vm-crash", "vm-hang"):
             if target not in self.vm_host:
                 raise KeyError(f"no VM named {target!r}")
             zone = self.zone_of[target]
-            self.cgroups.kill(zone) if kind == "crash-vm" else self.cgroups.freeze(zone, True)
-        elif kind == "crash-host":
+            self.cgroups.kill(zone) if kind == "vm-crash" else self.cgroups.freeze(zone, True)
+        elif kind == "host-crash":
             if target not in self.placement.hosts:
                 raise KeyError(f"no host named {target!r}")
             self.cgroups.kill(self.cgroups.zone(target))

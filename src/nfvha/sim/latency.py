@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from nfvha import faults
 from nfvha.runtime.trace import Record
 from nfvha.sim.world import Latencies
 
@@ -19,7 +20,7 @@ from nfvha.sim.world import Latencies
 FROM_TRACE = {
     "fork": ("StartVnfc", "ProcessStarted"),
     "spawn": ("ProcessStarted", "ComponentRegistered"),
-    "exit_seen": ("kill", "ProcessExited"),
+    "exit_seen": ("vnfc-crash", "ProcessExited"),
     "cleanup": ("Cleanup", "CleanupDone"),
     "assign": ("AssignRole", "RoleConfirmed"),
     "vm_boot": ("StartVm", "VmUp"),
@@ -62,6 +63,8 @@ def measured(records: Iterable[Record]) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {f: [] for f in FROM_TRACE}
     for rec in records:
         name, kind = rec["name"], rec["kind"]
+        if kind == "fault":
+            name = faults.canonical(name)  # a trace of release 0.1 names its faults the old way
         subject = rec.get("dst") if kind in ("command", "fault") else rec.get("src")
         if kind == "event" and name in ends:
             began = pending.pop((ends[name], subject), None)
