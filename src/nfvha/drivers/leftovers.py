@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from nfvha.drivers.process import reap_group
 
 if TYPE_CHECKING:
-    from nfvha.runtime.nfvi import Cgroups
+    from nfvha.drivers.cgroups import Cgroups
     from nfvha.runtime.trace import Trace
 
 RECORD = "vnfcs.json"

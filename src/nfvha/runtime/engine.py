@@ -35,11 +35,11 @@ from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
 from nfvha.drivers import leftovers
 from nfvha.drivers.health import HealthMonitor, network_probe
+from nfvha.drivers.nfvi import NfviDriver, VmUnreachable
 from nfvha.drivers.process import ProcessDriver
 from nfvha.drivers.store import DiskStore, StoreError
 from nfvha.runtime import paths
 from nfvha.runtime.connections import Connections
-from nfvha.runtime.nfvi import NfviRuntime, VmUnreachable
 from nfvha.runtime.trace import Throttle, Trace
 from nfvha.sdk import ENV_ADDRESS, ENV_SOCKET, ENV_VNFC
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, decode_from_component, encode
@@ -116,7 +116,7 @@ class Engine(d.Drivers):
                 service.version, service.state = version, state
                 service.durable = (version, dict(state))
             self.vnfs[name] = VnfRuntime(spec, self.dispatcher.ha[name], service, store)
-        self.nfvi: NfviRuntime | None = None
+        self.nfvi: NfviDriver | None = None
         if self.placement is not None:
             self._add_nfvi(self.placement)
 
@@ -147,7 +147,7 @@ class Engine(d.Drivers):
 
     def _add_nfvi(self, placement: Placement) -> None:
         nfvi = self.deployment.nfvi
-        self.nfvi = NfviRuntime(
+        self.nfvi = NfviDriver(
             self.deployment.name,
             placement,
             nfvi,

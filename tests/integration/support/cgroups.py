@@ -13,14 +13,14 @@ from pathlib import Path
 def cgroup_dirs(deployment_name: str) -> list[Path]:
     """Where the NFVI of ``deployment_name`` keeps its fault zones, on every cgroup v2 mount the
     runtime may pick (/sys/fs/cgroup/unified/nfvha/NAME on this kind of machine)."""
-    from nfvha.runtime.nfvi import CGROUP2_MOUNTS
+    from nfvha.drivers.cgroups import CGROUP2_MOUNTS
 
     return [mount / "nfvha" / deployment_name for mount in CGROUP2_MOUNTS]
 
 
 def cgroup_v2_writable() -> bool:
     """A cgroup v2 hierarchy the NFVI runtime can use (it needs to create directories in it)."""
-    from nfvha.runtime.nfvi import CGROUP2_MOUNTS
+    from nfvha.drivers.cgroups import CGROUP2_MOUNTS
 
     return any(
         (m / "cgroup.procs").exists()

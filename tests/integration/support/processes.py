@@ -95,7 +95,7 @@ def reap_zombie_children() -> list[tuple[int, int, str]]:
 
 
 def agent_processes(runtime_dir: Path) -> list[int]:
-    """Live NFVI agents (``python -m nfvha.nfvi.agent``) started for this test: they talk to a
+    """Live NFVI agents (``python -m nfvha.agents.agent``) started for this test: they talk to a
     socket under its runtime dir, and inherit its NFVHA_RUNTIME_DIR."""
     prefix = str(runtime_dir)
     found = []
@@ -106,7 +106,7 @@ def agent_processes(runtime_dir: Path) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"nfvha.nfvi.agent" not in argv:
+        if b"nfvha.agents.agent" not in argv:
             continue
         ours = any(a.decode(errors="replace").startswith(prefix) for a in argv) or environ_of(
             int(entry.name)

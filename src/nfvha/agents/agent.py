@@ -1,7 +1,7 @@
 """Host and guest agents: small processes that make the NFVI real on one machine.
 
-    python -m nfvha.nfvi.agent host NAME SOCKET INTERVAL_MS
-    python -m nfvha.nfvi.agent guest NAME SOCKET INTERVAL_MS
+    python -m nfvha.agents.agent host NAME SOCKET INTERVAL_MS
+    python -m nfvha.agents.agent guest NAME SOCKET INTERVAL_MS
 
 Both connect to the VIM's NFVI socket, say hello, and send a heartbeat every interval. A host
 agent starts guest agents (``start_vm``) inside the VM's cgroup and reports a guest's exit the
@@ -22,16 +22,10 @@ import subprocess
 import sys
 from typing import Any
 
+from nfvha.drivers.cgroups import in_cgroup
 from nfvha.sdk.protocol import encode
 
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def in_cgroup(cgroup: str, argv: list[str]) -> list[str]:
-    """argv that first moves itself into ``cgroup`` (if any), then execs: no window outside."""
-    if not cgroup:
-        return argv
-    return ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, *argv]
 
 
 class Agent:
@@ -68,7 +62,7 @@ class Agent:
             argv = [
                 sys.executable,
                 "-m",
-                "nfvha.nfvi.agent",
+                "nfvha.agents.agent",
                 "guest",
                 msg["vm"],
                 self.socket_path,

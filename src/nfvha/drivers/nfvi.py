@@ -1,4 +1,6 @@
-"""The VIM's hands and eyes on this machine: host and guest agents, cgroups, heartbeats.
+"""The NFVI driver: the VIM's hands and eyes on this machine. It starts host agents (each
+starting guest agents, the VMs), fences hosts and cleans VMs up through their cgroups
+(drivers.cgroups), and watches the agents' heartbeats.
 
 Contracts (each answered as an event to the VIM core):
 - ``fence_host`` / ``cleanup_vm``: ``cgroup.kill`` of the zone, then True only once the kernel
@@ -28,12 +30,9 @@ from nfvha.config import Nfvi
 from nfvha.core import vim as v
 from nfvha.core.messages import Traced
 from nfvha.core.placement import Placement, standby_name
-from nfvha.nfvi.agent import in_cgroup
+from nfvha.drivers.cgroups import Cgroups, in_cgroup
 from nfvha.runtime.connections import Connections
 from nfvha.sdk.protocol import MAX_LINE, encode
-
-CGROUP2_MOUNTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
-
 
 RPC_TIMEOUT_S = 2.0
 STANDBY_NICE = 15
@@ -43,73 +42,8 @@ def is_standby(guest: str) -> bool:
     return guest.endswith(".standby")
 
 
-class NfviUnavailable(OSError):
-    pass
-
-
 class VmUnreachable(OSError):
     pass
-
-
-class Cgroups:
-    """Fault zones as cgroup v2 directories: ROOT/HOST and ROOT/HOST/VM."""
-
-    def __init__(self, deployment: str) -> None:
-        mount = next(
-            (
-                m
-                for m in CGROUP2_MOUNTS
-                if (m / "cgroup.procs").exists() and (m / "cgroup.subtree_control").exists()
-            ),
-            None,
-        )
-        if mount is None:
-            raise NfviUnavailable("the NFVI needs a cgroup v2 hierarchy (none is mounted)")
-        self.root = mount / "nfvha" / deployment
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise NfviUnavailable(f"cannot create {self.root}: {exc.strerror}") from None
-
-    def zone(self, host: str, vm: str | None = None) -> Path:
-        path = self.root / host / vm if vm else self.root / host
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    @staticmethod
-    def kill(path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (path / "cgroup.kill").write_text("1")
-
-    @staticmethod
-    def freeze(path: Path, on: bool) -> None:
-        (path / "cgroup.freeze").write_text("1" if on else "0")
-
-    @staticmethod
-    def populated(path: Path) -> bool:
-        try:
-            return "populated 1" in (path / "cgroup.events").read_text()
-        except FileNotFoundError:
-            return False
-
-    async def kill_and_confirm(self, path: Path, timeout_s: float = 5.0) -> bool:
-        self.kill(path)
-        deadline = time.monotonic() + timeout_s
-        while self.populated(path):
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.0005)
-        return True
-
-    async def remove(self) -> None:
-        await self.kill_and_confirm(self.root)
-        for path in sorted(self.root.rglob("*"), key=lambda p: -len(p.parts)):
-            if path.is_dir():
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-        for path in (self.root, self.root.parent):  # the parent only if no other deployment
-            with contextlib.suppress(OSError):
-                path.rmdir()
 
 
 @dataclass(slots=True)
@@ -123,7 +57,7 @@ class AgentLink:
     closed: bool = False  # its connection ended; only its heartbeat timeout reports it
 
 
-class NfviRuntime:
+class NfviDriver:
     def __init__(
         self,
         deployment: str,
@@ -325,7 +259,7 @@ class NfviRuntime:
         argv = [
             sys.executable,
             "-m",
-            "nfvha.nfvi.agent",
+            "nfvha.agents.agent",
             kind,
             name,
             str(self.socket_path),
