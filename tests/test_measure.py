@@ -15,7 +15,7 @@ import pytest
 from nfvha.lab import report, stats
 from nfvha.lab.experiment import Experiment, FaultOutcome, consumer_view, phases
 from nfvha.lab.probe import Acknowledged, ProbeResult, Tally
-from nfvha.lab.scenario import Outcome, Round, check_round, escalated_on, load
+from nfvha.lab.scenario import Round, ScenarioOutcome, check_round, escalated_on, load
 from nfvha.sim import predict as pr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -205,10 +205,12 @@ def test_escalation_is_counted_in_faults_not_words() -> None:
     assert escalated_on(records[:4]) is None
 
 
-def outcome_of(scenario_name: str, faults: list[FaultOutcome], rounds: list[Round]) -> Outcome:
+def outcome_of(
+    scenario_name: str, faults: list[FaultOutcome], rounds: list[Round]
+) -> ScenarioOutcome:
     probe = {"lost": 0, "interleaved": False}
     exp = Experiment("d", "2n", probe, faults, records=[])
-    return Outcome(scenario_name, load(scenario_name), exp, rounds)
+    return ScenarioOutcome(scenario_name, load(scenario_name), exp, rounds)
 
 
 def fault(outage_ms: float, answered: bool = True) -> FaultOutcome:

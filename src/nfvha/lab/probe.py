@@ -39,7 +39,7 @@ def parse_target(url: str) -> tuple[str, int]:
 
 
 @dataclass(slots=True)
-class Run:
+class AnswerRun:
     vnfc: str
     from_ns: int
     to_ns: int
@@ -62,7 +62,7 @@ class ProbeResult:
     max_total: int = 0
     interleaved: bool = False
     sockets: int = 1
-    runs: list[Run] = field(default_factory=list)
+    runs: list[AnswerRun] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -123,7 +123,7 @@ class Tally:
             return
         if len(runs) >= 2 and runs[-2].vnfc == vnfc and t_ns - runs[-1].from_ns < self.window_ns:
             self.result.interleaved = True
-        runs.append(Run(vnfc, t_ns, t_ns, 1))
+        runs.append(AnswerRun(vnfc, t_ns, t_ns, 1))
 
 
 def run(

@@ -99,7 +99,7 @@ class Round:
 
 
 @dataclass(slots=True)
-class Outcome:
+class ScenarioOutcome:
     name: str
     scenario: Scenario
     experiment: Experiment
@@ -187,7 +187,7 @@ async def run(
     base_dir: Path,
     rounds: int = 1,
     between: Callable[[], Awaitable[None]] | None = None,
-) -> Outcome:
+) -> ScenarioOutcome:
     """Run the scenario's faults ``rounds`` times over, each round checked against the expected
     sequence in its own window of the trace, with the placeholders of its first fault.
     ``between``: as for ``experiment.run_faults``."""
@@ -225,7 +225,7 @@ async def run(
         check_round(scenario, exp.records, start, end, bindings[k * per])
         for k, (start, end) in enumerate(zip(starts, ends, strict=True))
     ]
-    return Outcome(name, scenario, exp, checked)
+    return ScenarioOutcome(name, scenario, exp, checked)
 
 
 def check_round(
@@ -303,7 +303,7 @@ def match_chain(chain: list[Step], records: list[Record], bindings: dict[str, st
 # --- reports --------------------------------------------------------------------------------
 
 
-def write_report(outcome: Outcome, directory: Path) -> list[Path]:
+def write_report(outcome: ScenarioOutcome, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     exp = outcome.experiment
     first = exp.faults[0]

@@ -341,7 +341,7 @@ def _takes_effect(sim: Simulation, fault: Fault) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class Run:
+class PredictionRun:
     seed: int
     horizon_s: float
     up_s: dict[str, float]
@@ -359,7 +359,7 @@ def simulate_run(
     years: float,
     lat: Latencies | None = None,
     consumer_s: float = CONSUMER_S,
-) -> Run:
+) -> PredictionRun:
     """One simulated stretch of ``years`` with failures drawn from ``seed``, measured after every
     service has come up (the initial start is not counted), as the consumer sees it."""
     rel = deployment.reliability
@@ -390,7 +390,7 @@ def simulate_run(
     for o in outages:
         down[o.vnf] += o.end - o.start
     up_s = {vnf: horizon - d for vnf, d in down.items()}
-    return Run(seed, horizon, up_s, outages, len(faults), sim.events)
+    return PredictionRun(seed, horizon, up_s, outages, len(faults), sim.events)
 
 
 def as_consumer_sees(outages: list[Outage], consumer_s: float, end: float) -> list[Outage]:
@@ -525,7 +525,7 @@ def predict(
     within +-``precision`` (relative, 95 %), at least ``MIN_RUNS``, at most ``max_runs``."""
     rel = _check(deployment, runs, years)
     lat = latencies_for(rel)
-    done: list[Run] = []
+    done: list[PredictionRun] = []
     want = runs or MIN_RUNS
     while len(done) < want:
         start = seed + len(done)
@@ -563,7 +563,7 @@ def _check(deployment: Deployment, runs: int | None, years: float) -> Reliabilit
     return rel
 
 
-def _runs_for(done: list[Run], deployment: Deployment, precision: float) -> int:
+def _runs_for(done: list[PredictionRun], deployment: Deployment, precision: float) -> int:
     """Runs needed for a relative half-width ``precision`` on every service's unavailability:
     the half-width shrinks as 1/sqrt(R), so R (h / precision)^2 with h the current relative
     half-width; at least 10 more while short of it. No outage seen yet: double the runs."""
@@ -580,7 +580,7 @@ def _runs_for(done: list[Run], deployment: Deployment, precision: float) -> int:
 
 
 def _service(
-    deployment: Deployment, vnf: Any, done: list[Run], years: float, lat: Latencies
+    deployment: Deployment, vnf: Any, done: list[PredictionRun], years: float, lat: Latencies
 ) -> ServicePrediction:
     avail = [r.availability(vnf.name) for r in done]
     counts = [sum(o.vnf == vnf.name for o in r.outages) / years for r in done]

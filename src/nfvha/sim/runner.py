@@ -15,7 +15,7 @@ SETTLE_S = 30.0  # quiet time after the last fault: longer than any repair chain
 
 
 @dataclass(slots=True)
-class Outcome:
+class SimOutcome:
     seed: int
     faults: list[fs.Fault]
     violation: Violation | None
@@ -49,7 +49,7 @@ def simulate(
     latencies: Latencies = DEFAULT_LATENCIES,
     record: bool = True,
     settle: float = SETTLE_S,
-) -> Outcome:
+) -> SimOutcome:
     checker = Invariants()
     sim = Simulation(
         deployment,
@@ -65,18 +65,18 @@ def simulate(
         sim.run(end)
         checker.check_end(sim)
     except Violation as violation:
-        return Outcome(seed, faults, violation, sim)
-    return Outcome(seed, faults, None, sim)
+        return SimOutcome(seed, faults, violation, sim)
+    return SimOutcome(seed, faults, None, sim)
 
 
-def shrink(deployment: Deployment, outcome: Outcome, **kwargs) -> Outcome:
+def shrink(deployment: Deployment, outcome: SimOutcome, **kwargs) -> SimOutcome:
     """The shortest schedule (by removing faults, delta-debugging style) that still violates
     the same invariant."""
     assert outcome.violation is not None
     name = outcome.violation.name
     best = outcome
 
-    def fails(subset: list[fs.Fault]) -> Outcome | None:
+    def fails(subset: list[fs.Fault]) -> SimOutcome | None:
         trial = simulate(deployment, outcome.seed, subset, record=False, **kwargs)
         return trial if trial.violation and trial.violation.name == name else None
 
@@ -104,7 +104,7 @@ def fuzz(
     duration: float = 30.0,
     mean_gap: float = 1.0,
     **kwargs,
-) -> tuple[int, Outcome | None]:
+) -> tuple[int, SimOutcome | None]:
     """Random schedules for seeds first_seed.. ; returns (runs done, the first failure)."""
     for n, seed in enumerate(range(first_seed, first_seed + runs), 1):
         schedule = random_schedule(deployment, seed, duration, mean_gap)
