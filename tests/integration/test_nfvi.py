@@ -352,9 +352,9 @@ def test_hang_vm_detected_isolated_one_failover_restarted(
 def host_silent_first(engine: Engine, vm: str, host: str) -> bool:
     """The host's last heartbeat is older than its VM's: after a crash the host is the first
     to be missed (the VIM then handles a host failure, not a VM failure first)."""
-    links = engine.nfvi.links
-    h, g = links.get(("host", host)), links.get(("guest", vm))
-    return h is not None and g is not None and g.last_beat > h.last_beat
+    beats = engine.nfvi.heartbeats
+    h, g = beats.last_beat(host), beats.last_beat(vm)
+    return h is not None and g is not None and g > h
 
 
 def moved_and_host_back(after: list[Record], failed: str, vm: str, host: str) -> bool:
@@ -409,9 +409,9 @@ def test_crash_host_fence_then_move_vm(tmp_path: Path, cgroups_gone: list[str]) 
 def vm_silent_first(engine: Engine, vm: str, host: str) -> bool:
     """The VM has been silent for a while (hung by the prelude) while its host still beats:
     after the host crashes, the VM is the first to be missed."""
-    links = engine.nfvi.links
-    h, g = links.get(("host", host)), links.get(("guest", vm))
-    return h is not None and g is not None and h.last_beat - g.last_beat >= 0.02
+    beats = engine.nfvi.heartbeats
+    h, g = beats.last_beat(host), beats.last_beat(vm)
+    return h is not None and g is not None and h - g >= 0.02
 
 
 @pytest.mark.timeout(90)

@@ -45,6 +45,10 @@ class Heartbeats:
         else:
             agent.last_beat = max(agent.last_beat, now)
 
+    def last_beat(self, name: str) -> float | None:
+        agent = self._agents.get(name)
+        return agent.last_beat if agent else None
+
     def forget(self, name: str) -> None:
         self._agents.pop(name, None)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from nfvha.config import Nfvi
 from nfvha.core import vim as v
+from nfvha.core.heartbeat import AgentKind, Heartbeats
 from nfvha.core.messages import Traced
 from nfvha.core.placement import Placement, standby_name
 from nfvha.drivers.cgroups import Cgroups, in_cgroup
@@ -48,12 +49,10 @@ class VmUnreachable(OSError):
 
 @dataclass(slots=True)
 class AgentLink:
-    kind: str
+    kind: AgentKind
     name: str
     writer: asyncio.StreamWriter
-    last_beat: float
     pid: int = 0
-    reported: bool = False
     closed: bool = False  # its connection ended; only its heartbeat timeout reports it
 
 
@@ -85,6 +84,8 @@ class NfviDriver:
         self.zone_of: dict[str, Path] = {}  # guest (VM or standby) -> its cgroup
         self.promoted: dict[tuple[str, str], str] = {}  # (host, standby name) -> VM it became
         self.booted = False
+        # When silence means failure is the core's rule; the driver only feeds it the beats.
+        self.heartbeats = Heartbeats(spec.heartbeat_interval_ms / 1000, spec.heartbeat_misses)
 
     # --- life -----------------------------------------------------------------------------------
 
@@ -164,6 +165,8 @@ class NfviDriver:
             return
         self.links[("guest", vm)] = self.links.pop(("guest", standby))
         link.name = vm
+        self.heartbeats.forget(standby)
+        self.heartbeats.beat(vm, "guest", time.monotonic())
         with contextlib.suppress(OSError):  # back to normal priority, for the VNFCs it starts
             os.setpriority(os.PRIO_PROCESS, link.pid, 0)
         self.zone_of[vm] = self.zone_of.pop(standby)
@@ -286,6 +289,7 @@ class NfviDriver:
         return fut
 
     def _forget(self, kind: str, name: str) -> None:
+        self.heartbeats.forget(name)
         link = self.links.pop((kind, name), None)
         if link:
             link.writer.close()
@@ -327,15 +331,18 @@ class NfviDriver:
         now = time.monotonic()
         if kind == "hello":
             self.known_pids.add(int(msg["pid"]))
-            key = ("host" if msg["kind"] == "host" else "guest", msg["name"])
-            link = self.links[key] = AgentLink(key[0], key[1], writer, now, int(msg["pid"]))
+            agent: AgentKind = "host" if msg["kind"] == "host" else "guest"
+            key = (agent, msg["name"])
+            link = self.links[key] = AgentLink(agent, key[1], writer, int(msg["pid"]))
+            self.heartbeats.forget(key[1])  # a new agent: a new life for its heartbeats
+            self.heartbeats.beat(key[1], agent, now)
             waiter = self._hello.pop(key, None)
             if waiter and not waiter.done():
                 waiter.set_result(None)
             return link
         if link is None or self.links.get((link.kind, link.name)) is not link:
             return link  # a fenced or cleaned-up agent's last words
-        link.last_beat = now
+        self.heartbeats.beat(link.name, link.kind, now)
         if kind == "vm_exited":
             self._guest_exited(link.name, msg["name"], msg["status"])
         elif kind in ("vnfc_started", "vnfc_failed"):
@@ -359,21 +366,13 @@ class NfviDriver:
                 self.known_pids.discard(pid)
 
     async def _watch_heartbeats(self) -> None:
-        interval = self.spec.heartbeat_interval_ms / 1000
-        limit = interval * self.spec.heartbeat_misses
+        """Ask the core's rule four times per interval which silences are failures."""
         while True:
-            await asyncio.sleep(interval / 4)
+            await asyncio.sleep(self.heartbeats.interval_s / 4)
             self._reap_orphans()
-            now = time.monotonic()
-            for link in list(self.links.values()):
-                if link.reported or now - link.last_beat < limit or is_standby(link.name):
-                    continue  # (a dead standby is found when it is promoted)
-                link.reported = True
-                silent = f"no heartbeat for {(now - link.last_beat) * 1000:.0f} ms"
-                if link.kind == "host":
-                    self.report(v.HostFailed(host=link.name, cause=silent))
-                else:
-                    self.report(v.VmFailed(vm=link.name, cause="heartbeat", detail=silent))
+            standbys = frozenset(name for _, name in self.links if is_standby(name))
+            for failure in self.heartbeats.expired(time.monotonic(), standby=standbys):
+                self.report(failure)
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
