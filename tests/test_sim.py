@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nfvha.config import Deployment
+from nfvha.config import ConfigError, Deployment
 from nfvha.core import checkpoint as ck
 from nfvha.core import vim as v
 from nfvha.core.dispatcher import ManagerClasses as Policies
@@ -216,10 +216,20 @@ def test_schedule_file_errors_name_the_entry(tmp_path: Path) -> None:
     ents = {"vnfc": ["a"], "vm": ["vm-a"], "host": ["h"], "vnf": []}
     path = tmp_path / "f.yaml"
     path.write_text("- {at: 1, kind: vnfc-crash, target: nobody}\n")
-    with pytest.raises(fs.ScheduleError, match=r"\[0\]\.target: no vnfc named 'nobody'"):
+    with pytest.raises(ConfigError, match=rf"^{path}: \[0\]\.target: no vnfc named 'nobody'$"):
         fs.load(path, ents)
     path.write_text("- {at: 1, kind: meteor, target: a}\n")
-    with pytest.raises(fs.ScheduleError, match=r"\[0\]\.kind"):
+    with pytest.raises(ConfigError, match=r"\[0\]\.kind: Input should be 'vnfc-crash'"):
+        fs.load(path, ents)
+    path.write_text("- {at: 1, kind: vm-crash, target: vm-a}\n- {at: -1, kind: vm-crash}\n")
+    with pytest.raises(ConfigError) as err:
+        fs.load(path, ents)
+    assert str(err.value).splitlines() == [
+        f"{path}: [1].at: Input should be greater than or equal to 0",
+        f"{path}: [1].target: Field required",
+    ]
+    path.write_text("{at: 1}\n")
+    with pytest.raises(ConfigError, match=r"\(top level\): Input should be a valid list"):
         fs.load(path, ents)
     path.write_text(
         "- {at: 2, kind: vnfc-crash, target: a}\n- {at: 1, kind: vm-crash, target: vm-a}\n"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nfvha.sim.latency import LatencyError, from_mapping, from_trace
+from nfvha.config import ConfigError
+from nfvha.sim.latency import from_mapping, from_trace
 from nfvha.sim.world import Latencies
 
 
@@ -36,7 +37,11 @@ def test_medians_of_the_intervals_in_a_trace() -> None:
 
 def test_mapping_is_checked() -> None:
     assert from_mapping({"spawn": 0.5}, "f").spawn == 0.5
-    with pytest.raises(LatencyError, match="f: bogus: unknown latency"):
+    with pytest.raises(ConfigError, match=r"f: bogus: Extra inputs.*\nf: known latencies: fork,"):
         from_mapping({"bogus": 1}, "f")
-    with pytest.raises(LatencyError, match="f: spawn: expected seconds"):
+    with pytest.raises(ConfigError, match="f: spawn: Input should be greater than or equal to 0"):
         from_mapping({"spawn": -1}, "f")
+    with pytest.raises(ConfigError, match="f: fork: Input should be a valid number"):
+        from_mapping({"fork": True}, "f")  # seconds, not a flag or a string
+    with pytest.raises(ConfigError, match=r"f: \(top level\): Input should be a valid dict"):
+        from_mapping([1, 2], "f")

@@ -271,9 +271,8 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def load(path: str | Path) -> tuple[Deployment, Path]:
-    """Read and validate CONFIG; returns the deployment and the directory commands run in."""
-    path = Path(path)
+def read_yaml(path: Path) -> object:
+    """The YAML of a file; a ConfigError names the file (line and column if known) and why."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -281,17 +280,38 @@ def load(path: str | Path) -> tuple[Deployment, Path]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         raise ConfigError(
             f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}"
         ) from None
+
+
+def read_mapping(path: Path) -> dict[str, object]:
+    """A YAML file that must hold a mapping (a deployment, a scenario)."""
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def invalid(path: Path | str, exc: ValidationError) -> ConfigError:
+    """One line per problem: the file, the path inside it, what is wrong."""
+    return ConfigError(
+        "\n".join(
+            f"{path}: {_location(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+    )
+
+
+def load(path: str | Path) -> tuple[Deployment, Path]:
+    """Read and validate CONFIG; returns the deployment and the directory commands run in."""
+    path = Path(path)
+    raw = read_mapping(path)
     try:
         return Deployment.model_validate(raw), path.resolve().parent
     except ValidationError as exc:
-        lines = [f"{path}: {_location(e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        raise invalid(path, exc) from None

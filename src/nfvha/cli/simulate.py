@@ -65,7 +65,7 @@ def sim_latencies(latencies: Path | None, latencies_from: Path | None) -> Any:
             seen = ", ".join(f"{k} ({n})" for k, n in counts.items() if n)
             err.print(f"latencies from {latencies_from}: {seen or 'none seen, defaults kept'}")
             return found
-    except (latency.LatencyError, OSError, ValueError) as exc:
+    except (cfg.ConfigError, OSError, ValueError) as exc:
         raise fail(str(exc), code=2) from None
     return Latencies()
 
@@ -129,7 +129,7 @@ def sim_run(
     else:
         try:
             schedule = fs.load(Path(faults), runner.entities(deployment))
-        except fs.ScheduleError as exc:
+        except cfg.ConfigError as exc:
             raise fail(str(exc), code=2) from None
     lat = sim_latencies(latencies, latencies_from)
     outcome = runner.simulate(deployment, seed, schedule, latencies=lat)

@@ -21,10 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError
 
-from nfvha.config import ConfigError, Deployment, Strict, _location
+from nfvha.config import ConfigError, Deployment, Strict, invalid, read_mapping
 from nfvha.faults import TARGET_OF, FailureKind
 from nfvha.lab import charts, report
 from nfvha.lab.experiment import Experiment, applies, run_faults, vnf_active
@@ -66,19 +65,18 @@ def names() -> list[str]:
 
 
 def load(name_or_path: str) -> Scenario:
+    """A scenario by name (uc1) or file; a ConfigError names the file, the path inside it
+    (``expect[1][2].name``) and what is wrong."""
     path = Path(name_or_path)
     if not path.exists():
         path = directory() / f"{name_or_path}.yaml"
         if not path.exists():
             raise ConfigError(f"no scenario {name_or_path!r} (known: {', '.join(names())})")
+    raw = read_mapping(path)
     try:
-        return Scenario.model_validate(yaml.safe_load(path.read_text()))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        return Scenario.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(
-            "\n".join(f"{path}: {_location(e['loc'])}: {e['msg']}" for e in exc.errors())
-        ) from None
+        raise invalid(path, exc) from None
 
 
 # --- running --------------------------------------------------------------------------------

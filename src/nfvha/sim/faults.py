@@ -7,9 +7,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
-from nfvha.faults import LASTING, SIMULATED, TARGET_OF
+from nfvha.config import Strict, invalid, read_yaml
+from nfvha.faults import LASTING, SIMULATED, TARGET_OF, SimKind
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -26,33 +27,36 @@ class Fault:
         return out
 
 
-class ScheduleError(ValueError):
-    pass
+class ScheduledFault(Strict):
+    """One entry of a schedule file; its target must exist in the deployment (the validation
+    context: entity names per kind of target)."""
+
+    at: float = Field(ge=0)
+    kind: SimKind
+    target: str
+    duration: float = Field(0.0, ge=0)
+
+    @field_validator("target")
+    @classmethod
+    def _known(cls, target: str, info: ValidationInfo) -> str:
+        kind = info.data.get("kind")  # absent when the kind itself was wrong
+        if info.context is not None and kind is not None:
+            hits = TARGET_OF[kind]
+            if target not in info.context[hits]:
+                raise ValueError(f"no {hits} named {target!r}")
+        return target
+
+
+SCHEDULE = TypeAdapter(list[ScheduledFault])
 
 
 def load(path: Path, entities: dict[str, list[str]]) -> list[Fault]:
+    """A schedule file, in time order; a ConfigError names the file, the entry and the field."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScheduleError(f"{path}: cannot read the fault schedule: {exc}") from None
-    if not isinstance(raw, list):
-        raise ScheduleError(f"{path}: expected a list of faults")
-    faults = []
-    for i, item in enumerate(raw):
-        where = f"{path}: [{i}]"
-        if not isinstance(item, dict) or not {"at", "kind", "target"} <= item.keys():
-            raise ScheduleError(f"{where}: a fault needs 'at', 'kind' and 'target'")
-        kind, target = item["kind"], item["target"]
-        if kind not in SIMULATED:
-            raise ScheduleError(f"{where}.kind: {kind!r} is not one of {', '.join(SIMULATED)}")
-        if target not in entities[TARGET_OF[kind]]:
-            raise ScheduleError(f"{where}.target: no {TARGET_OF[kind]} named {target!r}")
-        try:
-            at, duration = float(item["at"]), float(item.get("duration", 0.0))
-        except (TypeError, ValueError):
-            raise ScheduleError(f"{where}: 'at' and 'duration' must be numbers") from None
-        faults.append(Fault(at, kind, target, duration))
-    return sorted(faults)
+        entries = SCHEDULE.validate_python(read_yaml(path), context=entities)
+    except ValidationError as exc:
+        raise invalid(path, exc) from None
+    return sorted(Fault(e.at, e.kind, e.target, e.duration) for e in entries)
 
 
 def draw(

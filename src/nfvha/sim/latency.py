@@ -8,11 +8,12 @@ import dataclasses
 import statistics
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
+from pydantic import Field, ValidationError, create_model
 
 from nfvha import faults
+from nfvha.config import ConfigError, Strict, invalid, read_yaml
 from nfvha.runtime.trace import Record
 from nfvha.sim.world import Latencies
 
@@ -29,30 +30,29 @@ FROM_TRACE = {
 }
 
 
-class LatencyError(ValueError):
-    pass
+Seconds = Annotated[float, Field(ge=0, strict=True)]
+
+# A latency file: any of Latencies's fields, in seconds; made from the dataclass, so the two
+# cannot drift apart.
+_FIELDS: dict[str, Any] = {f.name: (Seconds | None, None) for f in dataclasses.fields(Latencies)}
+LatencyFile = create_model("LatencyFile", __base__=Strict, **_FIELDS)
 
 
-def from_mapping(raw: Any, where: str) -> Latencies:
-    if not isinstance(raw, dict):
-        raise LatencyError(f"{where}: expected a mapping of latency names to seconds")
-    known = {f.name for f in dataclasses.fields(Latencies)}
-    for key, value in raw.items():
-        if key not in known:
-            raise LatencyError(
-                f"{where}: {key}: unknown latency (known: {', '.join(sorted(known))})"
-            )
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise LatencyError(f"{where}: {key}: expected seconds >= 0, got {value!r}")
-    return dataclasses.replace(Latencies(), **{k: float(v) for k, v in raw.items()})
+def from_mapping(raw: Any, where: Path | str) -> Latencies:
+    """Latencies with the mapping's values; a ConfigError names the source, key and problem."""
+    try:
+        given = LatencyFile.model_validate(raw).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        error = invalid(where, exc)
+        if any(e["type"] == "extra_forbidden" for e in exc.errors()):
+            known = ", ".join(f.name for f in dataclasses.fields(Latencies))
+            raise ConfigError(f"{error}\n{where}: known latencies: {known}") from None
+        raise error from None
+    return dataclasses.replace(Latencies(), **given)
 
 
 def load(path: Path) -> Latencies:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise LatencyError(f"{path}: cannot read: {exc}") from None
-    return from_mapping(raw, str(path))
+    return from_mapping(read_yaml(path), path)
 
 
 def measured(records: Iterable[Record]) -> dict[str, list[float]]:
