@@ -27,6 +27,7 @@ from nfvha.core import routing
 from nfvha.core import vim as v
 from nfvha.core.dispatcher import Dispatcher, ManagerClasses
 from nfvha.core.ha import Decision
+from nfvha.core.heartbeat import AgentKind, Heartbeats
 from nfvha.core.messages import Traced
 from nfvha.core.placement import plan
 from nfvha.sim.faults import Fault
@@ -119,6 +120,8 @@ class Simulation(d.Drivers):
         self._started = False
         self.dispatcher = Dispatcher(deployment, plan(deployment), policies, observer=self)
         self.placement = self.dispatcher.placement
+        nfvi = deployment.nfvi
+        self.heartbeats = Heartbeats(nfvi.heartbeat_interval_ms / 1000, nfvi.heartbeat_misses)
         self._build_world()
         self.acked = dict.fromkeys(self.specs, 0)
         self.slow_disk_until: dict[str, float] = {}
@@ -357,6 +360,7 @@ class Simulation(d.Drivers):
     def _host_booted(self, host: SimHost, gen: int) -> None:
         if gen == host.gen:
             host.alive, host.link = True, True
+            self.heartbeats.forget(host.name)  # a new life
             self.feed(routing.VIM, v.HostUp(host=host.name))
 
     def _do_StartVm(self, _: str, cmd: v.StartVm) -> None:
@@ -381,6 +385,7 @@ class Simulation(d.Drivers):
         self.vms_by_host[vm.host].discard(vm.name)
         self.vms_by_host.setdefault(cmd.host, set()).add(vm.name)
         vm.host, vm.gen, vm.alive, vm.frozen = cmd.host, vm.gen + 1, True, False
+        self.heartbeats.forget(vm.name)  # its standby's agent beats for it from now on
         self.after(self.lat.message, self.feed, routing.VIM, v.VmUp(vm=vm.name, host=cmd.host))
 
     def _do_StartStandbyVm(self, _: str, cmd: v.StartStandbyVm) -> None:
@@ -403,6 +408,7 @@ class Simulation(d.Drivers):
             self.feed(routing.VIM, event)
             return
         vm.alive, vm.frozen = True, False
+        self.heartbeats.forget(vm.name)  # a new life
         self.feed(routing.VIM, v.VmUp(vm=vm.name, host=vm.host))
 
     # --- checkpoints --------------------------------------------------------------------------
@@ -456,28 +462,20 @@ class Simulation(d.Drivers):
         reported = self.hosts[vm.host].reachable
         self._vm_down(vm, reported=reported)
         if not reported:  # the exit report is lost with the link; its heartbeats stop all the same
-            gen = vm.gen
-            event = v.VmFailed(vm=vm.name, cause="heartbeat")
-            self._heartbeat_loss(routing.VIM, event, lambda: vm.gen == gen and not vm.alive)
+            self._silent(vm.name, "guest")
 
     def _fault_vm_hang(self, f: Fault) -> None:
         vm = self.vms[f.target]
         if vm.alive and not vm.frozen:
             vm.frozen = True
             self._unresponsive([self.vnfcs[n] for n in vm.vnfcs])
-            self._heartbeat_loss(
-                routing.VIM,
-                v.VmFailed(vm=vm.name, cause="heartbeat"),
-                lambda: vm.frozen and vm.alive,
-            )
+            self._silent(vm.name, "guest")
 
     def _fault_host_crash(self, f: Fault) -> None:
         host = self.hosts[f.target]
         if host.alive:
             self._host_down(host)
-            self._heartbeat_loss(
-                routing.VIM, v.HostFailed(host=host.name, cause="heartbeat"), lambda: not host.alive
-            )
+            self._silent(host.name, "host")
 
     def _fault_link_cut(self, f: Fault) -> None:
         host = self.hosts[f.target]
@@ -487,16 +485,13 @@ class Simulation(d.Drivers):
         cut_gen = host.gen
         on_it = [self.vnfcs[n] for vm in self._vms_on(host.name) for n in vm.vnfcs]
         self._unresponsive([c for c in on_it if c.alive])
-        self._heartbeat_loss(
-            routing.VIM,
-            v.HostFailed(host=host.name, cause="heartbeat"),
-            lambda: host.alive and not host.link,
-        )
+        self._silent(host.name, "host")
         self.after(f.duration, self._heal, host, cut_gen)
 
     def _heal(self, host: SimHost, gen: int) -> None:
         if gen == host.gen and host.alive:
             host.link = True
+            self.heartbeats.forget(host.name)  # heard again before its silence was a failure
 
     def _fault_slow_disk(self, f: Fault) -> None:
         self.slow_disk_until[f.target] = self.now + f.duration
@@ -527,6 +522,7 @@ class Simulation(d.Drivers):
         if vm.alive:
             vm.alive, vm.frozen = False, False
             vm.gen += 1
+            self.heartbeats.forget(vm.name)  # gone: its failure is reported, or decided, here
             if reported:
                 event = v.VmFailed(vm=vm.name, cause="exit", detail="guest exited")
                 self.after(self.lat.exit_seen, self.feed, routing.VIM, event)
@@ -541,10 +537,16 @@ class Simulation(d.Drivers):
         for c in vnfcs:
             self._health_misses(c)
 
-    def _heartbeat_loss(self, target: str, event: Traced, still: Callable[[], bool]) -> None:
-        nfvi = self.deployment.nfvi
-        delay = nfvi.heartbeat_interval_ms * nfvi.heartbeat_misses / 1000
-        self.after(delay, lambda: still() and self.feed(target, event))
+    def _silent(self, name: str, kind: AgentKind) -> None:
+        """An agent stops beating now: when that is a failure is the core's heartbeat rule,
+        the very one the NFVI driver applies."""
+        if self.heartbeats.last_beat(name) is None:
+            self.heartbeats.beat(name, kind, self.now)
+        self.after(self.heartbeats.limit_s + 1e-9, self._heartbeats_expired)
+
+    def _heartbeats_expired(self) -> None:
+        for failure in self.heartbeats.expired(self.now):
+            self.feed(routing.VIM, failure)
 
     def _vms_on(self, host: str) -> list[SimVm]:
         return [self.vms[n] for n in sorted(self.vms_by_host.get(host, ()))]
