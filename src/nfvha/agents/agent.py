@@ -7,7 +7,7 @@ Both connect to the VIM's NFVI socket, say hello, and send a heartbeat every int
 agent starts guest agents (``start_vm``) inside the VM's cgroup and reports a guest's exit the
 moment it is reaped (``vm_exited``). A guest agent starts VNFCs (``start_vnfc``), each in
 its own session, and reaps them. Both stop when the VIM's connection goes away: a lost manager
-leaves no orphans. Messages are JSON lines (see ``nfvha.sdk.protocol.encode``).
+leaves no orphans. Messages are JSON lines, each checked on arrival (``nfvha.agents.protocol``).
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
 import os
 import signal
 import subprocess
 import sys
 from typing import Any
 
+from nfvha.agents.protocol import decode_from_driver
 from nfvha.drivers.cgroups import in_cgroup
-from nfvha.sdk.protocol import encode
+from nfvha.sdk.protocol import MAX_LINE, ProtocolError, encode
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -39,12 +39,17 @@ class Agent:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of our VNFCs come to us
         asyncio.get_running_loop().add_signal_handler(signal.SIGCHLD, self._reap)
-        reader, self.writer = await asyncio.open_unix_connection(self.socket_path)
+        reader, self.writer = await asyncio.open_unix_connection(self.socket_path, limit=MAX_LINE)
         self.send("hello", kind=self.kind, name=self.name, pid=os.getpid())
         beat = asyncio.create_task(self._heartbeat())
         try:
             while line := await reader.readline():
-                self._dispatch(json.loads(line))
+                try:
+                    msg = decode_from_driver(line, self.kind)
+                except ProtocolError as exc:  # refused, not acted on; the agent lives on
+                    print(f"{self.kind} agent {self.name}: refused: {exc}", file=sys.stderr)
+                    continue
+                self._dispatch(msg)
         finally:
             beat.cancel()
 
@@ -58,7 +63,8 @@ class Agent:
             await asyncio.sleep(self.interval)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
-        if msg["t"] == "start_vm" and self.kind == "host":
+        """A checked message: start_vm for a host agent, start_vnfc for a guest agent."""
+        if msg["t"] == "start_vm":
             argv = [
                 sys.executable,
                 "-m",
@@ -69,11 +75,11 @@ class Agent:
                 str(int(self.interval * 1000)),
             ]
             self._spawn(in_cgroup(msg["cgroup"], argv), "vm", msg["vm"], {}, None)
-            if msg.get("nice"):  # a standby boots in the background, below the VNFs' work
-                pid = next(p for p, (_, _, n) in self.children.items() if n == msg["vm"])
+            pid = next((p for p, (_, _, n) in self.children.items() if n == msg["vm"]), None)
+            if msg["nice"] and pid is not None:  # a standby boots below the VNFs' work
                 with contextlib.suppress(OSError):
-                    os.setpriority(os.PRIO_PROCESS, pid, int(msg["nice"]))
-        elif msg["t"] == "start_vnfc" and self.kind == "guest":
+                    os.setpriority(os.PRIO_PROCESS, pid, msg["nice"])
+        else:
             self._spawn(msg["argv"], "vnfc", msg["vnfc"], msg["env"], msg["cwd"], msg["req"])
 
     def _spawn(

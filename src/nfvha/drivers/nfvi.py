@@ -9,6 +9,8 @@ Contracts (each answered as an event to the VIM core):
   said hello on the NFVI socket.
 - An agent silent for ``heartbeat_misses`` x ``heartbeat_interval`` is reported once (host or
   VM failed by heartbeat); a guest's exit is reported by its host agent at once.
+- Every line from an agent is checked (``nfvha.agents.protocol``); a malformed one is traced as
+  ``MessageRefused`` and dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nfvha.agents.protocol import decode_from_agent
 from nfvha.config import Nfvi
 from nfvha.core import vim as v
 from nfvha.core.heartbeat import AgentKind, Heartbeats
@@ -33,7 +35,7 @@ from nfvha.core.messages import Traced
 from nfvha.core.placement import Placement, standby_name
 from nfvha.drivers.cgroups import Cgroups, in_cgroup
 from nfvha.runtime.connections import Connections
-from nfvha.sdk.protocol import MAX_LINE, encode
+from nfvha.sdk.protocol import MAX_LINE, ProtocolError, encode
 
 RPC_TIMEOUT_S = 2.0
 STANDBY_NICE = 15
@@ -312,10 +314,12 @@ class NfviDriver:
         try:
             while line := await reader.readline():
                 try:
-                    msg = json.loads(line)
-                    link = self._on_message(link, writer, msg)
-                except (ValueError, KeyError, TypeError) as exc:
-                    self.note("MessageRefused", f"from an NFVI agent: {exc}")
+                    msg = decode_from_agent(line, link.kind if link else None)
+                except ProtocolError as exc:  # not acted on, not even as a heartbeat
+                    who = f"{link.kind} agent {link.name}" if link else "an NFVI agent"
+                    self.note("MessageRefused", f"from {who}: {exc}")
+                    continue
+                link = self._on_message(link, writer, msg)
         except (ConnectionError, ValueError):
             pass
         finally:

@@ -153,8 +153,13 @@ class Engine(d.Drivers):
             nfvi,
             self.runtime_dir / "nfvi.sock",
             report=lambda event: self.feed("vim", event),
-            note=lambda name, why: self.trace.record("note", name, src="nfvi", why=why),
+            note=self._nfvi_note,
         )
+
+    def _nfvi_note(self, name: str, why: str) -> None:
+        # Garbage on the NFVI socket costs the trace a few records a second, not one per line.
+        log = self._refusals if name == "MessageRefused" else self.trace
+        log.record("note", name, src="nfvi", why=why)
 
     def _load_store(self, vnf: Vnf) -> tuple[DiskStore, tuple[int, int, dict]]:
         store = DiskStore(self.state_dir / "checkpoints" / f"{vnf.name}.log")

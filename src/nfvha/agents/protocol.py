@@ -1,0 +1,128 @@
+"""The NFVI protocol: JSON objects, one per line, between the NFVI driver and its agents.
+
+agent -> driver                               driver -> agent
+  hello        {kind, name, pid}                start_vm    {vm, cgroup, nice}          (host)
+  hb           {}                               start_vnfc  {req, vnfc, argv, env, cwd} (guest)
+  vm_started   {name, req, pid}     (host)
+  vm_failed    {name, req, reason}  (host)
+  vm_exited    {name, pid, status}  (host)
+  vnfc_started {name, req, pid}     (guest)
+  vnfc_failed  {name, req, reason}  (guest)
+  vnfc_exited  {name, pid, status}  (guest)
+
+Each side checks every line it receives (types strictly, no field missing or extra) and refuses
+one that is not a message of this table, or not one its sender may send: hello first and once,
+then only its own kind's messages. A refused line is reported and never acted on.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, ValidationError
+
+from nfvha.core.heartbeat import AgentKind
+from nfvha.sdk.protocol import ProtocolError
+
+# A pid is reaped by the driver (waitpid): 0 or -1 there would mean "any child".
+Pid = PositiveInt
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Hello(Message):
+    t: Literal["hello"]
+    kind: AgentKind
+    name: str = Field(min_length=1)
+    pid: Pid
+
+
+class Beat(Message):
+    t: Literal["hb"]
+
+
+class Started(Message):
+    t: Literal["vm_started", "vnfc_started"]
+    name: str
+    req: PositiveInt | None  # vnfc_*: the driver's request; vm_*: none
+    pid: Pid
+
+
+class Failed(Message):
+    t: Literal["vm_failed", "vnfc_failed"]
+    name: str
+    req: PositiveInt | None
+    reason: str
+
+
+class Exited(Message):
+    t: Literal["vm_exited", "vnfc_exited"]
+    name: str
+    pid: Pid
+    status: int  # the exit code, or minus the signal
+
+
+class StartVm(Message):
+    t: Literal["start_vm"]
+    vm: str = Field(min_length=1)
+    cgroup: str = Field(min_length=1)
+    nice: int = Field(0, ge=0, le=19)
+
+
+class StartVnfc(Message):
+    t: Literal["start_vnfc"]
+    req: PositiveInt
+    vnfc: str = Field(min_length=1)
+    argv: list[str] = Field(min_length=1)
+    env: dict[str, str]
+    cwd: str
+
+
+FROM_AGENT: TypeAdapter[Hello | Beat | Started | Failed | Exited] = TypeAdapter(
+    Annotated[Hello | Beat | Started | Failed | Exited, Field(discriminator="t")]
+)
+FROM_DRIVER: TypeAdapter[StartVm | StartVnfc] = TypeAdapter(
+    Annotated[StartVm | StartVnfc, Field(discriminator="t")]
+)
+# What each kind of agent may send once it has said hello, and receive.
+SENT_BY: dict[str, frozenset[str]] = {
+    "host": frozenset({"hb", "vm_started", "vm_failed", "vm_exited"}),
+    "guest": frozenset({"hb", "vnfc_started", "vnfc_failed", "vnfc_exited"}),
+}
+SENT_TO: dict[str, str] = {"host": "start_vm", "guest": "start_vnfc"}
+
+
+def _parse(adapter: TypeAdapter[Any], line: bytes) -> dict[str, Any]:
+    try:
+        msg: BaseModel = adapter.validate_json(line)
+    except ValidationError as exc:
+        raise ProtocolError(_reason(exc)) from None
+    return msg.model_dump()
+
+
+def _reason(exc: ValidationError) -> str:
+    """The first problem, with where it is: ``hello.pid: Input should be greater than 0``."""
+    e = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in e["loc"])
+    return f"{where}: {e['msg']}" if where else e["msg"]
+
+
+def decode_from_agent(line: bytes, sender: AgentKind | None) -> dict[str, Any]:
+    """One line from an agent; ``sender``: its kind once it has said hello, else None.
+    Raises ProtocolError saying what is wrong."""
+    msg = _parse(FROM_AGENT, line)
+    if sender is None and msg["t"] != "hello":
+        raise ProtocolError(f"{msg['t']} before hello")
+    if sender is not None and msg["t"] not in SENT_BY[sender]:
+        raise ProtocolError(f"{msg['t']} is not for a {sender} agent to send")
+    return msg
+
+
+def decode_from_driver(line: bytes, receiver: str) -> dict[str, Any]:
+    """One line from the driver to a ``receiver`` (host or guest) agent."""
+    msg = _parse(FROM_DRIVER, line)
+    if msg["t"] != SENT_TO[receiver]:
+        raise ProtocolError(f"{msg['t']} is not for a {receiver} agent")
+    return msg
