@@ -16,15 +16,23 @@ from tests.integration.support.deployments import (
     free_udp_port,
     unique_name,
 )
-from tests.integration.support.trace import dump_records, index, max_simultaneous_actives, select
+from tests.integration.support.trace import (
+    assert_twin_agrees,
+    dump_records,
+    index,
+    max_simultaneous_actives,
+    select,
+)
 
 MODELS = ["2n", "n+m", "none"]
 HANG_HEALTH = {"interval_ms": 100, "timeout_ms": 200, "failure_threshold": 3}
 
 
 def experiment(model: str, fault: str, tmp_path: Path, health: dict) -> Experiment:
+    """One fault on the example's active under the probe; the simulated twin of the run must
+    say the same things on every channel (tests/integration/support/trace.py)."""
     dep = example(model, name=unique_name(), port=free_udp_port(), health=health)
-    return asyncio.run(
+    exp = asyncio.run(
         run_faults(
             dep,
             tmp_path,
@@ -36,6 +44,8 @@ def experiment(model: str, fault: str, tmp_path: Path, health: dict) -> Experime
             state_dir=tmp_path / "state",
         )
     )
+    assert_twin_agrees(dep, list(exp.records), exp.faults[0].target, dump_records(exp.records))
+    return exp
 
 
 def check_recovery(exp: Experiment, model: str) -> dict[str, int]:

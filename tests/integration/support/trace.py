@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from nfvha.core.placement import plan
+from nfvha.lab import twin
 from nfvha.runtime.trace import Record
 
 
@@ -137,3 +139,17 @@ def max_simultaneous_live_actives(
             holders -= {c for c in holders if vm_host.get(vnfc_vm.get(c, "")) == data["host"]}
         most = max(most, len(holders))
     return most
+
+
+def assert_twin_agrees(deployment: Any, records: list[Record], failed: str, context: str) -> None:
+    """The simulator, given the same faults at the same moments on the same roles, says the
+    same things on every channel, step for step: it is the system that runs."""
+    placement = plan(deployment)
+    vm_of = dict(placement.vnfc_vm) if placement else {}
+    host_of = dict(placement.vm_host) if placement else {}
+    real = twin.chains(records, twin.roles(deployment, failed, vm_of, host_of))
+    sim, sim_failed = twin.simulate_alongside(deployment, records)
+    simulated = twin.chains(sim.records, twin.sim_roles(sim, sim_failed))
+    assert real, context  # so that agreeing says something
+    differ = twin.differences(real, simulated)
+    assert differ == [], "\n".join(differ) + f"\nsimulated:\n{sim.trace_text()}{context}"
