@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from nfvha.core import messages as m
@@ -183,7 +185,8 @@ def test_escalation_on_the_failure_after_the_maximum() -> None:
             esc = next(c for c in cmds if isinstance(c, m.Escalate))
             assert esc.failures == 3
     assert d.mgr.vnfcs["c0"].life is Life.ESCALATED
-    assert d.mgr.snapshot()["vnfcs"][0]["state"] == "escalated"  # type: ignore[index]
+    view: dict[str, Any] = d.mgr.snapshot()
+    assert view["vnfcs"][0]["state"] == "escalated"
 
 
 def test_failures_older_than_probation_do_not_count() -> None:
@@ -204,7 +207,8 @@ def test_escalated_standby_leaves_the_active_serving() -> None:
     d.feed(m.ProcessExited(vnfc="c1", status="x"))
     cmds = d.feed(m.CleanupDone(vnfc="c1", ok=True))
     assert any(isinstance(c, m.Escalate) for c in cmds)
-    assert d.mgr.snapshot()["service"]["active"] == ["c0"]  # type: ignore[index]
+    view: dict[str, Any] = d.mgr.snapshot()
+    assert view["service"]["active"] == ["c0"]
 
 
 def test_none_model_restart_is_the_recovery() -> None:
@@ -252,7 +256,8 @@ def test_stale_role_confirmation_is_ignored() -> None:
     d.feed(m.CleanupDone(vnfc="c0", ok=True))
     cmds = d.feed(m.RoleConfirmed(vnfc="c1", role="active", epoch=1))
     assert cmds == ()
-    assert not d.mgr.snapshot()["service"]["up"]  # type: ignore[index]
+    view: dict[str, Any] = d.mgr.snapshot()
+    assert not view["service"]["up"]
 
 
 def test_unknown_vnfc_is_an_illegal_event() -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from nfvha.core import vim as v
 
 
-def build(repair: str = "negotiation", hosts: int = 3) -> v.Vim:
+def build(repair: Literal["negotiation", "auto"] = "negotiation", hosts: int = 3) -> v.Vim:
     specs = [
-        v.VmSpec("vm-a1", "h1", "a", repair),  # type: ignore[arg-type]
-        v.VmSpec("vm-a2", "h2", "a", repair),  # type: ignore[arg-type]
-        v.VmSpec("vm-b1", "h1", "b", repair),  # type: ignore[arg-type]
+        v.VmSpec("vm-a1", "h1", "a", repair),
+        v.VmSpec("vm-a2", "h2", "a", repair),
+        v.VmSpec("vm-b1", "h1", "b", repair),
     ]
     return v.Vim.build([f"h{i + 1}" for i in range(hosts)], specs, correlation_window_s=10)
 
@@ -103,7 +105,8 @@ def test_failed_fencing_restarts_nothing() -> None:
     vim.handle(v.HostFailed(host="h1", cause="heartbeat lost"), 1.0)
     d = vim.handle(v.HostFenced(host="h1", ok=False, detail="agent unreachable"), 1.5)
     assert kinds(d.commands) == ["Alarm"]
-    assert vim.snapshot()["hosts"]["h1"] == "fence-failed"  # type: ignore[index]
+    view: dict[str, Any] = vim.snapshot()
+    assert view["hosts"]["h1"] == "fence-failed"
 
 
 def test_vm_without_a_free_host_waits_for_its_own() -> None:

@@ -93,7 +93,7 @@ def test_fuzz_a_few_hundred_seeds() -> None:
 class FailoverOnSuspicion(HAManager):
     """Moves the role as soon as a failure is suspected, without waiting for the cleanup."""
 
-    def _fail(self, c, reason, now, *, responsive):  # type: ignore[override]
+    def _fail(self, c, reason, now, *, responsive):
         was_active = c.role is Role.ACTIVE
         decision = super()._fail(c, reason, now, responsive=responsive)
         if not was_active:
@@ -104,14 +104,14 @@ class FailoverOnSuspicion(HAManager):
 
 
 class TwoActivesAtStart(HAManager):
-    def _role_for_newcomer(self) -> Role:  # type: ignore[override]
+    def _role_for_newcomer(self) -> Role:
         return Role.ACTIVE
 
 
 class AckWithoutKeeping(ck.CheckpointService):
     """Acknowledges writes it neither replicates nor keeps."""
 
-    def write(self, vnfc, epoch, request, updates):  # type: ignore[override]
+    def write(self, vnfc, epoch, request, updates):
         if self.writer != (vnfc, epoch):
             return super().write(vnfc, epoch, request, updates)
         return [ck.Ack(vnfc, request)]
@@ -127,7 +127,7 @@ class EscalatesOneLate(HAManager):
 class VnfmRestartsVms(Vnfm):
     """Restarts VMs itself: the VIM's job, outside a VNFM's scope."""
 
-    def handle(self, event, now):  # type: ignore[override]
+    def handle(self, event, now):
         decision = super().handle(event, now)
         if isinstance(event, v.NotifyVmFailed):
             extra = (v.StartVm(vm=event.vm, host=event.host, restore=False),)
@@ -138,12 +138,12 @@ class VnfmRestartsVms(Vnfm):
 class WaitsForASuccessorThatIsNotComing(HAManager):
     """The repair of a VNFC waits for the new active even when that one failed too."""
 
-    def _revive_stranded(self, besides):  # type: ignore[override]
+    def _revive_stranded(self, besides):
         return [], ""
 
 
 class VimThatNeverRepairs(Vim):
-    def _maybe_restart(self, vm, text):  # type: ignore[override]
+    def _maybe_restart(self, vm, text):
         return Decision((), f"{text}; not repairing it")
 
 

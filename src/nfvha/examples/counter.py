@@ -18,6 +18,7 @@ import asyncio
 import os
 import socket
 import sys
+from typing import cast
 
 from nfvha.sdk import ENV_ADDRESS, ENV_VNFC, Assignment, CheckpointRefused, Component
 
@@ -30,7 +31,7 @@ class Counter(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.DatagramTransport, transport)  # a datagram endpoint's
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         parts = data.split()

@@ -77,14 +77,15 @@ def is_steady(engine: Engine) -> bool:
     """Every service up, nothing starting or being cleaned up, every running VNFC confirmed,
     every host and VM up."""
     if engine.vim is not None:
-        snap = engine.vim.snapshot()
-        if any(s != "up" for s in snap["hosts"].values()):  # type: ignore[union-attr]
+        snap: dict[str, Any] = engine.vim.snapshot()
+        if any(s != "up" for s in snap["hosts"].values()):
             return False
-        if any(vm["state"] != "up" for vm in snap["vms"].values()):  # type: ignore[union-attr]
+        if any(vm["state"] != "up" for vm in snap["vms"].values()):
             return False
     for vnf in engine.vnfs.values():
         mgr = vnf.manager
-        if not mgr.snapshot()["service"]["up"]:  # type: ignore[index]
+        view: dict[str, Any] = mgr.snapshot()
+        if not view["service"]["up"]:
             return False
         for c in mgr.vnfcs.values():
             if c.life in (Life.STARTING, Life.FAILED) or (
@@ -189,7 +190,8 @@ def applies(vnf: Any) -> dict[str, bool]:
 
 
 def vnf_active(engine: Engine, vnf_name: str) -> str:
-    active = engine.vnfs[vnf_name].manager.snapshot()["service"]["active"]  # type: ignore[index]
+    view: dict[str, Any] = engine.vnfs[vnf_name].manager.snapshot()
+    active = view["service"]["active"]
     if not active:
         raise RuntimeError(f"{vnf_name} has no active VNFC")
     return active[0]

@@ -68,7 +68,8 @@ def draw(
 ) -> list[Fault]:
     """Faults at exponential gaps (mean ``mean_gap``) over ``duration``, kind and target drawn
     uniformly: faults during recovery from another are part of the mix."""
-    faults, at = [], 0.0
+    faults: list[Fault] = []
+    at = 0.0
     usable = [k for k in kinds if entities[TARGET_OF[k]]]
     while True:
         at += rng.expovariate(1.0 / mean_gap)

@@ -59,7 +59,7 @@ def measured(records: Iterable[Record]) -> dict[str, list[float]]:
     """Every observed interval, in seconds, per latency field."""
     ends = {end: field for field, (_, end) in FROM_TRACE.items()}
     starts = {start: field for field, (start, _) in FROM_TRACE.items()}
-    pending: dict[tuple[str, str], int] = {}
+    pending: dict[tuple[str, str | None], int] = {}  # (field, subject) -> start
     samples: dict[str, list[float]] = {f: [] for f in FROM_TRACE}
     for rec in records:
         name, kind = rec["name"], rec["kind"]
