@@ -31,7 +31,7 @@ class Counter(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)  # a datagram endpoint's
+        self.transport = cast(asyncio.DatagramTransport, transport)  # a UDP endpoint
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         parts = data.split()
