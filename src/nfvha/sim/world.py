@@ -4,9 +4,10 @@ Time is virtual (seconds, as the managers expect); nothing here reads a clock or
 scheduled effect carries the incarnation (``gen``) of the entity it acts on, so an effect meant
 for a process that has since died and restarted is dropped, as a real one would be.
 
-What is observed how, as on a real multi-host system:
-- a VNFC that dies on a live, reachable VM: its exit is reported at once (pidfd/guest agent);
-- a VNFC that hangs, or whose VM hangs or host dies or link is cut: its health checks miss;
+What is observed how, as in the runtime (which watches every VNFC by pidfd on this machine):
+- a VNFC that dies, alone or with its crashed VM or host, while reachable: its exit is
+  reported at once;
+- a VNFC that hangs, or whose VM hangs or link is cut: its health checks miss;
 - a guest that dies on a live host: its host agent reports it at once;
 - a frozen VM, a dead host, a cut link: their heartbeats stop.
 """
@@ -460,7 +461,8 @@ class Simulation(d.Drivers):
         if not vm.alive:
             return
         reported = self.hosts[vm.host].reachable
-        self._vm_down(vm, reported=reported)
+        # As in the runtime, the manager watches each VNFC by pidfd: their deaths are seen too.
+        self._vm_down(vm, reported=reported, exits_seen=reported)
         if not reported:  # the exit report is lost with the link; its heartbeats stop all the same
             self._silent(vm.name, "guest")
 
@@ -474,7 +476,9 @@ class Simulation(d.Drivers):
     def _fault_host_crash(self, f: Fault) -> None:
         host = self.hosts[f.target]
         if host.alive:
-            self._host_down(host)
+            # The runtime watches each VNFC by pidfd on this machine: their deaths are seen
+            # unless the host was already cut off.
+            self._host_down(host, exits_seen=host.link)
             self._silent(host.name, "host")
 
     def _fault_link_cut(self, f: Fault) -> None:
@@ -516,9 +520,9 @@ class Simulation(d.Drivers):
             c.watch_gen += 1  # misses of its last life stop; those of its death begin
             self._health_misses(c)
 
-    def _vm_down(self, vm: SimVm, *, reported: bool) -> None:
+    def _vm_down(self, vm: SimVm, *, reported: bool, exits_seen: bool = False) -> None:
         for name in vm.vnfcs:
-            self._kill(self.vnfcs[name], seen=False)
+            self._kill(self.vnfcs[name], seen=exits_seen)
         if vm.alive:
             vm.alive, vm.frozen = False, False
             vm.gen += 1
@@ -527,9 +531,9 @@ class Simulation(d.Drivers):
                 event = v.VmFailed(vm=vm.name, cause="exit", detail="guest exited")
                 self.after(self.lat.exit_seen, self.feed, routing.VIM, event)
 
-    def _host_down(self, host: SimHost) -> None:
+    def _host_down(self, host: SimHost, *, exits_seen: bool = False) -> None:
         for vm in self._vms_on(host.name):
-            self._vm_down(vm, reported=False)
+            self._vm_down(vm, reported=False, exits_seen=exits_seen)
         host.alive = False
         host.gen += 1
 
