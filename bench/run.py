@@ -227,8 +227,26 @@ def table(results: dict) -> str:
             f"{ms(srv.get('median'))} | {run.get('goal', v.get('goal'))} | "
             f"{provenance.vs_last(run)} | {'yes' if met else '**no**'} |"
         )
-    lines += ["", footer(results)]
+    lines += ["", footer(results), "", *phase_table(results)]
     return "\n".join(lines)
+
+
+PHASES = ("detected", "isolated", "assigned", "serving", "repaired")
+
+
+def phase_table(results: dict) -> list[str]:
+    """Where each outage goes: the median of each phase, in ms after the fault (trace)."""
+    lines = [
+        "Phases, median ms after the fault (from the trace): " + ", ".join(PHASES) + ".",
+        "",
+        "| model | fault | " + " | ".join(PHASES) + " |",
+        "|---|---|" + "---|" * len(PHASES),
+    ]
+    for run in results["runs"]:
+        p = run["phases_ms"]
+        cells = " | ".join(ms(p.get(name, {}).get("median")) for name in PHASES)
+        lines.append(f"| {run['model']} | {run['fault']} | {cells} |")
+    return lines
 
 
 def footer(results: dict) -> str:
