@@ -28,50 +28,50 @@ from nfvha.sdk.protocol import ProtocolError
 Pid = PositiveInt
 
 
-class Message(BaseModel):
+class NfviMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class Hello(Message):
+class AgentHello(NfviMessage):
     t: Literal["hello"]
     kind: AgentKind
     name: str = Field(min_length=1)
     pid: Pid
 
 
-class Beat(Message):
+class AgentBeat(NfviMessage):
     t: Literal["hb"]
 
 
-class Started(Message):
+class AgentStarted(NfviMessage):
     t: Literal["vm_started", "vnfc_started"]
     name: str
     req: PositiveInt | None  # vnfc_*: the driver's request; vm_*: none
     pid: Pid
 
 
-class Failed(Message):
+class AgentFailed(NfviMessage):
     t: Literal["vm_failed", "vnfc_failed"]
     name: str
     req: PositiveInt | None
     reason: str
 
 
-class Exited(Message):
+class AgentExited(NfviMessage):
     t: Literal["vm_exited", "vnfc_exited"]
     name: str
     pid: Pid
     status: int  # the exit code, or minus the signal
 
 
-class StartVm(Message):
+class DriverStartVm(NfviMessage):
     t: Literal["start_vm"]
     vm: str = Field(min_length=1)
     cgroup: str = Field(min_length=1)
     nice: int = Field(0, ge=0, le=19)
 
 
-class StartVnfc(Message):
+class DriverStartVnfc(NfviMessage):
     t: Literal["start_vnfc"]
     req: PositiveInt
     vnfc: str = Field(min_length=1)
@@ -80,12 +80,10 @@ class StartVnfc(Message):
     cwd: str
 
 
-FROM_AGENT: TypeAdapter[Hello | Beat | Started | Failed | Exited] = TypeAdapter(
-    Annotated[Hello | Beat | Started | Failed | Exited, Field(discriminator="t")]
-)
-FROM_DRIVER: TypeAdapter[StartVm | StartVnfc] = TypeAdapter(
-    Annotated[StartVm | StartVnfc, Field(discriminator="t")]
-)
+FromAgent = AgentHello | AgentBeat | AgentStarted | AgentFailed | AgentExited
+FromDriver = DriverStartVm | DriverStartVnfc
+FROM_AGENT: TypeAdapter[FromAgent] = TypeAdapter(Annotated[FromAgent, Field(discriminator="t")])
+FROM_DRIVER: TypeAdapter[FromDriver] = TypeAdapter(Annotated[FromDriver, Field(discriminator="t")])
 # What each kind of agent may send once it has said hello, and receive.
 SENT_BY: dict[str, frozenset[str]] = {
     "host": frozenset({"hb", "vm_started", "vm_failed", "vm_exited"}),
