@@ -80,6 +80,15 @@ def test_a_longer_silence_later_is_the_outage_but_the_failover_stays_at_the_faul
     assert (view.failover_from_ns, view.failover_to_ns) == (999 * MS, 1005 * MS)
 
 
+def test_a_hiccup_just_after_the_failover_is_not_taken_for_it() -> None:
+    """Answers are back 4 ms after the fault; a longer silence 10 ms later (the repair's fork)
+    is the outage, but the failover a person looks for is the one at the fault (the demo)."""
+    gaps = every_ms(900, 1000) + every_ms(1004, 1010) + every_ms(1016, 1100)
+    view = consumer_view(stream(gaps), FAULT, 1100 * MS)
+    assert (view.failover_from_ns, view.failover_to_ns) == (999 * MS, 1004 * MS)
+    assert (view.last_good_ns, view.first_good_ns) == (1009 * MS, 1016 * MS)
+
+
 def test_two_servers_interleaved_count_as_one_stream_of_answers() -> None:
     """Answers alternate between two servers: the silence is measured whoever answers."""
     a = stream([t for t in every_ms(900, 1100) if t % 2 == 0 and not 1000 <= t < 1010], "a")
