@@ -237,7 +237,7 @@ def _read_answers(path: Path) -> list[tuple[int, int, str]]:
     return rows
 
 
-REPLY_IN_FLIGHT_NS = 2_000_000  # an answer sent just before the fault arrives within this (loopback)
+REPLY_IN_FLIGHT_NS = 2_000_000  # a reply sent just before the fault arrives within this
 
 
 def acknowledged_repeats(totals: list[int]) -> list[bool]:

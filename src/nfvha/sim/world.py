@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +99,7 @@ class Simulation(d.Drivers):
         self,
         deployment: Deployment,
         seed: int,
-        faults: list[Fault] = (),  # type: ignore[assignment]
+        faults: Sequence[Fault] = (),
         *,
         latencies: Latencies = DEFAULT_LATENCIES,
         policies: ManagerClasses = DEFAULT_CLASSES,
