@@ -195,7 +195,9 @@ class ProcessDriver:
                 os.killpg(pgid, 0)
             except ProcessLookupError:
                 if self.groups.pop(pgid, None) is not None and self._record is not None:
-                    self._record.discard(pgid)
+                    # Off the failover's path: a record that still lists an empty group for a
+                    # moment is harmless (the next run finds no member in it).
+                    loop.call_soon(self._record.discard, pgid)
                 return True, "process group gone"
             if loop.time() > deadline:
                 return False, f"process group {pgid} still has members"
