@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from nfvha.core import messages as m
-from nfvha.core.ha import HAManager, IllegalEvent, Life, Role
+from nfvha.core.ha import HAManager, IllegalEvent, Life, Resumed, Role
 from tests.helpers import vnf_spec
 
 
@@ -345,3 +345,46 @@ def test_a_failed_store_is_reported_once_and_cleared_when_writes_are_durable_aga
     assert d.feed(m.StoreFailed(vnfc="c0", reason="No space left on device")) == ()
     assert not any(isinstance(c, (m.Cleanup, m.StartVnfc)) for c in d.log[-1:])
     assert d.feed(m.StoreRecovered(vnfc="c0")) == (m.ClearError(vnfc="c0", service="svc"),)
+
+
+# --- rule 9: a new manager adopts ---------------------------------------------------------------
+
+
+def adopted(model: str = "2n", **kw) -> HAManager:
+    return HAManager(vnf_spec(model, **kw))
+
+
+def test_adoption_keeps_the_resumed_active_and_resyncs_the_standby() -> None:
+    mgr = adopted()
+    d = mgr.adopt(1.0, {"c0": Resumed("active", 4), "c1": Resumed("standby", 4)}, silent=())
+    assert m.KeepRole(vnfc="c0", role="active", epoch=4) in d.commands
+    assert not any(isinstance(c, m.AssignRole) and c.role == "active" for c in d.commands)
+    assert m.AssignRole(vnfc="c1", role="standby", epoch=4) in d.commands
+    assert mgr.epoch == 4 and mgr.active_holders() == ["c0"]
+    assert not any(isinstance(c, m.StartVnfc) for c in d.commands), "nothing restarted"
+
+
+def test_a_stale_active_claim_is_isolated_and_the_newest_kept() -> None:
+    mgr = adopted()
+    d = mgr.adopt(1.0, {"c0": Resumed("active", 3), "c1": Resumed("active", 5)}, silent=())
+    assert m.KeepRole(vnfc="c1", role="active", epoch=5) in d.commands
+    assert any(isinstance(c, m.Cleanup) and c.vnfc == "c0" for c in d.commands)
+    assert mgr.active_holders() == ["c1"]
+
+
+def test_a_silent_vnfc_is_isolated_before_the_standby_is_promoted() -> None:
+    """It may be an active cut off from every manager: no one else is active before it is
+    confirmed gone."""
+    mgr = adopted()
+    d = mgr.adopt(1.0, {"c1": Resumed("standby", 2)}, silent=["c0"])
+    assert any(isinstance(c, m.Cleanup) and c.vnfc == "c0" for c in d.commands)
+    assert m.AssignRole(vnfc="c1", role="standby", epoch=2) in d.commands
+    assert mgr.active_holders() == ["c0"]  # held until isolated
+    after = mgr.handle(m.CleanupDone(vnfc="c0", ok=True), 1.1)
+    assert m.AssignRole(vnfc="c1", role="active", epoch=3) in after.commands
+
+
+def test_vnfcs_that_are_gone_are_started_and_none_resumed_means_a_fresh_start() -> None:
+    mgr = adopted()
+    d = mgr.adopt(1.0, {}, silent=())
+    assert {c.vnfc for c in d.commands if isinstance(c, m.StartVnfc)} == {"c0", "c1"}

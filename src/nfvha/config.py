@@ -85,6 +85,9 @@ class Policies(Strict):
     start_timeout_s: PositiveFloat = 10.0  # started but not up (registered) by then: failed
     restart_probation_s: PositiveFloat = 60.0
     restart_max: NonNegativeInt = 3
+    # An active that hears from no manager for this long stops serving on its own (the SDK
+    # fences itself); a new manager waits this long for running VNFCs to resume their sessions.
+    role_lease_ms: PositiveInt = 1000
 
 
 class Redundancy(Strict):

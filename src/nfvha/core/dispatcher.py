@@ -18,6 +18,8 @@ Rules:
    write could not be made durable, ``StoreRecovered`` when one is durable again.
 6. Topology. The VIM exists only for a deployment with hosts; the VNFM always exists (it keeps
    the error reports and escalations; with no VIM it has no VM to report them on).
+7. Adoption. A manager that takes over from one that died adopts the VNFCs still running
+   (``adopt``) and rebuilds each replica from what they hold, instead of restarting them.
 
 Theory of operation: ``feed(target, event, now)`` and the checkpoint entry points return
 ``Output``s: trace ``Record``s (without a timestamp: the caller knows the time), driver
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,7 +40,7 @@ from nfvha.core import checkpoint as ck
 from nfvha.core import messages as m
 from nfvha.core import routing
 from nfvha.core import vim as v
-from nfvha.core.ha import Decision, HAManager
+from nfvha.core.ha import Decision, HAManager, Resumed
 from nfvha.core.messages import Traced
 from nfvha.core.placement import Placement, vm_specs
 from nfvha.core.vim import Vim
@@ -236,6 +239,42 @@ class Dispatcher:
                 self._route(name, cmd, now, out)
         return out + self._drain(now)
 
+    def adopt(
+        self,
+        now: float,
+        resumed: Mapping[str, tuple[Resumed, dict[str, Any]]],
+        silent: Collection[str],
+    ) -> list[Output]:
+        """Rule 7: take over VNFCs that outlived their manager (ha.py rule 9). ``resumed``:
+        VNFC -> (the role and epoch it holds, the state it holds); ``silent``: running VNFCs
+        that did not resume. Each VNF's replica is rebuilt from what its VNFCs hold."""
+        out: list[Output] = []
+        for name, mgr in self.ha.items():
+            mine = {c: r for c, (r, _) in resumed.items() if self.owner[c] == name}
+            self._rebuild_replica(name, {c: resumed[c] for c in mine})
+            decision = mgr.adopt(now, mine, [c for c in silent if self.owner.get(c) == name])
+            out.append(Record("note", "ManagerAdopted", self.label(name), why=decision.why))
+            for cmd in decision.commands:
+                self._route(name, cmd, now, out)
+        return out + self._drain(now)
+
+    def _rebuild_replica(
+        self, vnf: str, resumed: Mapping[str, tuple[Resumed, dict[str, Any]]]
+    ) -> None:
+        """The replica of a replicated VNF lived in the manager that died: the active that
+        resumes with the highest epoch holds the latest state; else a standby holds every
+        acknowledged write. A checkpointed VNF keeps what its store holds."""
+        service = self.checkpoints[vnf]
+        if service.mode != "replicated" or not resumed:
+            return
+
+        def rank(item: tuple[str, tuple[Resumed, dict[str, Any]]]) -> tuple[bool, int]:
+            role, epoch = item[1][0]
+            return role == "active", epoch
+
+        _, (_, state) = max(resumed.items(), key=rank)
+        service.state = dict(state)
+
     def feed(self, target: str, event: Traced, now: float) -> list[Output]:
         """Handle ``event`` for a manager ("vim", "vnfm" or a VNF's name) and everything it
         causes among the managers."""
@@ -294,6 +333,10 @@ class Dispatcher:
     def _couple(self, vnf: str, cmd: Traced, out: list[Output]) -> None:
         """Rules 3 and 4: what the checkpoint service and plain processes need of a command."""
         service = self.checkpoints[vnf]
+        if isinstance(cmd, m.KeepRole):  # adopted: it holds the role already; only fencing
+            if cmd.role == "active":
+                self._data(vnf, service.grant(cmd.vnfc, cmd.epoch), out)
+            return
         if isinstance(cmd, m.Cleanup):
             self._data(vnf, service.revoke(cmd.vnfc), out)
         if not isinstance(cmd, m.AssignRole):

@@ -22,6 +22,11 @@ Rules (design brief 1, 2, 5, 6; each has tests in tests/test_core_ha.py):
 8. Nothing is stranded. A VNFC waiting for a new active before its repair is restarted at once
    when no new active is coming (the successor failed too, or there is none): every VNFC that
    is not running is on its way back, waits for its VM, or is escalated.
+9. A new manager adopts, it does not restart (``adopt``). VNFCs still running when it takes
+   over resume their sessions and keep their roles: the active claims with the highest epochs
+   stay active (no reassignment), a stale claim is isolated; standbys are resynchronised. A
+   running VNFC that did not resume within its lease may be an active cut off from everyone:
+   it is isolated before anyone else is made active. VNFCs that are gone are started.
 
 Theory of operation: every VNFC has a life (stopped, starting, running, failed = being cleaned
 up, escalated) and a role (none, active, standby, spare). The runtime feeds events with the
@@ -32,13 +37,16 @@ starting or running VNFC can fail.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from nfvha.config import Vnf
 from nfvha.core import messages as m
 from nfvha.core.escalation import RestartIntensity
 from nfvha.core.messages import Decision as Decision  # the decision type, re-exported
+from nfvha.core.messages import Traced
 
 
 class Life(StrEnum):
@@ -54,6 +62,13 @@ class Role(StrEnum):
     ACTIVE = "active"
     STANDBY = "standby"
     SPARE = "spare"
+
+
+class Resumed(NamedTuple):
+    """What a running VNFC says of itself when it resumes its session with a new manager."""
+
+    role: str
+    epoch: int
 
 
 class IllegalEvent(Exception):
@@ -103,6 +118,70 @@ class HAManager:
             tuple(cmd for n in names for cmd in self._start(self.vnfcs[n])),
             f"starting {', '.join(names)} ({self._model_text()})",
         )
+
+    def adopt(
+        self, now: float, resumed: Mapping[str, Resumed], silent: Collection[str]
+    ) -> Decision:
+        """Rule 9: take over from a manager that died. ``resumed``: running VNFCs that said
+        which role and epoch they hold; ``silent``: running ones that did not; the others are
+        not running."""
+        r = self.vnf.redundancy
+        limit = r.active if r.model == "n+m" else 1
+        claims = sorted(
+            ((e.epoch, n) for n, e in resumed.items() if e.role == Role.ACTIVE), reverse=True
+        )
+        keep = {n for _, n in claims[:limit]}
+        self.epoch = max([self.epoch, *(e.epoch for e in resumed.values())])
+        commands: list[Traced] = []
+        for name in keep:
+            c = self.vnfcs[name]
+            c.life, c.role, c.confirmed = Life.RUNNING, Role.ACTIVE, True
+            commands += self._watch(c)
+            commands.append(m.KeepRole(vnfc=name, role="active", epoch=resumed[name].epoch))
+        suspects = [n for n in silent if n in self.vnfcs]
+        for name in suspects:  # maybe an active cut off: it holds the role until isolated
+            c = self.vnfcs[name]
+            c.life, c.role = Life.RUNNING, Role.ACTIVE if not keep else Role.NONE
+            commands += self._fail(c, "did not resume its session", now, responsive=False).commands
+        for name, e in resumed.items():
+            if name in keep:
+                continue
+            c = self.vnfcs[name]
+            c.life = Life.RUNNING
+            if e.role == Role.ACTIVE:  # a second claim, with an older epoch
+                commands += self._fail(
+                    c, f"claimed active with stale epoch {e.epoch}", now, responsive=False
+                ).commands
+                continue
+            commands += self._watch(c)
+            waiting = Role.STANDBY if r.model == "2n" else Role.SPARE
+            role = waiting if suspects and not keep else self._role_for_newcomer()
+            commands.append(self._assign(c, role))
+        gone = [n for n, c in self.vnfcs.items() if c.life is Life.STOPPED]
+        revived, _ = self._revive_stranded(besides="") if self._pooled() else ([], "")
+        started = revived or [cmd for n in gone for cmd in self._start(self.vnfcs[n])]
+        commands += started
+        return Decision(tuple(commands), self._adopted_text(keep, resumed, suspects, gone))
+
+    def _adopted_text(
+        self, keep: set[str], resumed: Mapping[str, Resumed], suspects: list[str], gone: list[str]
+    ) -> str:
+        parts = [f"adopted {', '.join(sorted(keep))} as active" if keep else "no active resumed"]
+        others = sorted(set(resumed) - keep)
+        if others:
+            parts.append(f"{', '.join(others)} resumed")
+        if suspects:
+            parts.append(f"{', '.join(sorted(suspects))} silent: isolating before any role moves")
+        if gone:
+            parts.append(f"{', '.join(gone)} not running")
+        return "; ".join(parts)
+
+    def _pooled(self) -> bool:
+        r = self.vnf.redundancy
+        return r.model == "n+m" and r.spare_start == "on_demand"
+
+    def _watch(self, c: VnfcState) -> list[m.Message]:
+        return [m.WatchHealth(vnfc=c.name, on=True)] if self.vnf.sdk else []
 
     def handle(self, event: m.Message, now: float) -> Decision:
         vnfc = self.vnfcs.get(event.vnfc)

@@ -160,6 +160,15 @@ class AssignRole(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KeepRole(Message):
+    """A VNFC adopted by a new manager keeps the role it held: nothing is sent to it; its
+    checkpoint writes are accepted with its epoch."""
+
+    role: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WatchHealth(Message):
     on: bool
 

@@ -13,7 +13,15 @@ VIM = "vim"
 VNFM = "vnfm"
 
 # What each kind of manager may issue. Anything else is outside its scope.
-HA_COMMANDS = (m.StartVnfc, m.SetTimer, m.Cleanup, m.AssignRole, m.WatchHealth, *m.TO_VNFM)
+HA_COMMANDS = (
+    m.StartVnfc,
+    m.SetTimer,
+    m.Cleanup,
+    m.AssignRole,
+    m.KeepRole,
+    m.WatchHealth,
+    *m.TO_VNFM,
+)
 VNFM_COMMANDS = (m.VmLost, m.VmRestored, v.RepairConsent, v.VmErrorReport)
 VIM_COMMANDS = (
     v.Alarm,
