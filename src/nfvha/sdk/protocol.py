@@ -1,14 +1,27 @@
 """The component protocol: JSON objects, one per line, over the manager's Unix socket.
 
 component -> manager                         manager -> component
-  hello      {vnfc, pid}                       assign     {role, epoch, state, address, reuse_port}
-  role_ok    {role, epoch}                     ping       {id}
-  pong       {id, ok}                          replicate  {version, updates}   (to the standby)
-  error      {reason}                          ckpt_done  {req}
-  ckpt_write {req, epoch, updates}             refused    {req?, reason, state?}
-  ckpt_ack   {version}
+  hello      {vnfc, pid, resume?}              assign     {role, epoch, state, address,
+  role_ok    {role, epoch}                                  reuse_port, lease_ms?}
+  pong       {id, ok}                          ping       {id}
+  error      {reason}                          lease      {ms}
+  ckpt_write {req, epoch, updates}             replicate  {version, updates}   (to the standby)
+  ckpt_ack   {version}                         ckpt_done  {req}
+                                               refused    {req?, reason, state?}
 Anything malformed is answered with refused. A write refused because the checkpoint store
 failed carries ``state``: what is durable, which the component goes back to.
+
+The manager is not a single point of failure: a component outlives its manager's connection.
+  resume     {role, epoch, state}: in a hello sent on reconnecting (never in the first one).
+             role and epoch are what the component holds ("none" and 0 if it holds no role,
+             also once it has fenced itself); state is the service state it holds (an
+             active's is the latest), from which the manager rebuilds its replica.
+  lease      {ms}: the role lease, sent to every connected component every ms/4; lease_ms in
+             assign says the same. Every line from the manager renews the lease for that
+             long; an active that has heard nothing for longer stops serving (fences itself)
+             and holds role "none" from then on. 1000 ms until the manager gives one; until
+             it does, an open connection also holds the lease.
+A component ignores message types it does not know, and known ones missing a field.
 """
 
 from __future__ import annotations
