@@ -6,7 +6,10 @@
     else        ``ERR <reason>``
 
 Managed by nfvha it binds the service port only when it is made active, reads the state it is
-given before it serves, and checkpoints every increment. ``--stateless`` keeps no counter (the
+given before it serves, and checkpoints every increment. It outlives its manager: while the
+manager is away it goes on serving (an increment cannot be made durable then: ``ERR no
+manager``) as long as its role lease holds, and unbinds the port once it expires. It runs until
+SIGTERM or SIGINT. ``--stateless`` keeps no counter (the
 total is always 0): the stateless VNF of use cases 5 and 7. ``--standalone`` runs it without a
 manager (used to measure its own start-up time).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import sys
 from typing import cast
@@ -77,6 +81,8 @@ async def serve(host: str, port: int, counter: Counter, reuse_port: bool) -> Non
 
 
 async def run_managed(stateless: bool) -> None:
+    """Serve until SIGTERM or SIGINT: the manager going away does not stop the service (the SDK
+    reconnects), only a lease that expires does (``stop_serving``)."""
     counter = Counter(os.environ.get(ENV_VNFC, "counter"), None, stateless)
 
     async def take_role(assignment: Assignment) -> None:
@@ -84,16 +90,33 @@ async def run_managed(stateless: bool) -> None:
         if assignment.role == "active" and counter.transport is None:
             await serve(assignment.host, assignment.port, counter, assignment.reuse_port)
 
-    component = Component.from_env(on_role=take_role)
+    async def stop_serving() -> None:
+        """Fenced: no longer active. Unbind the port, so that the next active can bind it (and
+        this one again, if it is made active later)."""
+        if counter.transport is not None:
+            counter.transport.close()
+            counter.transport = None
+            await asyncio.sleep(0)  # the socket is closed in the callback close() scheduled
+
+    component = Component.from_env(on_role=take_role, on_fence=stop_serving)
     counter.component = None if stateless else component
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, component.close)
     await component.connect()
-    await component.closed
+    await component.closed  # resolved by close(): on SIGTERM or SIGINT
+    if counter.transport is not None:
+        counter.transport.close()
 
 
 async def run_standalone(address: str, stateless: bool) -> None:
     host, _, port = address.rpartition(":")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     await serve(host, int(port), Counter("standalone", None, stateless), reuse_port=False)
-    await asyncio.Event().wait()
+    await stop.wait()
 
 
 def main(argv: list[str] | None = None) -> None:
