@@ -356,7 +356,9 @@ def adopted(model: str = "2n", **kw) -> HAManager:
 
 def test_adoption_keeps_the_resumed_active_and_resyncs_the_standby() -> None:
     mgr = adopted()
-    d = mgr.adopt(1.0, {"c0": Resumed("active", 4), "c1": Resumed("standby", 4)}, silent=())
+    d = mgr.adopt(
+        1.0, {"c0": 10, "c1": 11}, {"c0": Resumed("active", 4), "c1": Resumed("standby", 4)}
+    )
     assert m.KeepRole(vnfc="c0", role="active", epoch=4) in d.commands
     assert not any(isinstance(c, m.AssignRole) and c.role == "active" for c in d.commands)
     assert m.AssignRole(vnfc="c1", role="standby", epoch=4) in d.commands
@@ -366,7 +368,9 @@ def test_adoption_keeps_the_resumed_active_and_resyncs_the_standby() -> None:
 
 def test_a_stale_active_claim_is_isolated_and_the_newest_kept() -> None:
     mgr = adopted()
-    d = mgr.adopt(1.0, {"c0": Resumed("active", 3), "c1": Resumed("active", 5)}, silent=())
+    d = mgr.adopt(
+        1.0, {"c0": 10, "c1": 11}, {"c0": Resumed("active", 3), "c1": Resumed("active", 5)}
+    )
     assert m.KeepRole(vnfc="c1", role="active", epoch=5) in d.commands
     assert any(isinstance(c, m.Cleanup) and c.vnfc == "c0" for c in d.commands)
     assert mgr.active_holders() == ["c1"]
@@ -376,7 +380,7 @@ def test_a_silent_vnfc_is_isolated_before_the_standby_is_promoted() -> None:
     """It may be an active cut off from every manager: no one else is active before it is
     confirmed gone."""
     mgr = adopted()
-    d = mgr.adopt(1.0, {"c1": Resumed("standby", 2)}, silent=["c0"])
+    d = mgr.adopt(1.0, {"c0": 10, "c1": 11}, {"c1": Resumed("standby", 2)})
     assert any(isinstance(c, m.Cleanup) and c.vnfc == "c0" for c in d.commands)
     assert m.AssignRole(vnfc="c1", role="standby", epoch=2) in d.commands
     assert mgr.active_holders() == ["c0"]  # held until isolated
@@ -386,5 +390,5 @@ def test_a_silent_vnfc_is_isolated_before_the_standby_is_promoted() -> None:
 
 def test_vnfcs_that_are_gone_are_started_and_none_resumed_means_a_fresh_start() -> None:
     mgr = adopted()
-    d = mgr.adopt(1.0, {}, silent=())
+    d = mgr.adopt(1.0, {}, {})
     assert {c.vnfc for c in d.commands if isinstance(c, m.StartVnfc)} == {"c0", "c1"}

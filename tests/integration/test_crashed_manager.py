@@ -1,6 +1,7 @@
-"""A manager that died without stopping (SIGKILL): the next run of the deployment removes the
-VNFC processes it left (a hung active would hold the service address for good), a stale control
-socket does not count as a running deployment, and a live manager is never run over."""
+"""A manager that died without stopping (SIGKILL): the next run of the deployment adopts the
+VNFCs it left and isolates one that cannot resume (a hung active would hold the service address
+for good), removes what it cannot adopt (with hosts, the cgroup tree), a stale control socket does
+not count as a running deployment, and a live manager is never run over."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def trace_records(run: NfvhaRun) -> list[dict]:
 
 
 @pytest.mark.timeout(120)
-def test_new_run_removes_a_hung_active_left_by_a_crashed_manager(
+def test_new_run_isolates_a_hung_active_left_by_a_crashed_manager(
     tmp_path: Path, runtime_dir: Path, nfvha_runs
 ) -> None:
     name, config, address = config_2n(tmp_path)
@@ -72,11 +73,15 @@ def test_new_run_removes_a_hung_active_left_by_a_crashed_manager(
         assert answer is not None
         assert not pid_alive(pid), "the hung active of the crashed run is still there"
         records = trace_records(second)
-        removed = index(records, kind="note", name="LeftoverRemoved", pgid=pid)
-        assert records[removed]["data"]["vnfc"] == active, dump_records(records)
-        started = index(records, kind="command", name="StartVnfc")
-        assert removed < started, dump_records(records)
-        assert not select(records, name="ErrorReported"), dump_records(records)  # port in use
+        ctx = dump_records(records)
+        # It is adopted, cannot resume its session (it is stopped), and is isolated before
+        # anyone else is made active: the standby, which resumed, takes over.
+        adopting = index(records, kind="note", name="Adopting")
+        assert active in records[adopting]["data"]["vnfcs"], ctx
+        isolated = index(records, adopting, kind="event", name="CleanupDone", src=active, ok=True)
+        promoted = index(records, adopting, kind="command", name="AssignRole", role="active")
+        assert isolated < promoted and records[promoted]["dst"] != active, ctx
+        assert not select(records, name="ErrorReported"), ctx  # port in use
         assert second.stop() == 0, second.stderr
     finally:
         for pid in hung:  # whatever happened: never leave a stopped process behind

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -242,17 +242,18 @@ class Dispatcher:
     def adopt(
         self,
         now: float,
+        running: Mapping[str, int],
         resumed: Mapping[str, tuple[Resumed, dict[str, Any]]],
-        silent: Collection[str],
     ) -> list[Output]:
-        """Rule 7: take over VNFCs that outlived their manager (ha.py rule 9). ``resumed``:
-        VNFC -> (the role and epoch it holds, the state it holds); ``silent``: running VNFCs
-        that did not resume. Each VNF's replica is rebuilt from what its VNFCs hold."""
+        """Rule 7: take over VNFCs that outlived their manager (ha.py rule 9). ``running``:
+        VNFC -> pid of those still running; ``resumed``: VNFC -> (the role and epoch it holds,
+        the state it holds). Each VNF's replica is rebuilt from what its VNFCs hold."""
         out: list[Output] = []
         for name, mgr in self.ha.items():
             mine = {c: r for c, (r, _) in resumed.items() if self.owner[c] == name}
             self._rebuild_replica(name, {c: resumed[c] for c in mine})
-            decision = mgr.adopt(now, mine, [c for c in silent if self.owner.get(c) == name])
+            pids = {c: pid for c, pid in running.items() if self.owner.get(c) == name}
+            decision = mgr.adopt(now, pids, mine)
             out.append(Record("note", "ManagerAdopted", self.label(name), why=decision.why))
             for cmd in decision.commands:
                 self._route(name, cmd, now, out)

@@ -37,7 +37,7 @@ starting or running VNFC can fail.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
@@ -120,11 +120,14 @@ class HAManager:
         )
 
     def adopt(
-        self, now: float, resumed: Mapping[str, Resumed], silent: Collection[str]
+        self, now: float, running: Mapping[str, int], resumed: Mapping[str, Resumed]
     ) -> Decision:
-        """Rule 9: take over from a manager that died. ``resumed``: running VNFCs that said
-        which role and epoch they hold; ``silent``: running ones that did not; the others are
-        not running."""
+        """Rule 9: take over from a manager that died. ``running``: VNFC -> pid of those still
+        running; ``resumed``: those of them that said which role and epoch they hold (the
+        others are silent); VNFCs not running are started."""
+        for name, pid in running.items():
+            self.vnfcs[name].pid = pid
+        silent = [n for n in running if n not in resumed]
         r = self.vnf.redundancy
         limit = r.active if r.model == "n+m" else 1
         claims = sorted(

@@ -16,6 +16,8 @@ Contracts:
   use as a process group id, so the old group is empty. A record from before a reboot is
   ignored. Each group removed is a ``LeftoverRemoved`` note in the trace; one that cannot be
   confirmed gone raises ``OSError`` (the new run must not start next to it).
+- ``adoptable_groups``: the recorded groups whose leader runs with its recorded start time; a
+  new manager adopts those (deployments without hosts) and removes the rest.
 - ``remove_leftover_cgroup``: a populated cgroup tree of the deployment is killed
   (``cgroup.kill``) and confirmed ``populated 0``, else ``OSError``.
 """
@@ -110,8 +112,24 @@ def read_record(path: Path) -> list[dict[str, Any]]:
     return record["groups"] if record.get("boot_id") == boot_id() else []
 
 
-async def remove_leftover_groups(path: Path, trace: Trace) -> None:
+def adoptable_groups(path: Path) -> list[dict[str, Any]]:
+    """Recorded groups whose leader (the VNFC's main process) still runs, with the recorded
+    start time: a new manager can adopt them (``pidfd_open``) instead of removing them."""
+    found = []
     for entry in read_record(path):
+        leader = proc_stat(entry["pgid"])
+        if leader is not None and leader[0] not in "ZX" and leader[2] == entry["start"]:
+            found.append(entry)
+    return found
+
+
+async def remove_leftover_groups(
+    path: Path, trace: Trace, keep: frozenset[int] = frozenset()
+) -> None:
+    """Remove every recorded group but those in ``keep`` (adopted)."""
+    for entry in read_record(path):
+        if entry["pgid"] in keep:
+            continue
         pgid, start = entry["pgid"], entry["start"]
         leader = proc_stat(pgid)
         if leader is not None and leader[0] not in "ZX" and leader[2] != start:

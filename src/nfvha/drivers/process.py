@@ -103,8 +103,9 @@ class ProcessDriver:
         return popen.pid
 
     def adopt(self, name: str, pid: int) -> None:
-        """Watch a VNFC that a guest agent started (its parent reaps it; the pidfd still tells
-        us the moment it exits, and its process group is still ours to clean up)."""
+        """Watch a VNFC that this manager did not start — a guest agent did, or a manager that
+        died did (its parent reaps it; the pidfd still tells us the moment it exits, and its
+        process group is still ours to clean up)."""
         try:
             self._watch(name, pid, None)
         except ProcessLookupError:
@@ -142,7 +143,7 @@ class ProcessDriver:
             if child.popen is not None:
                 child.popen.returncode = info.si_status if info else -1
         except ChildProcessError:
-            text = "exited; its guest agent reaped it"  # not our child
+            text = "exited (not our child: its parent has its status)"  # adopted
         os.close(child.pidfd)
         self.children.pop(child.name, None)
         child.exited.set_result(text)
@@ -193,6 +194,8 @@ class ProcessDriver:
             reap_group(pgid)
             try:
                 os.killpg(pgid, 0)
+                if not _live_members(pgid):  # zombies an adopted group left to init
+                    raise ProcessLookupError
             except ProcessLookupError:
                 if self.groups.pop(pgid, None) is not None and self._record is not None:
                     # Off the failover's path: a record that still lists an empty group for a
@@ -208,6 +211,21 @@ class ProcessDriver:
         await asyncio.gather(*self._pending, return_exceptions=True)
         names = set(self.children) | set(self.groups.values())  # exited leaders' groups too
         await asyncio.gather(*(self.cleanup(n, grace_s) for n in names))
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether a process of the group is alive: not a zombie that only its reaper (init, for
+    an adopted VNFC that is not our child) has yet to collect."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in "ZX":
+            return True
+    return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -28,7 +28,7 @@ from nfvha.core import checkpoint as ck
 from nfvha.core import dispatcher as d
 from nfvha.core import messages as m
 from nfvha.core import vim as v
-from nfvha.core.ha import HAManager
+from nfvha.core.ha import HAManager, Life, Resumed, Role
 from nfvha.core.messages import Traced
 from nfvha.core.placement import Placement, plan
 from nfvha.core.vim import Vim
@@ -94,6 +94,8 @@ class Engine(d.Drivers):
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
         self._ping_ids = itertools.count(1)
+        self._adopting = True  # until the VNFCs a dead manager left have resumed (or not)
+        self._resumed: dict[str, tuple[Resumed, dict[str, Any]]] = {}
         self.started = asyncio.Event()
         self.stopped = asyncio.Event()
         record = leftovers.GroupRecord(self.runtime_dir / leftovers.RECORD)
@@ -204,10 +206,15 @@ class Engine(d.Drivers):
 
         if len(str(self.component_socket).encode()) >= 108:
             raise OSError(f"socket path too long for AF_UNIX: {self.component_socket}")
-        # A run that died without stopping may have left VNFCs that hold the service address.
+        # A run that died without stopping left its VNFCs running: those whose main process
+        # still runs are adopted (without hosts); whatever else it left is removed, since it
+        # may hold the service address.
+        record = self.runtime_dir / leftovers.RECORD
+        adoptable = self._adoptable(record)
         if self.nfvi is not None:
             await leftovers.remove_leftover_cgroup(self.nfvi.cgroups, self.trace)
-        await leftovers.remove_leftover_groups(self.runtime_dir / leftovers.RECORD, self.trace)
+        keep = frozenset(e["pgid"] for e in adoptable)
+        await leftovers.remove_leftover_groups(record, self.trace, keep=keep)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)  # its stale sockets and record
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -226,8 +233,56 @@ class Engine(d.Drivers):
         if self.nfvi is not None:
             await self.nfvi.start()
             self.trace.record("note", "NfviUp", src="vim", data=self.vim.snapshot())
-        d.execute(self.dispatcher.start(time.monotonic()), self)
+        self._spawn_task(self._renew_leases())
+        if adoptable:
+            await self._adopt(adoptable)
+        else:
+            self._adopting = False
+            d.execute(self.dispatcher.start(time.monotonic()), self)
         self.started.set()
+
+    # --- taking over from a manager that died -------------------------------------------------
+
+    def _adoptable(self, record: Path) -> list[dict[str, Any]]:
+        """The newest live group of each VNFC the dead manager recorded (none with hosts:
+        their agents died with it)."""
+        if self.nfvi is not None:
+            return []
+        newest: dict[str, dict[str, Any]] = {}
+        for entry in leftovers.adoptable_groups(record):
+            name = entry["vnfc"]
+            if name in self.owner and entry["start"] >= newest.get(name, {}).get("start", -1):
+                newest[name] = entry
+        return list(newest.values())
+
+    async def _adopt(self, entries: list[dict[str, Any]]) -> None:
+        """Watch each by pidfd, give the SDK ones one lease to resume their sessions, then let
+        the managers decide (ha.py rule 9). A plain process cannot resume: it serves as it
+        runs, as the active it was."""
+        names = {e["vnfc"] for e in entries}
+        for entry in entries:
+            self.procs.adopt(entry["vnfc"], entry["pgid"])
+        self.trace.record("note", "Adopting", src="nfvha", data={"vnfcs": sorted(names)})
+        sdk = {n for n in names if self.vnfs[self.owner[n]].spec.sdk}
+        lease = max(self.vnfs[self.owner[n]].spec.policies.role_lease_ms for n in names) / 1000
+        deadline = time.monotonic() + lease
+        while not sdk <= self._resumed.keys() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        resumed = {n: self._resumed[n] for n in sdk if n in self._resumed}
+        resumed |= {n: (Resumed("active", 0), {}) for n in names - sdk}
+        self._adopting = False
+        running = {e["vnfc"]: e["pgid"] for e in entries}
+        self._run(lambda now: self.dispatcher.adopt(now, running, resumed))
+
+    async def _renew_leases(self) -> None:
+        """Every component hears from its manager at least four times per role lease: an
+        active that stops hearing fences itself (the SDK)."""
+        period = min(v.spec.policies.role_lease_ms for v in self.vnfs.values()) / 4000
+        while True:
+            await asyncio.sleep(period)
+            for link in list(self.links.values()):
+                lease = self.vnfs[self.owner[link.vnfc]].spec.policies.role_lease_ms
+                link.send("lease", ms=lease)
 
     async def shutdown(self) -> None:
         if self._stopping:
@@ -293,6 +348,7 @@ class Engine(d.Drivers):
                 state=state,
                 address=spec.service.address,
                 reuse_port=spec.redundancy.model == "n+m",
+                lease_ms=spec.policies.role_lease_ms,
             )
 
     def watch_health(self, vnf: str, cmd: m.WatchHealth) -> None:
@@ -499,9 +555,23 @@ class Engine(d.Drivers):
             raise ProtocolError(f"the peer (pid {pid}) is not a process nfvha started for {name}")
         if name in self.links:
             raise ProtocolError(f"{name} is already connected")
+        resume = _resume(msg.get("resume"))
         link = self.links[name] = Link(name, writer)
-        self.feed(self.owner[name], m.ComponentRegistered(vnfc=name))
+        if resume is None:
+            self.feed(self.owner[name], m.ComponentRegistered(vnfc=name))
+        elif self._adopting:
+            self._resumed[name] = resume
+        else:
+            self._resumed_later(name, resume[0])
         return link
+
+    def _resumed_later(self, name: str, said: Resumed) -> None:
+        """A component back after losing its connection: it keeps its role, unless it has
+        fenced itself meanwhile (its lease expired), which fails it."""
+        held = self.vnfs[self.owner[name]].manager.vnfcs[name]
+        if held.life is Life.RUNNING and held.role is not Role.NONE and said.role != held.role:
+            reason = f"it holds role {said.role}, not {held.role.value} (its lease expired)"
+            self.feed(self.owner[name], m.ErrorReported(vnfc=name, reason=reason))
 
     def _belongs_to(self, name: str, writer: asyncio.StreamWriter) -> bool:
         """The kernel's word (SO_PEERCRED), not the message's: is the peer in the VNFC's group?"""
@@ -557,3 +627,17 @@ class Engine(d.Drivers):
             status["nfvi"] = {**self.vim.snapshot(), "alarms": self.alarms[-50:]}
             status["placement"] = dict(self.placement.vnfc_vm)
         return status
+
+
+def _resume(value: Any) -> tuple[Resumed, dict[str, Any]] | None:
+    """The ``resume`` of a hello: the role, epoch and state a running component holds."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("role"), str)
+        or not isinstance(value.get("epoch"), int)
+        or not isinstance(value.get("state"), dict)
+    ):
+        raise ProtocolError("hello: 'resume' must be {role: str, epoch: int, state: object}")
+    return Resumed(value["role"], value["epoch"]), value["state"]

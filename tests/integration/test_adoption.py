@@ -1,0 +1,108 @@
+"""The data path outlives the manager: killing `nfvha run` stops no VNFC; the next run adopts the
+VNFCs that still run instead of restarting them (same processes, same roles, nothing
+acknowledged lost), and handles a failure afterwards as usual."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support.consumers import udp_get
+from tests.integration.support.deployments import (
+    RELAXED_HEALTH,
+    customize,
+    example_raw,
+    free_udp_port,
+    unique_name,
+    write_config,
+)
+from tests.integration.support.processes import kill_and_reap, pid_alive
+from tests.integration.support.runs import NfvhaRun
+from tests.integration.support.trace import dump_records, index, select
+from tests.integration.support.waiting import wait_for_sync
+
+
+def inc(address: str, seq: int) -> tuple[int, str] | None:
+    host, _, port = address.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2.0)
+        try:
+            s.sendto(f"INC {seq}".encode(), (host, int(port)))
+            parts = s.recv(2048).split()
+        except OSError:
+            return None
+    if len(parts) == 4 and parts[0] == b"OK":
+        return int(parts[2]), parts[3].decode()
+    return None
+
+
+def vnfc_pids(status: dict) -> dict[str, int]:
+    return {c["name"]: c["pid"] for c in status["vnfs"][0]["vnfcs"]}
+
+
+@pytest.mark.timeout(120)
+def test_vnfcs_outlive_a_killed_manager_and_the_next_run_adopts_them(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    name, port = unique_name(), free_udp_port()
+    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
+    config, address = write_config(raw, tmp_path / f"{name}.yaml"), f"127.0.0.1:{port}"
+    for work in ("first", "second"):
+        (tmp_path / work).mkdir()
+    pids: dict[str, int] = {}
+    try:
+        first = NfvhaRun(config, name, runtime_dir, tmp_path / "first")
+        nfvha_runs.append(first)
+        status = first.wait_steady()
+        pids = vnfc_pids(status)
+        active = status["vnfs"][0]["service"]["active"][0]
+        answers = [inc(address, seq) for seq in range(1, 11)]
+        assert all(a is not None for a in answers), answers
+        acked = answers[-1][0]
+
+        first.proc.kill()  # the manager dies; nothing stops the VNFCs
+        first.proc.wait()
+        for _ in range(10):  # the active keeps serving what is acknowledged
+            assert udp_get(address) == (acked, active)
+            time.sleep(0.02)
+        assert all(pid_alive(pid) for pid in pids.values()), pids
+
+        second = NfvhaRun(config, name, runtime_dir, tmp_path / "second")
+        nfvha_runs.append(second)
+        status = second.wait_steady()
+        records = [r for r in second_trace(second)]
+        ctx = dump_records(records)
+        assert vnfc_pids(status) == pids, ctx  # adopted, not restarted
+        assert status["vnfs"][0]["service"]["active"] == [active], ctx
+        assert not select(records, kind="command", name="StartVnfc"), ctx
+        index(records, kind="command", name="KeepRole", dst=active)
+        assert inc(address, 11) == (acked + 1, active), ctx  # nothing acknowledged lost
+
+        # A failure afterwards is handled as usual: the standby takes over.
+        os.kill(pids[active], signal.SIGKILL)
+        status = second.wait_status(
+            lambda st: (
+                st["vnfs"][0]["service"]["active"] not in ([], [active])
+                and all(c["state"] == "running" for c in st["vnfs"][0]["vnfcs"])
+            ),
+            "the standby active and the failed VNFC back",
+        )
+        successor = status["vnfs"][0]["service"]["active"][0]
+        answer = wait_for_sync(lambda: inc(address, 12), "an INC answered by the successor")
+        assert answer == (acked + 2, successor), answer
+        assert second.stop() == 0, second.stderr
+        assert not any(pid_alive(pid) for pid in vnfc_pids(status).values())
+    finally:
+        kill_and_reap(pid for pid in pids.values() if pid)
+
+
+def second_trace(run: NfvhaRun) -> list[dict]:
+    import json
+
+    lines = run.trace_path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
