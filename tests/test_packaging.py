@@ -1,0 +1,27 @@
+"""The systemd unit: restarted on failure, and a manager's death does not kill its VNFCs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+UNIT = Path(__file__).resolve().parent.parent / "packaging" / "systemd" / "nfvha@.service"
+
+
+def section(text: str, name: str) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    current = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            current = line.strip("[]")
+        elif current == name and "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            keys[key] = value
+    return keys
+
+
+def test_unit_restarts_the_manager_and_leaves_the_vnfcs_running() -> None:
+    service = section(UNIT.read_text(), "Service")
+    assert service["Restart"] == "on-failure"
+    assert service["KillMode"] == "process"
+    assert service["ExecStart"].split()[1:3] == ["run", "/etc/nfvha/%i.yaml"]
