@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from tests.integration.support.deployments import (
     write_config,
 )
 from tests.integration.support.processes import kill_and_reap, pid_alive
-from tests.integration.support.runs import NfvhaRun
+from tests.integration.support.runs import NfvhaRun, steady
 from tests.integration.support.trace import dump_records, index, select
 from tests.integration.support.waiting import wait_for_sync
 
@@ -56,7 +57,7 @@ def test_vnfcs_outlive_a_killed_manager_and_the_next_run_adopts_them(
         (tmp_path / work).mkdir()
     pids: dict[str, int] = {}
     try:
-        first = NfvhaRun(config, name, runtime_dir, tmp_path / "first")
+        first = NfvhaRun(config, name, runtime_dir, tmp_path / "first", standby_manager=False)
         nfvha_runs.append(first)
         status = first.wait_steady()
         pids = vnfc_pids(status)
@@ -106,3 +107,58 @@ def second_trace(run: NfvhaRun) -> list[dict]:
 
     lines = run.trace_path.read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.mark.timeout(120)
+def test_the_standby_manager_takes_over_and_the_service_never_stops(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    name, port = unique_name(), free_udp_port()
+    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
+    config, address = write_config(raw, tmp_path / f"{name}.yaml"), f"127.0.0.1:{port}"
+    leader = NfvhaRun(config, name, runtime_dir, tmp_path)
+    nfvha_runs.append(leader)
+    pids: dict[str, int] = {}
+    new_leader = 0
+    try:
+        status = leader.wait_steady()
+        pids, active = vnfc_pids(status), status["vnfs"][0]["service"]["active"][0]
+        assert status["manager_pid"] == leader.proc.pid
+        wait_for_sync(lambda: "waiting to lead" in leader.stderr, "the standby manager")
+        acked = [inc(address, seq) for seq in range(1, 6)][-1][0]
+
+        answered: list[bool] = []
+        done = threading.Event()
+
+        def consumer() -> None:  # GETs all through the takeover
+            while not done.is_set():
+                answered.append(udp_get(address) is not None)
+                time.sleep(0.002)
+
+        reader = threading.Thread(target=consumer)
+        reader.start()
+        try:
+            leader.proc.kill()  # the leading manager dies
+            leader.proc.wait()
+            status = wait_for_sync(
+                lambda: (st := leader.status()) and st["manager_pid"] != leader.proc.pid and st,
+                "the standby manager leading",
+            )
+            new_leader = status["manager_pid"]
+            status = wait_for_sync(
+                lambda: (st := leader.status()) and steady(st) and st, "steady under the new leader"
+            )
+        finally:
+            done.set()
+            reader.join()
+        ctx = dump_records(second_trace(leader))
+        assert answered and all(answered), f"{answered.count(False)} GETs unanswered\n{ctx}"
+        assert vnfc_pids(status) == pids, ctx  # adopted, not restarted
+        assert status["vnfs"][0]["service"]["active"] == [active], ctx
+        assert inc(address, 6) == (acked + 1, active), ctx
+    finally:
+        if new_leader:
+            os.kill(new_leader, signal.SIGTERM)  # a deliberate stop: everything goes
+            wait_for_sync(lambda: not pid_alive(new_leader), "the new leader stopped")
+        kill_and_reap(pid for pid in pids.values() if pid)
+    assert not any(pid_alive(pid) for pid in pids.values())

@@ -53,7 +53,7 @@ def test_new_run_isolates_a_hung_active_left_by_a_crashed_manager(
     name, config, address = config_2n(tmp_path)
     for work in ("first", "second"):
         (tmp_path / work).mkdir()
-    first = NfvhaRun(config, name, runtime_dir, tmp_path / "first")
+    first = NfvhaRun(config, name, runtime_dir, tmp_path / "first", standby_manager=False)
     nfvha_runs.append(first)
     hung: list[int] = []
     try:
@@ -146,7 +146,7 @@ def test_new_run_kills_the_cgroup_tree_left_by_a_crashed_manager(
     config = write_config(raw, tmp_path / f"{name}.yaml")
     for work in ("first", "second"):
         (tmp_path / work).mkdir()
-    first = NfvhaRun(config, name, runtime_dir, tmp_path / "first")
+    first = NfvhaRun(config, name, runtime_dir, tmp_path / "first", standby_manager=False)
     nfvha_runs.append(first)
     hung: list[int] = []
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -71,47 +72,134 @@ def run(
             help="Checkpoints and logs (default: state_dir, else ~/.local/state/nfvha/NAME)."
         ),
     ] = None,
+    standby_manager: Annotated[
+        bool,
+        typer.Option(
+            help="Keep a hot standby manager that takes over (and adopts every VNFC) if this "
+            "one dies."
+        ),
+    ] = True,
+    standby: Annotated[
+        bool, typer.Option(hidden=True, help="Run as the standby: wait to lead.")
+    ] = False,
 ) -> None:
-    """Run a deployment in the foreground until SIGINT or SIGTERM, then stop all it started."""
+    """Run a deployment in the foreground until SIGINT or SIGTERM, then stop all it started.
+
+    One manager leads (it holds a lock the kernel releases when it dies); a hot standby manager
+    waits and, if the leader dies, takes over and adopts the VNFCs, which keep serving meanwhile.
+    """
     deployment, base_dir = load_config(config)
     sock = paths.control_socket(deployment.name)
-    if paths.socket_answers(sock):  # a stale socket of a run that died: its place is taken
+    if not standby and paths.socket_answers(sock):  # a dead run's socket: its place is taken
         raise fail(f"deployment {deployment.name} is already running: {sock} answers")
     state = state_dir or (
         (base_dir / deployment.state_dir)
         if deployment.state_dir
         else paths.default_state_dir(deployment.name)
     )
+    again = [str(config), "--state-dir", str(state), *(["--trace", str(trace)] if trace else [])]
     try:
-        asyncio.run(_run(deployment, base_dir, state, trace))
+        asyncio.run(
+            _run(deployment, base_dir, state, trace, standby, again if standby_manager else None)
+        )
     except OSError as exc:
         raise fail(f"{deployment.name}: {exc}") from None
 
 
 async def _run(
-    deployment: cfg.Deployment, base_dir: Path, state_dir: Path, trace_path: Path | None
+    deployment: cfg.Deployment,
+    base_dir: Path,
+    state_dir: Path,
+    trace_path: Path | None,
+    standby: bool,
+    standby_args: list[str] | None,
 ) -> None:
     from nfvha.runtime.engine import Engine
+    from nfvha.runtime.leadership import LocalLock
     from nfvha.runtime.trace import Trace
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    lock = LocalLock(paths.leader_lock(deployment.name))
+    if standby:
+        err.print(f"nfvha: standby manager of {deployment.name}: waiting to lead", highlight=False)
+        if not await lock.wait_to_lead(stop):
+            return
+        err.print(f"nfvha: taking over {deployment.name}", highlight=False)
+    elif not lock.try_lead():
+        raise OSError("another manager leads this deployment")
     trace = Trace(trace_path)
     engine = Engine(deployment, base_dir, trace, state_dir)
-    err.print(
-        f"nfvha: running {deployment.name}; control socket {engine.runtime_dir / 'control.sock'}; "
-        f"logs in {state_dir / 'logs'}. Ctrl-C stops it.",
-        highlight=False,
-    )
+    if not standby:
+        err.print(
+            f"nfvha: running {deployment.name}; control socket "
+            f"{engine.runtime_dir / 'control.sock'}; logs in {state_dir / 'logs'}. "
+            "Ctrl-C stops it.",
+            highlight=False,
+        )
+    standbys = StandbyManager(standby_args) if standby_args is not None else None
+    engine_stop = asyncio.Event()
+
+    async def stop_in_order() -> None:
+        """A deliberate stop: the standby first (it must not take over), then everything."""
+        await stop.wait()
+        if standbys is not None:
+            await standbys.stop()
+        engine_stop.set()
+
+    stopper = asyncio.ensure_future(stop_in_order())
     try:
-        await engine.run(stop)
+        if standbys is not None:
+            standbys.start()
+        await engine.run(engine_stop)
     finally:
+        stopper.cancel()
+        if standbys is not None:
+            await standbys.stop()
         trace.close()
+        lock.release()
     err.print(
         f"nfvha: {deployment.name} stopped; every process it started is gone.", highlight=False
     )
+
+
+class StandbyManager:
+    """The leader's hot standby: ``nfvha run --standby`` in a session of its own, started
+    again if it dies."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self.proc: asyncio.subprocess.Process | None = None
+        self._keeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._keeper = asyncio.ensure_future(self._keep())
+
+    async def _keep(self) -> None:
+        while True:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "nfvha",
+                "run",
+                *self.args,
+                "--standby",
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            await self.proc.wait()
+            await asyncio.sleep(1.0)  # it died: another one, but never in a tight loop
+
+    async def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
 
 
 # --- look --------------------------------------------------------------------------------------

@@ -622,7 +622,12 @@ class Engine(d.Drivers):
             snap["store_error"] = vnf.checkpoints.store_error
             snap["error_open"] = vnf.spec.service.name in self.errors_open
             vnfs.append(snap)
-        status = {"deployment": self.deployment.name, "vnfs": vnfs, "escalations": self.escalations}
+        status = {
+            "deployment": self.deployment.name,
+            "manager_pid": os.getpid(),
+            "vnfs": vnfs,
+            "escalations": self.escalations,
+        }
         if self.vim is not None:
             status["nfvi"] = {**self.vim.snapshot(), "alarms": self.alarms[-50:]}
             status["placement"] = dict(self.placement.vnfc_vm)

@@ -24,6 +24,11 @@ def default_state_dir(deployment: str) -> Path:
     return Path(base) / "nfvha" / deployment
 
 
+def leader_lock(deployment: str) -> Path:
+    """Beside the runtime directory, which each new leader replaces."""
+    return runtime_base() / f"{deployment}.lock"
+
+
 def control_socket(deployment: str) -> Path:
     return runtime_dir(deployment) / "control.sock"
 

@@ -32,7 +32,15 @@ def cli(*args: str, timeout_s: float = 60.0, **kwargs: Any) -> subprocess.Comple
 class NfvhaRun:
     """``nfvha run CONFIG`` in the background, in its own process group."""
 
-    def __init__(self, config: Path, name: str, runtime_dir: Path, work: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        name: str,
+        runtime_dir: Path,
+        work: Path,
+        *,
+        standby_manager: bool = True,
+    ) -> None:
         self.name = name
         self.socket = runtime_dir / name / "control.sock"
         self.deployment_dir = runtime_dir / name
@@ -48,6 +56,7 @@ class NfvhaRun:
                     str(work / "state"),
                     "--trace",
                     str(self.trace_path),
+                    *([] if standby_manager else ["--no-standby-manager"]),
                 ],
                 stdout=out,
                 stderr=err,
