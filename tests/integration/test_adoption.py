@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +25,12 @@ from tests.integration.support.deployments import (
 )
 from tests.integration.support.processes import kill_and_reap, pid_alive
 from tests.integration.support.runs import NfvhaRun, steady
-from tests.integration.support.trace import dump_records, index, select
+from tests.integration.support.trace import (
+    dump_records,
+    index,
+    max_simultaneous_actives,
+    select,
+)
 from tests.integration.support.waiting import wait_for_sync
 
 
@@ -162,3 +168,77 @@ def test_the_standby_manager_takes_over_and_the_service_never_stops(
             wait_for_sync(lambda: not pid_alive(new_leader), "the new leader stopped")
         kill_and_reap(pid for pid in pids.values() if pid)
     assert not any(pid_alive(pid) for pid in pids.values())
+
+
+SLOW_COUNTER = Path(__file__).parent / "components" / "slow_counter.py"
+
+
+@pytest.mark.timeout(120)
+def test_a_failover_half_done_when_the_leader_dies_is_finished_by_the_next(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    """The leader dies after the failed active is isolated and the standby is told to be
+    active, before it confirms (it is slow to bind): the new leader finishes that failover from
+    what it observes; never two actives, nothing acknowledged lost."""
+    name, port = unique_name(), free_udp_port()
+    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
+    for vnfc in raw["vnfs"][0]["vnfcs"]:
+        # Slow to bind, but well within the health budget (5 x 100 ms): pings wait for it.
+        vnfc["command"] = [sys.executable, str(SLOW_COUNTER)]
+        vnfc["env"] = {"SLOW_ACTIVE_S": "0.25"}
+    config, address = write_config(raw, tmp_path / f"{name}.yaml"), f"127.0.0.1:{port}"
+    leader = NfvhaRun(config, name, runtime_dir, tmp_path)
+    nfvha_runs.append(leader)
+    pids: dict[str, int] = {}
+    new_leader = 0
+    try:
+        status = leader.wait_steady()
+        pids, active = vnfc_pids(status), status["vnfs"][0]["service"]["active"][0]
+        (successor,) = set(pids) - {active}
+        wait_for_sync(lambda: "waiting to lead" in leader.stderr, "the standby manager")
+        acked = [inc(address, seq) for seq in range(1, 6)][-1][0]
+
+        os.kill(pids[active], signal.SIGKILL)
+        wait_for_sync(
+            lambda: (
+                select(second_trace(leader), kind="command", name="AssignRole", dst=successor)
+                and any(
+                    r["data"]["role"] == "active"
+                    for r in select(second_trace(leader), name="AssignRole", dst=successor)
+                )
+            ),
+            "the successor told to be active",
+        )
+        leader.proc.kill()  # before the successor has bound the port and confirmed
+        leader.proc.wait()
+        status = wait_for_sync(
+            lambda: (
+                (st := leader.status())
+                and st["manager_pid"] != leader.proc.pid
+                and steady(st)
+                and st
+            ),
+            "steady under the new leader",
+        )
+        new_leader = status["manager_pid"]
+        records = second_trace(leader)
+        ctx = dump_records(records)
+        assert status["vnfs"][0]["service"]["active"] == [successor], ctx
+        adopting = index(records, kind="note", name="Adopting")
+        told = index(records, kind="command", name="AssignRole", dst=successor, role="active")
+        confirmed = [
+            i
+            for i, r in enumerate(records)
+            if r["name"] == "RoleConfirmed"
+            and r.get("src") == successor
+            and r["data"]["role"] == "active"
+        ]
+        assert not any(told < i < adopting for i in confirmed), ctx  # the window was hit
+        index(records, adopting, kind="command", name="KeepRole", dst=successor)
+        assert max_simultaneous_actives(records) == 1, ctx
+        assert inc(address, 6) == (acked + 1, successor), ctx
+    finally:
+        if new_leader:
+            os.kill(new_leader, signal.SIGTERM)
+            wait_for_sync(lambda: not pid_alive(new_leader), "the new leader stopped")
+        kill_and_reap(pid for pid in pids.values() if pid)
