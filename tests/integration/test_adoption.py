@@ -242,3 +242,43 @@ def test_a_failover_half_done_when_the_leader_dies_is_finished_by_the_next(
             os.kill(new_leader, signal.SIGTERM)
             wait_for_sync(lambda: not pid_alive(new_leader), "the new leader stopped")
         kill_and_reap(pid for pid in pids.values() if pid)
+
+
+@pytest.mark.timeout(120)
+def test_with_every_manager_dead_a_crashed_active_is_failed_over_once_one_is_back(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    """No manager runs, then the active dies: nobody can fail over, and the service is down
+    (the standby must not promote itself: only a manager can prove the active gone). When a
+    manager is back it adopts the standby, finds the active gone and makes the standby active
+    with every acknowledged write: the outage ends a failover after the manager's return."""
+    name, port = unique_name(), free_udp_port()
+    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
+    config, address = write_config(raw, tmp_path / f"{name}.yaml"), f"127.0.0.1:{port}"
+    for work in ("first", "second"):
+        (tmp_path / work).mkdir()
+    pids: dict[str, int] = {}
+    try:
+        first = NfvhaRun(config, name, runtime_dir, tmp_path / "first", standby_manager=False)
+        nfvha_runs.append(first)
+        status = first.wait_steady()
+        pids, active = vnfc_pids(status), status["vnfs"][0]["service"]["active"][0]
+        (standby,) = set(pids) - {active}
+        acked = [inc(address, seq) for seq in range(1, 6)][-1][0]
+        first.proc.kill()
+        first.proc.wait()
+        os.kill(pids[active], signal.SIGKILL)
+        wait_for_sync(lambda: not pid_alive(pids[active]), "the active gone")
+        time.sleep(0.3)
+        assert udp_get(address) is None  # nobody serves, and nobody may yet
+
+        second = NfvhaRun(config, name, runtime_dir, tmp_path / "second")
+        nfvha_runs.append(second)
+        status = second.wait_steady()
+        ctx = dump_records(second_trace(second))
+        assert status["vnfs"][0]["service"]["active"] == [standby], ctx
+        assert vnfc_pids(status)[standby] == pids[standby], ctx  # adopted, then promoted
+        assert inc(address, 6) == (acked + 1, standby), ctx
+        assert second.stop() == 0, second.stderr
+    finally:
+        kill_and_reap(pid for pid in pids.values() if pid)
