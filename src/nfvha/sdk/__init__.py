@@ -16,7 +16,7 @@ The manager is not a single point of failure: the data path outlives it.
 * Connection loss is not the end. When the manager's connection closes or breaks, the
   checkpoint writes in flight fail with ``CheckpointRefused("no manager")`` (``comp.state``
   goes back to what was last acknowledged) and the SDK reconnects by itself, to the same
-  socket, every 20 ms backing off to 200 ms, for as long as the process runs. Its hello then
+  socket, every 20 ms backing off to 50 ms, for as long as the process runs. Its hello then
   carries ``resume``: the role and epoch it holds (``"none"``/0 if it holds none) and
   ``comp.state``, from which the manager rebuilds its replica. While disconnected
   ``checkpoint()`` raises ``CheckpointRefused("no manager")`` at once and ``report_error()``
@@ -52,7 +52,7 @@ ENV_ADDRESS = "NFVHA_SERVICE_ADDRESS"
 
 DEFAULT_LEASE_MS = 1000.0  # until the manager gives one
 RETRY_FIRST_S = 0.020  # reconnecting: the first delay, doubled after each failure ...
-RETRY_MAX_S = 0.200  # ... up to this
+RETRY_MAX_S = 0.050  # ... up to this: a new manager finds every session back within it
 
 
 class CheckpointRefused(Exception):
