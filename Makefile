@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/scenarios.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/manager.py
 	$(BIN)/python bench/tables.py --write
 
 clean:

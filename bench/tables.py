@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+import manager
 import provenance
 import run
 
@@ -46,7 +47,12 @@ def scale_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-RENDER = {"failover": run.table, "scenarios": scenarios.table, "scale": scale_table}
+RENDER = {
+    "failover": run.table,
+    "scenarios": scenarios.table,
+    "scale": scale_table,
+    "manager": manager.table,
+}
 
 
 def load(results_dir: Path = RESULTS) -> dict[str, dict]:

@@ -385,3 +385,77 @@ def test_the_digest_covers_the_measured_code_not_the_results() -> None:
     files = provenance.measured_files()
     assert "src/nfvha/lab/experiment.py" in files and "bench/run.py" in files
     assert not any(f.startswith("bench/results/") for f in files)
+
+
+# --- the manager benchmark: re-adoption from the trace, its rows and table ---------------------
+
+import manager as bench_manager  # noqa: E402
+
+
+def kill_figures(readopted_ms: float | None = 40.0, outage_ms: float = 3.0, **over) -> dict:
+    row = {
+        "takeover_ms": 15.0,
+        "readopted_ms": readopted_ms,
+        "outage_ms": outage_ms,
+        "answered": True,
+        "same_vnfcs": True,
+        "leader": 2,
+    }
+    return {**row, **over}
+
+
+def test_re_adoption_is_read_from_the_new_leaders_notes_after_the_kill() -> None:
+    records = [
+        {"t": 900 * MS, "kind": "note", "name": "ManagerAdopted", "src": "ha:old", "why": "x"},
+        {"t": 1015 * MS, "kind": "note", "name": "Adopting", "data": {"vnfcs": ["a", "b"]}},
+        {"t": 1020 * MS, "kind": "note", "name": "ManagerAdopted", "src": "ha:v1", "why": "kept"},
+        {"t": 1032 * MS, "kind": "note", "name": "ManagerAdopted", "src": "ha:v2", "why": "kept"},
+        {"t": 1500 * MS, "kind": "note", "name": "Adopting"},  # the next kill's
+    ]
+    seen = bench_manager.takeover(records, FAULT, 1400 * MS, vnfs=2)
+    assert (seen["takeover_ms"], seen["readopted_ms"]) == (15.0, 32.0)  # the last VNF decided
+    assert [d["vnf"] for d in seen["decisions"]] == ["ha:v1", "ha:v2"]
+    assert seen["adopting"] == ["a", "b"] and seen["restarted"] == []
+    undecided = bench_manager.takeover(records, FAULT, 1400 * MS, vnfs=3)
+    assert undecided["readopted_ms"] is None  # a VNF whose manager never decided: not re-adopted
+
+
+def test_manager_rows_are_judged_on_their_ceilings_and_every_kill() -> None:
+    good = bench_manager.rows([kill_figures() for _ in range(3)], wanted=3, lost=0)
+    assert [r["met"] for r in good] == [True, True]
+    assert good[0]["goal"] == "median ≤ 200, max ≤ 1000 ms"
+    assert good[1]["goal"] == "median ≤ 10, max ≤ 50 ms"
+    kills = [kill_figures(), kill_figures(), kill_figures(1200.0)]
+    slow = bench_manager.rows(kills, wanted=3, lost=0)  # a median within, one kill above 1 s
+    assert not slow[0]["met"] and slow[0]["checks"]["median"] and not slow[0]["checks"]["max"]
+    assert slow[1]["met"]  # the data path is judged on its own
+    for kills, wanted, lost, row in (
+        ([kill_figures(outage_ms=60.0)], 1, 0, 1),  # one silence above the max
+        ([kill_figures(answered=False)], 1, 0, 1),
+        ([kill_figures()], 1, None, 1),  # acknowledged writes not checked: not a pass
+        ([kill_figures(None)], 1, 0, 0),  # never re-adopted
+        ([kill_figures(same_vnfcs=False)], 1, 0, 0),  # a VNFC restarted, not adopted
+        ([kill_figures()], 2, 0, 0),  # the rounds ended early
+    ):
+        assert not bench_manager.rows(kills, wanted, lost)[row]["met"], (kills, wanted, lost)
+
+
+def test_manager_table_shows_the_verdicts_and_what_failed() -> None:
+    kills = [kill_figures(250.0), kill_figures(400.0)]
+    results = {
+        "runs": bench_manager.rows(kills, wanted=2, lost=0),
+        "per_kill": kills,
+        "kills": 2,
+        "kills_done": 2,
+        "probe_interval_ms": 1.0,
+        "probe": {"op": "GET", "sockets": 4, "sent": 1000, "answered": 1000},
+        "lost_acknowledged": 0,
+        "stopped_clean": True,
+        "quiet_outage_ms": stats.summary([2.0, 3.0]),
+        "quiet_window_ms": 600.0,
+    }
+    text = bench_manager.table(results)  # no comparison yet: vs last shows "-"
+    assert "| 2 | 325.0 ms |" in text and "**no** (median) |" in text
+    assert text.count("| yes |") == 1  # the data path's row
+    assert "(N=2, 600.0 ms each): longest silence median 2.5 ms, max 3.0." in text
+    assert "Stopped clean (nothing of the deployment left): yes" in text
