@@ -12,14 +12,19 @@ FailureKind = Literal["vnfc-crash", "vnfc-hang", "vm-crash", "vm-hang", "host-cr
 # What a running deployment takes (nfvha fault, the control socket): failures, and the end of
 # a VNFC's hang (SIGCONT).
 RuntimeKind = Literal[FailureKind, "vnfc-resume"]
-# What the simulator takes: failures, and conditions that last ``duration`` and then heal.
-SimKind = Literal[FailureKind, "link-cut", "slow-disk", "disk-full", "port-taken"]
+# What the simulator takes: failures, conditions that last ``duration`` and then heal, and the
+# death of the manager (all of it: one process), replaced by a new one after ``duration``
+# (default: the takeover latency), which adopts the VNFCs still running.
+SimKind = Literal[FailureKind, "link-cut", "slow-disk", "disk-full", "port-taken", "manager-crash"]
 
 FAILURES: tuple[str, ...] = get_args(FailureKind)
 RUNTIME: tuple[str, ...] = get_args(RuntimeKind)
 SIMULATED: tuple[str, ...] = get_args(SimKind)
 LASTING = ("link-cut", "slow-disk", "disk-full", "port-taken")  # simulated, with a duration
 NFVI = ("vm-crash", "vm-hang", "host-crash")  # need hosts and VMs in the deployment
+# The manager's own death; simulated for deployments without hosts only (the runtime adopts
+# VNFCs only there: with hosts the VIM and its agents die with the manager).
+MANAGER = ("manager-crash",)
 
 TARGET_OF = {
     "vnfc-crash": "vnfc",
@@ -32,6 +37,8 @@ TARGET_OF = {
     "slow-disk": "vnf",  # checkpoint fsyncs 50x slower for ``duration``
     "disk-full": "vnf",  # checkpoint writes fail for ``duration``
     "port-taken": "vnf",  # a stranger holds the service address for ``duration``
+    "manager-crash": "manager",  # the deployment's manager ("manager"); a new one leads after
+    # ``duration`` (default: the takeover latency)
 }
 
 # The names of release 0.1 (verb first), still taken by the CLI and the control socket and read

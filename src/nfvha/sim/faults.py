@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 from nfvha.config import Strict, invalid, read_yaml
-from nfvha.faults import LASTING, SIMULATED, TARGET_OF, SimKind
+from nfvha.faults import LASTING, MANAGER, SIMULATED, TARGET_OF, SimKind
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -18,7 +18,9 @@ class Fault:
     at: float  # seconds of virtual time
     kind: str
     target: str
-    duration: float = 0.0  # faults in LASTING: how long until it heals
+    # faults in LASTING: how long until it heals; manager-crash: until a new manager leads
+    # (0: the takeover latency)
+    duration: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"at": self.at, "kind": self.kind, "target": self.target}
@@ -42,7 +44,7 @@ class ScheduledFault(Strict):
         kind = info.data.get("kind")  # absent when the kind itself was wrong
         if info.context is not None and kind is not None:
             hits = TARGET_OF[kind]
-            if target not in info.context[hits]:
+            if target not in info.context.get(hits, ()):
                 raise ValueError(f"no {hits} named {target!r}")
         return target
 
@@ -67,10 +69,12 @@ def draw(
     kinds: tuple[str, ...] = SIMULATED,
 ) -> list[Fault]:
     """Faults at exponential gaps (mean ``mean_gap``) over ``duration``, kind and target drawn
-    uniformly: faults during recovery from another are part of the mix."""
+    uniformly: faults during recovery from another are part of the mix. A manager crash is
+    taken over by the hot standby manager (the takeover latency) or, half the time, by a
+    manager that leads 0.1 to 2 s later (a restart): often longer than a role lease."""
     faults: list[Fault] = []
     at = 0.0
-    usable = [k for k in kinds if entities[TARGET_OF[k]]]
+    usable = [k for k in kinds if entities.get(TARGET_OF[k])]
     while True:
         at += rng.expovariate(1.0 / mean_gap)
         if at >= duration:
@@ -78,6 +82,8 @@ def draw(
         kind = rng.choice(usable)
         target = rng.choice(entities[TARGET_OF[kind]])
         span = round(rng.uniform(0.1, 2.0), 3) if kind in LASTING else 0.0
+        if kind in MANAGER and rng.random() < 0.5:
+            span = round(rng.uniform(0.1, 2.0), 3)
         faults.append(Fault(round(at, 6), kind, target, span))
 
 

@@ -2,16 +2,21 @@
 stops the run (``Violation``) with the virtual time and what was seen.
 
 - ``two-actives``: never more VNFCs that are alive and believe they are active than the
-  model allows (one for 2n and none, N for n+m).
+  model allows (one for 2n and none, N for n+m). An active that fenced itself (its lease
+  expired while no manager ran) believes it is none: it no longer counts.
 - ``isolation-before-failover``: when the active role is assigned, the holders it replaces are
   dead (confirmed gone), not merely suspected.
-- ``acknowledged-state``: a VNFC confirming the active role holds every acknowledged checkpoint.
+- ``acknowledged-state``: a VNFC confirming the active role, or keeping it under a new manager
+  (adopted), holds every acknowledged checkpoint; acknowledgements outlive the manager.
 - ``escalation``: the HA manager escalates exactly on the failure after the maximum within the
-  probation time (counted here independently, from its Cleanup commands), never otherwise.
+  probation time (counted here independently, from its Cleanup commands), never otherwise. A
+  manager's counts die with it: the count starts afresh for each new manager (a VNFC it
+  finds silent counts once, by its Cleanup).
 - ``scope``: every command is one its manager may issue, about entities in its scope.
 - ``stranded``: every VNFC that is not running is on its way back (being cleaned up or started,
   or waiting for a new active that is coming, or for its VM's repair), in the pool of on-demand
-  spares while enough actives are there or coming, or visibly escalated.
+  spares while enough actives are there or coming, or visibly escalated. Not checked while a
+  new manager waits for the VNFCs to resume (it has not decided yet).
 - ``eventual-repair`` (``check_end``): after a quiet period every host and VM is up and every
   VNFC runs with a role, or was reported unrepairable (escalated).
 """
@@ -59,6 +64,12 @@ class Invariants:
     # are checked (no scan of every VNF per event).
     touched: set[str] = field(default_factory=set)
 
+    def on_takeover(self, sim: Any) -> None:
+        """A new manager leads: what the dead one counted is gone with it."""
+        self.failures.clear()
+        self.expect_escalation.clear()
+        self.vm_down.clear()
+
     def on_command(self, sim: Any, source: str, cmd: Traced) -> None:
         if not routing.in_scope(source, cmd, sim.owner):
             raise Violation("scope", sim.now, f"{sim.label(source)} issued {cmd!r}")
@@ -74,6 +85,8 @@ class Invariants:
                 )
         if isinstance(cmd, m.Cleanup):
             self._count_failure(sim, cmd.vnfc)
+        if isinstance(cmd, m.KeepRole) and cmd.role == "active":
+            self._holds_acknowledged(sim, cmd.vnfc, "keeps the active role")
 
     def on_decision(self, sim: Any, target: str, event: Traced, decision: Decision) -> None:
         if target in sim.specs:
@@ -87,13 +100,9 @@ class Invariants:
         elif isinstance(event, m.CleanupDone) and event.vnfc in self.expect_escalation:
             self._check_escalation(sim, event, decision)
         elif isinstance(event, m.RoleConfirmed) and event.role == "active":
-            c, vnf = sim.vnfcs[event.vnfc], sim.owner[event.vnfc]
-            if sim.ha[vnf].vnfcs[c.name].confirmed and c.version < sim.acked[vnf]:
-                raise Violation(
-                    "acknowledged-state",
-                    sim.now,
-                    f"{c.name} serves with version {c.version}; {sim.acked[vnf]} was acknowledged",
-                )
+            vnf = sim.owner[event.vnfc]
+            if sim.ha[vnf].vnfcs[event.vnfc].confirmed:
+                self._holds_acknowledged(sim, event.vnfc, "serves")
 
     def after_step(self, sim: Any) -> None:
         touched, self.touched = self.touched, set()
@@ -102,7 +111,7 @@ class Invariants:
             if len(actives) > active_limit(sim, vnf):
                 names = ", ".join(c.name for c in actives)
                 raise Violation("two-actives", sim.now, f"{vnf}: {names} all alive and active")
-            if stranded := self._stranded(sim, vnf):
+            if not getattr(sim, "adopting", False) and (stranded := self._stranded(sim, vnf)):
                 raise Violation("stranded", sim.now, f"{vnf}: {stranded} stopped, not coming back")
 
     def check_end(self, sim: Any) -> None:
@@ -120,6 +129,16 @@ class Invariants:
             raise Violation("eventual-repair", sim.now, "not repaired: " + ", ".join(down))
 
     # --- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _holds_acknowledged(sim: Any, vnfc: str, what: str) -> None:
+        c, vnf = sim.vnfcs[vnfc], sim.owner[vnfc]
+        if c.version < sim.acked[vnf]:
+            raise Violation(
+                "acknowledged-state",
+                sim.now,
+                f"{vnfc} {what} with version {c.version}; {sim.acked[vnf]} was acknowledged",
+            )
 
     @staticmethod
     def _actives(sim: Any, vnf: str) -> list[Any]:

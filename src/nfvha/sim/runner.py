@@ -11,6 +11,7 @@ from nfvha.sim import faults as fs
 from nfvha.sim.invariants import Invariants, Violation
 from nfvha.sim.world import DEFAULT_CLASSES, DEFAULT_LATENCIES, Latencies, Simulation
 
+MANAGER = "manager"  # the one target of a manager-crash
 SETTLE_S = 30.0  # quiet time after the last fault: longer than any repair chain
 
 
@@ -33,6 +34,9 @@ def entities(deployment: Deployment) -> dict[str, list[str]]:
         "vm": list(sim.vms),
         "host": list(sim.hosts),
         "vnf": [v.name for v in deployment.vnfs],
+        # The runtime adopts VNFCs only without hosts (with hosts the VIM and its agents die
+        # with the manager, and rebuilding their state is not modelled): no manager to crash.
+        "manager": [MANAGER] if sim.placement is None else [],
     }
 
 
