@@ -220,7 +220,7 @@ def test_active_without_a_manager_fences_itself_when_its_lease_expires(capsys) -
 
         await fake.start()  # it kept trying to reconnect
         hello, _ = await fake.hello()
-        assert resume(hello) == {"role": "none", "epoch": 0, "state": {"total": 5}}
+        assert resume(hello) == {"role": "none", "epoch": 3, "state": {"total": 5}}
 
     run(scenario)
 

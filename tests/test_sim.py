@@ -376,18 +376,13 @@ def test_acknowledged_writes_are_lost_only_with_every_copy() -> None:
     assert outcome.ok and outcome.sim.lost == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a fenced component resumes with epoch 0 (the SDK's hello), so the replica is "
-    "rebuilt from whichever resumed first among equals: here one that holds nothing",
-)
 def test_a_replica_rebuilt_after_every_lease_expired_holds_the_acknowledged_writes() -> None:
     """Found by the fuzzer (counter-2n and uc1 without hosts, seed 5646, mean gap 0.3 s; shrunk).
     The taken port fails counter-a's activation and the manager dies with its cleanup in hand:
     counter-a runs on with no role and no state; counter-b is the standby with every write.
-    No manager for 1.28 s: counter-b's lease expires. Both resume as ("none", 0); the rebuild
-    ranks them equal and takes counter-a's empty state, and counter-a is made active with it.
-    Fix: the SDK resumes a fenced component with the epoch it last held (not 0); the core's
+    No manager for 1.28 s: counter-b's lease expires. Both resumed as ("none", 0), the rebuild
+    ranked them equal and took counter-a's empty state, and made counter-a active with it.
+    Fixed: the SDK resumes a fenced component with the epoch it last held (not 0); the core's
     ranking (role, epoch) then picks counter-b, and epochs no longer restart from 0."""
     schedule = [
         fs.Fault(29.147804, "port-taken", "counter", 1.51),

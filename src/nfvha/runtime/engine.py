@@ -268,10 +268,11 @@ class Engine(d.Drivers):
         deadline = time.monotonic() + lease
         while not sdk <= self._resumed.keys() and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
-        resumed = {n: self._resumed[n] for n in sdk if n in self._resumed}
-        resumed |= {n: (Resumed("active", 0), {}) for n in names - sdk}
+        # One that died meanwhile (its exit went to a manager that had not adopted it) is gone.
+        running = {e["vnfc"]: e["pgid"] for e in entries if self.procs.pid_of(e["vnfc"])}
+        resumed = {n: self._resumed[n] for n in sdk if n in self._resumed and n in running}
+        resumed |= {n: (Resumed("active", 0), {}) for n in names - sdk if n in running}
         self._adopting = False
-        running = {e["vnfc"]: e["pgid"] for e in entries}
         self._run(lambda now: self.dispatcher.adopt(now, running, resumed))
 
     async def _renew_leases(self) -> None:

@@ -17,7 +17,7 @@ The manager is not a single point of failure: the data path outlives it.
   checkpoint writes in flight fail with ``CheckpointRefused("no manager")`` (``comp.state``
   goes back to what was last acknowledged) and the SDK reconnects by itself, to the same
   socket, every 20 ms backing off to 50 ms, for as long as the process runs. Its hello then
-  carries ``resume``: the role and epoch it holds (``"none"``/0 if it holds none) and
+  carries ``resume``: the role it holds (``"none"`` once fenced), the epoch it last held and
   ``comp.state``, from which the manager rebuilds its replica. While disconnected
   ``checkpoint()`` raises ``CheckpointRefused("no manager")`` at once and ``report_error()``
   is dropped. ``comp.closed`` is no longer resolved by a connection loss: only ``close()``
@@ -167,16 +167,15 @@ class Component:
         if not resume:
             self._send("hello", vnfc=self.vnfc, pid=os.getpid())
             return
-        held = self.assignment is not None and self.assignment.role != "none"
+        # The epoch it last held, also once fenced: a new manager rebuilds its replica from
+        # the newest state it is offered, and a fenced standby holds every acknowledged write.
+        role = self.assignment.role if self.assignment is not None else "none"
+        epoch = self.assignment.epoch if self.assignment is not None else 0
         self._send(
             "hello",
             vnfc=self.vnfc,
             pid=os.getpid(),
-            resume={
-                "role": self.assignment.role if held else "none",
-                "epoch": self.assignment.epoch if held else 0,
-                "state": self.state,
-            },
+            resume={"role": role, "epoch": epoch, "state": self.state},
         )
 
     async def _keep_connected(self, reader: asyncio.StreamReader) -> None:

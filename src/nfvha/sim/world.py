@@ -477,14 +477,13 @@ class Simulation(d.Drivers):
         self.after(lease, self._adopt, self.mgen)
 
     def _resume(self, c: SimVnfc, gen: int, mgen: int) -> None:
-        """Its SDK reconnects and says which role, epoch and state it holds (none, 0 once it
-        has fenced itself)."""
+        """Its SDK reconnects and says which role it holds (none once it has fenced itself),
+        the epoch it last held and its state."""
         if mgen != self.mgen or not self.adopting or gen != c.gen or not c.alive:
             return
         if not self._responsive(c):
             return
-        held = c.role != "none"
-        said = Resumed(c.role if held else "none", c.epoch if held else 0)
+        said = Resumed(c.role, c.epoch)  # the epoch it last held, also once fenced
         self._resumed[c.name] = (said, {"n": c.version})
         c.lease_gen += 1  # heard from a manager again
         c.resumed_mgen = mgen
