@@ -214,8 +214,10 @@ class ProcessDriver:
 
 
 def _live_members(pgid: int) -> bool:
-    """Whether a process of the group is alive: not a zombie that only its reaper (init, for
-    an adopted VNFC that is not our child) has yet to collect."""
+    """Whether the group still has a member to wait for: one alive, or a zombie of ours (we
+    reap it next); a zombie that only another reaper can collect (init, for an adopted VNFC
+    that is not our child) holds nothing any more."""
+    me = str(os.getpid())
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -223,7 +225,7 @@ def _live_members(pgid: int) -> bool:
             fields = (entry / "stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] not in "ZX":
+        if int(fields[2]) == pgid and (fields[0] not in "ZX" or fields[1] == me):
             return True
     return False
 
