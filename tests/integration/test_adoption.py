@@ -104,6 +104,7 @@ def test_vnfcs_outlive_a_killed_manager_and_the_next_run_adopts_them(
         assert answer == (acked + 2, successor), answer
         assert second.stop() == 0, second.stderr
         assert not any(pid_alive(pid) for pid in vnfc_pids(status).values())
+        assert not (runtime_dir / f"{name}.lock").exists()  # a deliberate stop leaves nothing
     finally:
         kill_and_reap(pid for pid in pids.values() if pid)
 

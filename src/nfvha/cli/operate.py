@@ -159,7 +159,7 @@ async def _run(
         if standbys is not None:
             await standbys.stop()
         trace.close()
-        lock.release()
+        lock.release(remove=True)  # stopped on purpose: nothing left behind
     err.print(
         f"nfvha: {deployment.name} stopped; every process it started is gone.", highlight=False
     )
@@ -216,6 +216,10 @@ def status(
     if as_json:
         print(json.dumps(answer, indent=2))
         return
+    console.print(
+        f"deployment [bold]{answer['deployment']}[/bold]  manager pid {answer.get('manager_pid')}",
+        highlight=False,
+    )
     for vnf in answer["vnfs"]:
         svc = vnf["service"]
         health = "[green]up[/green]" if svc["up"] else "[red]DOWN[/red]"

@@ -52,13 +52,29 @@ class LocalLock(Coordinator):
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not _same_file(fd, self.path):  # a leader that stopped removed it meanwhile
+                raise BlockingIOError
         except BlockingIOError:
             os.close(fd)
             return False
         self._fd = fd
         return True
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
+        """``remove``: a deliberate stop leaves no lock file behind; it is removed while still
+        held, and whoever locked the removed file sees it is not the path's any more."""
         if self._fd is not None:
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
             os.close(self._fd)  # closing the descriptor releases the lock
             self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        on_disk = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
