@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -14,15 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support.consumers import udp_get
-from tests.integration.support.deployments import (
-    RELAXED_HEALTH,
-    customize,
-    example_raw,
-    free_udp_port,
-    unique_name,
-    write_config,
-)
+from tests.integration.support.consumers import udp_get, udp_request
+from tests.integration.support.deployments import config_2n
 from tests.integration.support.processes import kill_and_reap, pid_alive
 from tests.integration.support.runs import NfvhaRun, steady
 from tests.integration.support.trace import (
@@ -35,17 +27,7 @@ from tests.integration.support.waiting import wait_for_sync
 
 
 def inc(address: str, seq: int) -> tuple[int, str] | None:
-    host, _, port = address.rpartition(":")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(2.0)
-        try:
-            s.sendto(f"INC {seq}".encode(), (host, int(port)))
-            parts = s.recv(2048).split()
-        except OSError:
-            return None
-    if len(parts) == 4 and parts[0] == b"OK":
-        return int(parts[2]), parts[3].decode()
-    return None
+    return udp_request(address, "INC", seq, timeout_s=2.0)
 
 
 def vnfc_pids(status: dict) -> dict[str, int]:
@@ -56,9 +38,7 @@ def vnfc_pids(status: dict) -> dict[str, int]:
 def test_vnfcs_outlive_a_killed_manager_and_the_next_run_adopts_them(
     tmp_path: Path, runtime_dir: Path, nfvha_runs
 ) -> None:
-    name, port = unique_name(), free_udp_port()
-    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
-    config, address = write_config(raw, tmp_path / f"{name}.yaml"), f"127.0.0.1:{port}"
+    name, config, address = config_2n(tmp_path)
     for work in ("first", "second"):
         (tmp_path / work).mkdir()
     pids: dict[str, int] = {}
@@ -82,7 +62,7 @@ def test_vnfcs_outlive_a_killed_manager_and_the_next_run_adopts_them(
         second = NfvhaRun(config, name, runtime_dir, tmp_path / "second")
         nfvha_runs.append(second)
         status = second.wait_steady()
-        records = [r for r in second_trace(second)]
+        records = second.records()
         ctx = dump_records(records)
         assert vnfc_pids(status) == pids, ctx  # adopted, not restarted
         assert status["vnfs"][0]["service"]["active"] == [active], ctx
@@ -109,20 +89,11 @@ def test_vnfcs_outlive_a_killed_manager_and_the_next_run_adopts_them(
         kill_and_reap(pid for pid in pids.values() if pid)
 
 
-def second_trace(run: NfvhaRun) -> list[dict]:
-    import json
-
-    lines = run.trace_path.read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 @pytest.mark.timeout(120)
 def test_the_standby_manager_takes_over_and_the_service_never_stops(
     tmp_path: Path, runtime_dir: Path, nfvha_runs
 ) -> None:
-    name, port = unique_name(), free_udp_port()
-    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
-    config, address = write_config(raw, tmp_path / f"{name}.yaml"), f"127.0.0.1:{port}"
+    name, config, address = config_2n(tmp_path)
     leader = NfvhaRun(config, name, runtime_dir, tmp_path)
     nfvha_runs.append(leader)
     pids: dict[str, int] = {}
@@ -158,7 +129,7 @@ def test_the_standby_manager_takes_over_and_the_service_never_stops(
         finally:
             done.set()
             reader.join()
-        ctx = dump_records(second_trace(leader))
+        ctx = dump_records(leader.records())
         assert answered and all(answered), f"{answered.count(False)} GETs unanswered\n{ctx}"
         assert vnfc_pids(status) == pids, ctx  # adopted, not restarted
         assert status["vnfs"][0]["service"]["active"] == [active], ctx
@@ -181,13 +152,14 @@ def test_a_failover_half_done_when_the_leader_dies_is_finished_by_the_next(
     """The leader dies after the failed active is isolated and the standby is told to be
     active, before it confirms (it is slow to bind): the new leader finishes that failover from
     what it observes; never two actives, nothing acknowledged lost."""
-    name, port = unique_name(), free_udp_port()
-    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
-    for vnfc in raw["vnfs"][0]["vnfcs"]:
+
+    def slow_to_bind(raw: dict) -> None:
         # Slow to bind, but well within the health budget (5 x 100 ms): pings wait for it.
-        vnfc["command"] = [sys.executable, str(SLOW_COUNTER)]
-        vnfc["env"] = {"SLOW_ACTIVE_S": "0.25"}
-    config, address = write_config(raw, tmp_path / f"{name}.yaml"), f"127.0.0.1:{port}"
+        for vnfc in raw["vnfs"][0]["vnfcs"]:
+            vnfc["command"] = [sys.executable, str(SLOW_COUNTER)]
+            vnfc["env"] = {"SLOW_ACTIVE_S": "0.25"}
+
+    name, config, address = config_2n(tmp_path, slow_to_bind)
     leader = NfvhaRun(config, name, runtime_dir, tmp_path)
     nfvha_runs.append(leader)
     pids: dict[str, int] = {}
@@ -202,10 +174,10 @@ def test_a_failover_half_done_when_the_leader_dies_is_finished_by_the_next(
         os.kill(pids[active], signal.SIGKILL)
         wait_for_sync(
             lambda: (
-                select(second_trace(leader), kind="command", name="AssignRole", dst=successor)
+                select(leader.records(), kind="command", name="AssignRole", dst=successor)
                 and any(
                     r["data"]["role"] == "active"
-                    for r in select(second_trace(leader), name="AssignRole", dst=successor)
+                    for r in select(leader.records(), name="AssignRole", dst=successor)
                 )
             ),
             "the successor told to be active",
@@ -222,7 +194,7 @@ def test_a_failover_half_done_when_the_leader_dies_is_finished_by_the_next(
             "steady under the new leader",
         )
         new_leader = status["manager_pid"]
-        records = second_trace(leader)
+        records = leader.records()
         ctx = dump_records(records)
         assert status["vnfs"][0]["service"]["active"] == [successor], ctx
         adopting = index(records, kind="note", name="Adopting")
@@ -253,9 +225,7 @@ def test_with_every_manager_dead_a_crashed_active_is_failed_over_once_one_is_bac
     (the standby must not promote itself: only a manager can prove the active gone). When a
     manager is back it adopts the standby, finds the active gone and makes the standby active
     with every acknowledged write: the outage ends a failover after the manager's return."""
-    name, port = unique_name(), free_udp_port()
-    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
-    config, address = write_config(raw, tmp_path / f"{name}.yaml"), f"127.0.0.1:{port}"
+    name, config, address = config_2n(tmp_path)
     for work in ("first", "second"):
         (tmp_path / work).mkdir()
     pids: dict[str, int] = {}
@@ -276,7 +246,7 @@ def test_with_every_manager_dead_a_crashed_active_is_failed_over_once_one_is_bac
         second = NfvhaRun(config, name, runtime_dir, tmp_path / "second")
         nfvha_runs.append(second)
         status = second.wait_steady()
-        ctx = dump_records(second_trace(second))
+        ctx = dump_records(second.records())
         assert status["vnfs"][0]["service"]["active"] == [standby], ctx
         assert vnfc_pids(status)[standby] == pids[standby], ctx  # adopted, then promoted
         assert inc(address, 6) == (acked + 1, standby), ctx

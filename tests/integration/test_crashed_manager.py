@@ -23,6 +23,7 @@ from tests.integration.support.cgroups import (
 from tests.integration.support.consumers import udp_get
 from tests.integration.support.deployments import (
     RELAXED_HEALTH,
+    config_2n,
     customize,
     example_raw,
     free_udp_port,
@@ -33,17 +34,6 @@ from tests.integration.support.processes import kill_and_reap, pid_alive, reap_z
 from tests.integration.support.runs import NfvhaRun, cli
 from tests.integration.support.trace import dump_records, index, select
 from tests.integration.support.waiting import wait_for_sync
-
-
-def config_2n(tmp_path: Path) -> tuple[str, Path, str]:
-    name, port = unique_name(), free_udp_port()
-    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
-    return name, write_config(raw, tmp_path / f"{name}.yaml"), f"127.0.0.1:{port}"
-
-
-def trace_records(run: NfvhaRun) -> list[dict]:
-    lines = run.trace_path.read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 @pytest.mark.timeout(120)
@@ -72,7 +62,7 @@ def test_new_run_isolates_a_hung_active_left_by_a_crashed_manager(
         answer = wait_for_sync(lambda: udp_get(address), f"an answer from {address}")
         assert answer is not None
         assert not pid_alive(pid), "the hung active of the crashed run is still there"
-        records = trace_records(second)
+        records = second.records()
         ctx = dump_records(records)
         # It is adopted, cannot resume its session (it is stopped), and is isolated before
         # anyone else is made active: the standby, which resumed, takes over.
@@ -164,7 +154,7 @@ def test_new_run_kills_the_cgroup_tree_left_by_a_crashed_manager(
         second.wait_steady()
         assert wait_for_sync(lambda: udp_get(f"127.0.0.1:{port}"), "an answer") is not None
         assert not pid_alive(pid), "the hung active of the crashed run is still there"
-        records = trace_records(second)
+        records = second.records()
         removed = index(records, kind="note", name="LeftoverRemoved")
         assert "cgroup" in records[removed]["data"], dump_records(records)
         assert pid in records[removed]["data"]["pids"], dump_records(records)

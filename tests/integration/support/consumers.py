@@ -64,18 +64,25 @@ class UdpClient:
         raise AssertionError(f"no answer to GET from {self.addr}")
 
 
-def udp_get(address: str, timeout_s: float = 0.5) -> tuple[int, str] | None:
-    """Blocking GET for tests without an event loop."""
+def udp_request(
+    address: str, op: str, seq: int = 1, timeout_s: float = 0.5
+) -> tuple[int, str] | None:
+    """One blocking ``OP seq`` for tests without an event loop: (total, vnfc) of an OK answer,
+    None for no answer or an ERR."""
     host, _, port = address.rpartition(":")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         s.settimeout(timeout_s)
         try:
-            s.sendto(b"GET 1", (host, int(port)))
+            s.sendto(f"{op} {seq}".encode(), (host, int(port)))
             answer = parse_answer(s.recv(2048))
         except OSError:
             return None
     return (answer[1], answer[2]) if answer else None
+
+
+def udp_get(address: str, timeout_s: float = 0.5) -> tuple[int, str] | None:
+    return udp_request(address, "GET", 1, timeout_s)
 
 
 class Consumer:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,15 @@ def unique_scenario(name: str) -> Any:
     raw["deployment"]["name"] = f"{name}-{uuid.uuid4().hex[:6]}"
     raw["deployment"]["vnfs"][0]["service"]["address"] = f"127.0.0.1:{free_udp_port()}"
     return sc.Scenario.model_validate(raw)
+
+
+def config_2n(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[str, Path, str]:
+    """A copy of the 2n example on a free port, written to a file: (name, path, address).
+    ``edit`` may change the deployment dict before it is written."""
+    name, port = unique_name(), free_udp_port()
+    raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
+    if edit is not None:
+        edit(raw)
+    return name, write_config(raw, tmp_path / f"{name}.yaml"), f"127.0.0.1:{port}"

@@ -4,6 +4,7 @@ in-process."""
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -63,6 +64,11 @@ class NfvhaRun:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+
+    def records(self) -> list[dict[str, Any]]:
+        """Its trace file (shared with its standby manager, which appends to it)."""
+        lines = self.trace_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
 
     @property
     def stderr(self) -> str:
