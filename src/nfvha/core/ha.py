@@ -184,6 +184,8 @@ class HAManager:
         return r.model == "n+m" and r.spare_start == "on_demand"
 
     def _watch(self, c: VnfcState) -> list[m.Message]:
+        """Health checks start at registration for the SDK; a plain process is watched from its
+        start, since its first good check is its registration."""
         return [m.WatchHealth(vnfc=c.name, on=True)] if self.vnf.sdk else []
 
     def handle(self, event: m.Message, now: float) -> Decision:
@@ -224,10 +226,7 @@ class HAManager:
             return Decision((), f"ignored registration of {c.name}: it is {c.life}")
         c.life, c.misses = Life.RUNNING, 0
         role = self._role_for_newcomer()
-        commands: list[m.Message] = (
-            [] if not self.vnf.sdk else [m.WatchHealth(vnfc=c.name, on=True)]
-        )
-        commands.append(self._assign(c, role))
+        commands = [*self._watch(c), self._assign(c, role)]
         return Decision(tuple(commands), f"{c.name} is up; it becomes {role}")
 
     def _on_HealthCheckPassed(self, c: VnfcState, e: m.Message, now: float) -> Decision:
