@@ -24,15 +24,13 @@ Contracts:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nfvha.drivers.process import reap_group
+from nfvha.drivers.process import group_processes, kill_group, proc_stat
 
 if TYPE_CHECKING:
     from nfvha.drivers.cgroups import Cgroups
@@ -50,25 +48,9 @@ def boot_id() -> str:
     return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, pgid, start time) of a process from /proc/PID/stat; None if there is none."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat.rpartition(")")[2].split()  # fields[0] is field 3 of stat(5)
-    return fields[0], int(fields[2]), int(fields[19])
-
-
 def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes whose process group is ``pgid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = proc_stat(int(entry.name))
-            if stat is not None and stat[1] == pgid and stat[0] not in "ZX":
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, stat in group_processes(pgid) if stat.state not in "ZX"]
 
 
 def cgroup_pids(root: Path) -> list[int]:
@@ -88,7 +70,7 @@ class GroupRecord:
 
     def add(self, vnfc: str, pgid: int) -> None:
         stat = proc_stat(pgid)  # None: a guest agent reaped it already; the group still counts
-        self.groups[pgid] = {"vnfc": vnfc, "pgid": pgid, "start": stat[2] if stat else None}
+        self.groups[pgid] = {"vnfc": vnfc, "pgid": pgid, "start": stat.start if stat else None}
         self._write()
 
     def discard(self, pgid: int) -> None:
@@ -118,7 +100,7 @@ def adoptable_groups(path: Path) -> list[dict[str, Any]]:
     found = []
     for entry in read_record(path):
         leader = proc_stat(entry["pgid"])
-        if leader is not None and leader[0] not in "ZX" and leader[2] == entry["start"]:
+        if leader is not None and leader.state not in "ZX" and leader.start == entry["start"]:
             found.append(entry)
     return found
 
@@ -132,32 +114,18 @@ async def remove_leftover_groups(
             continue
         pgid, start = entry["pgid"], entry["start"]
         leader = proc_stat(pgid)
-        if leader is not None and leader[0] not in "ZX" and leader[2] != start:
+        if leader is not None and leader.state not in "ZX" and leader.start != start:
             continue  # the pid is an unrelated process's now
         members = group_members(pgid)
         if not members:
             continue
-        if not await _kill_group(pgid):
+        if not await kill_group(pgid, KILL_WAIT_S):
             raise OSError(
                 f"process group {pgid} of {entry['vnfc']}, {WHY}, is still there "
                 f"{KILL_WAIT_S:g} s after SIGKILL; not starting next to it"
             )
         data = {"vnfc": entry["vnfc"], "pgid": pgid, "pids": members}
         trace.record("note", "LeftoverRemoved", src="nfvha", data=data, why=WHY)
-
-
-async def _kill_group(pgid: int) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + KILL_WAIT_S
-    while group_members(pgid):
-        if loop.time() > deadline:
-            return False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        reap_group(pgid)
-        await asyncio.sleep(0.005)
-    reap_group(pgid)
-    return True
 
 
 async def remove_leftover_cgroup(cgroups: Cgroups, trace: Trace) -> None:

@@ -30,7 +30,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from nfvha.drivers.leftovers import GroupRecord
@@ -187,24 +187,13 @@ class ProcessDriver:
     async def _sweep_group(self, pgid: int, wait_s: float) -> tuple[bool, str]:
         """Kill and reap what is left of a process group whose leader has exited; forget the
         group once the kernel says it is empty."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while True:
-            _signal_group(pgid, signal.SIGKILL)
-            reap_group(pgid)
-            try:
-                os.killpg(pgid, 0)
-                if not _live_members(pgid):  # zombies an adopted group left to init
-                    raise ProcessLookupError
-            except ProcessLookupError:
-                if self.groups.pop(pgid, None) is not None and self._record is not None:
-                    # Off the failover's path: a record that still lists an empty group for a
-                    # moment is harmless (the next run finds no member in it).
-                    loop.call_soon(self._record.discard, pgid)
-                return True, "process group gone"
-            if loop.time() > deadline:
-                return False, f"process group {pgid} still has members"
-            await asyncio.sleep(0.001)
+        if not await kill_group(pgid, wait_s):
+            return False, f"process group {pgid} still has members"
+        if self.groups.pop(pgid, None) is not None and self._record is not None:
+            # Off the failover's path: a record that still lists an empty group for a moment
+            # is harmless (the next run finds no member in it).
+            asyncio.get_running_loop().call_soon(self._record.discard, pgid)
+        return True, "process group gone"
 
     async def shutdown(self, grace_s: float) -> None:
         self._closing = True
@@ -213,21 +202,61 @@ class ProcessDriver:
         await asyncio.gather(*(self.cleanup(n, grace_s) for n in names))
 
 
+class ProcStat(NamedTuple):
+    state: str  # R, S, T (stopped), Z (zombie) ...
+    ppid: int
+    pgid: int
+    start: int  # clock ticks after boot: with the pid, names one process for good
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """A process's /proc/PID/stat, None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rpartition(")")[2].split()  # fields[0] is field 3 of stat(5)
+    return ProcStat(fields[0], int(fields[1]), int(fields[2]), int(fields[19]))
+
+
+def group_processes(pgid: int) -> list[tuple[int, ProcStat]]:
+    """Every process of a process group, zombies included."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := proc_stat(int(entry.name))) and stat.pgid == pgid:
+            found.append((int(entry.name), stat))
+    return found
+
+
 def _live_members(pgid: int) -> bool:
     """Whether the group still has a member to wait for: one alive, or a zombie of ours (we
     reap it next); a zombie that only another reaper can collect (init, for an adopted VNFC
     that is not our child) holds nothing any more."""
-    me = str(os.getpid())
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and (fields[0] not in "ZX" or fields[1] == me):
+    me = os.getpid()
+    return any(st.state not in "ZX" or st.ppid == me for _, st in group_processes(pgid))
+
+
+async def kill_group(pgid: int, wait_s: float) -> bool:
+    """SIGKILL a process group (it also ends a stopped process) and reap what is ours, until
+    no member is left to wait for; False if some still are after ``wait_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        _signal_group(pgid, signal.SIGKILL)
+        reap_group(pgid)
+        if _group_gone(pgid):
             return True
-    return False
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.001)
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)  # the common case, without a scan of /proc
+    except ProcessLookupError:
+        return True
+    return not _live_members(pgid)  # zombies an adopted group left to init hold nothing
 
 
 def _signal_group(pgid: int, sig: int) -> None:
