@@ -25,6 +25,12 @@ Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 
 
 StateMode = Literal["replicated", "checkpoint", "none"]
+# Where acknowledged state is kept (section 3.2 of the seed): peer to peer between the
+# components, the manager's replica or log, a log on storage the VNF shares, or etcd.
+StateSync = Literal["direct", "manager", "shared_storage", "store"]
+# What the manager's checkpoint service does for a VNF; "external": the components write a
+# shared log or etcd themselves, and the manager is not in the path.
+ServiceMode = Literal["replicated", "checkpoint", "none", "external"]
 
 
 class ConfigError(Exception):
@@ -142,6 +148,29 @@ class Nfvi(Strict):
     correlation_window_s: PositiveFloat = 10.0
 
 
+def _endpoints(value: object) -> object:
+    return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+
+
+class StateStore(Strict):
+    """Where ``shared_storage`` and ``store`` keep the state. ``path``: the log file on storage
+    shared by the VNF's components (default: in the state dir). ``etcd``: the endpoints of an
+    etcd cluster, ``HOST:PORT,...``; ``prefix``: the keys' prefix there."""
+
+    path: str | None = None
+    etcd: Annotated[list[str], BeforeValidator(_endpoints), Field(min_length=1)] = [
+        "127.0.0.1:2379"
+    ]
+    prefix: str = Field("/nfvha", pattern=r"^/[A-Za-z0-9._/-]*$")
+
+    @field_validator("etcd")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            parse_address(endpoint)
+        return value
+
+
 class Vnf(Strict):
     name: Name
     redundancy: Redundancy
@@ -151,6 +180,9 @@ class Vnf(Strict):
     # Where the service state lives: replicated to the standby (2n), checkpointed to disk
     # (no redundancy, use case 3), or nowhere (stateless).
     state: StateMode | None = None
+    # How that state is kept (see StateSync); default: direct for 2n, manager otherwise.
+    state_sync: StateSync | None = None
+    state_store: StateStore = StateStore()
     sdk: bool = True  # False: plain processes, supervised and health-checked only
     repair: Repair = Repair()
 
@@ -176,6 +208,7 @@ class Vnf(Strict):
                 f"state {self.state!r} does not fit model {r.model} "
                 f"(allowed: {', '.join(sorted(allowed[r.model]))})"
             )
+        self._check_sync()
         if not self.sdk:
             if r.model == "2n" or self.state == "checkpoint":
                 raise ValueError("a stateful VNF needs the SDK (sdk: true) to sync its state")
@@ -187,10 +220,30 @@ class Vnf(Strict):
                 raise ValueError("without the SDK choose a udp, tcp or exec health check")
         return self
 
+    def _check_sync(self) -> None:
+        if self.state_sync is None:
+            return
+        if self.state_mode == "none":
+            raise ValueError(f"state_sync {self.state_sync!r} needs a stateful VNF (state: none)")
+        if self.state_sync == "direct" and self.redundancy.model != "2n":
+            raise ValueError("state_sync 'direct' needs a standby to sync with: model 2n")
+
     @property
     def state_mode(self) -> StateMode:
         default: dict[str, StateMode] = {"2n": "replicated", "n+m": "none", "none": "checkpoint"}
         return self.state or default[self.redundancy.model]
+
+    @property
+    def sync(self) -> StateSync | None:
+        """How the state is kept; None for a stateless VNF."""
+        if self.state_mode == "none":
+            return None
+        return self.state_sync or ("direct" if self.redundancy.model == "2n" else "manager")
+
+    @property
+    def service_mode(self) -> ServiceMode:
+        """What the manager's checkpoint service does for this VNF."""
+        return "external" if self.sync in ("shared_storage", "store") else self.state_mode
 
 
 class HostReliability(Strict):

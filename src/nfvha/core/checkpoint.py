@@ -7,6 +7,10 @@ Rules:
   in service the manager's replica is the only copy; the write is acknowledged from it and the
   VNF is *degraded* until a standby is back and has been given the whole state.
 - ``checkpoint`` (no redundancy): a write is durable when it is on disk (fsync).
+- ``external`` (shared_storage, store): the components write the state to a store themselves,
+  which fences stale epochs; the manager is not in the path and refuses a write sent to it.
+- A write may carry the component's version (direct sync: the writes that went peer to peer
+  counted too); the replica's version never goes back, so the newest copy is recognised.
 - Every write is applied to the manager's replica first, so a standby or restarted VNFC is always
   given the latest state, acknowledged or not.
 - A store that fails (a full disk) fails every write not yet durable: each is refused, never
@@ -50,7 +54,7 @@ Action = Ack | Refuse | Replicate | Persist
 
 @dataclass(slots=True)
 class CheckpointService:
-    mode: Literal["replicated", "checkpoint", "none"]
+    mode: Literal["replicated", "checkpoint", "none", "external"]
     state: dict[str, Any] = field(default_factory=dict)
     version: int = 0
     writer: tuple[str, int] | None = None  # (vnfc, epoch) allowed to write
@@ -91,13 +95,22 @@ class CheckpointService:
             return released
         return []
 
-    def write(self, vnfc: str, epoch: int, request: int, updates: dict[str, Any]) -> list[Action]:
+    def write(
+        self,
+        vnfc: str,
+        epoch: int,
+        request: int,
+        updates: dict[str, Any],
+        version: int | None = None,
+    ) -> list[Action]:
         if self.mode == "none":
             return [Refuse(vnfc, request, "this VNF keeps no state")]
+        if self.mode == "external":
+            return [Refuse(vnfc, request, "this VNF's components write their state to its store")]
         if self.writer != (vnfc, epoch):
             holder = f"{self.writer[0]} (epoch {self.writer[1]})" if self.writer else "nobody"
             return [Refuse(vnfc, request, f"not the writer: epoch {epoch}; writer is {holder}")]
-        self.version += 1
+        self.version = max(self.version + 1, version or 0)
         self.state.update(updates)
         ack = Ack(vnfc, request)
         if self.mode == "checkpoint":

@@ -210,7 +210,7 @@ class Dispatcher:
         self.ha = {
             name: pol.ha(spec, epoch=self.epochs.get(name, 0)) for name, spec in self.specs.items()
         }
-        self.checkpoints = {n: pol.checkpoints(s.state_mode) for n, s in self.specs.items()}
+        self.checkpoints = {n: pol.checkpoints(s.service_mode) for n, s in self.specs.items()}
         p = self.placement
         self.vnfm = pol.vnfm("vnfm", dict(p.vnfc_vm) if p else {}, dict(self.owner))
         if p is not None:
@@ -358,11 +358,18 @@ class Dispatcher:
     # --- checkpoint data path ---------------------------------------------------------------
 
     def write(
-        self, vnfc: str, epoch: int, request: int, updates: dict[str, Any], now: float
+        self,
+        vnfc: str,
+        epoch: int,
+        request: int,
+        updates: dict[str, Any],
+        now: float,
+        version: int | None = None,
     ) -> list[Output]:
         vnf = self.owner[vnfc]
         out: list[Output] = []
-        self._data(vnf, self.checkpoints[vnf].write(vnfc, epoch, request, updates), out)
+        service = self.checkpoints[vnf]
+        self._data(vnf, service.write(vnfc, epoch, request, updates, version), out)
         return out + self._drain(now)
 
     def standby_acked(self, vnfc: str, version: int, now: float) -> list[Output]:

@@ -40,8 +40,9 @@ from nfvha.drivers.process import ProcessDriver
 from nfvha.drivers.store import DiskStore, StoreError
 from nfvha.runtime import paths
 from nfvha.runtime.connections import Connections
+from nfvha.runtime.sync import peer_address, sync_spec
 from nfvha.runtime.trace import Throttle, Trace
-from nfvha.sdk import ENV_ADDRESS, ENV_SOCKET, ENV_VNFC
+from nfvha.sdk import ENV_ADDRESS, ENV_PEER, ENV_SOCKET, ENV_VNFC
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, decode_from_component, encode
 
 # The VNFC faults of nfvha.faults, as signals to its main process.
@@ -105,7 +106,7 @@ class Engine(d.Drivers):
         self._refusals = Throttle(trace, burst=REFUSALS_TRACED)
         self.alarms: list[dict[str, Any]] = []
         self.placement = plan(deployment)
-        checkpointed = [v for v in deployment.vnfs if v.state_mode == "checkpoint"]
+        checkpointed = [v for v in deployment.vnfs if v.service_mode == "checkpoint"]
         stores = {v.name: self._load_store(v) for v in checkpointed}
         epochs = {name: loaded[1] for name, (_, loaded) in stores.items()}
         self.dispatcher = d.Dispatcher(deployment, self.placement, epochs=epochs)
@@ -347,10 +348,23 @@ class Engine(d.Drivers):
                 role=cmd.role,
                 epoch=cmd.epoch,
                 state=state,
+                version=self.vnfs[vnf].checkpoints.version,
+                sync=sync_spec(spec, self.deployment.name, self.state_dir),
                 address=spec.service.address,
                 reuse_port=spec.redundancy.model == "n+m",
                 lease_ms=spec.policies.role_lease_ms,
             )
+        self._pair(vnf)
+
+    def _pair(self, vnf: str) -> None:
+        """Direct sync: tell the active where its standby listens. Sent again whenever either
+        is assigned; the active ignores an address it is already connected to."""
+        service = self.vnfs[vnf].checkpoints
+        if self.vnfs[vnf].spec.sync != "direct" or service.writer is None:
+            return
+        if link := self.links.get(service.writer[0]):
+            standby = service.standby
+            link.send("peer", address=peer_address(self.runtime_dir, standby) if standby else None)
 
     def watch_health(self, vnf: str, cmd: m.WatchHealth) -> None:
         self._watch(self.vnfs[vnf], cmd.vnfc, cmd.on)
@@ -411,6 +425,8 @@ class Engine(d.Drivers):
                 ENV_ADDRESS: vnf.spec.service.address,
             }
         )
+        if vnf.spec.sync == "direct":
+            env[ENV_PEER] = peer_address(self.runtime_dir, name)
         try:
             vm = self.placement.vnfc_vm[name] if self.placement else None
             if vm is None:
@@ -534,7 +550,9 @@ class Engine(d.Drivers):
                 fut.set_result(msg["ok"])
         elif kind == "ckpt_write":
             epoch, req, updates = msg["epoch"], msg["req"], msg["updates"]
-            self._run(lambda now: self.dispatcher.write(link.vnfc, epoch, req, updates, now))
+            ver = msg.get("ver") if type(msg.get("ver")) is int else None
+            write = self.dispatcher.write
+            self._run(lambda now: write(link.vnfc, epoch, req, updates, now, version=ver))
         elif kind == "ckpt_ack":
             version = msg["version"]
             self._run(lambda now: self.dispatcher.standby_acked(link.vnfc, version, now))
@@ -618,6 +636,7 @@ class Engine(d.Drivers):
         for vnf in self.vnfs.values():
             snap = vnf.manager.snapshot()
             snap["state"] = vnf.spec.state_mode
+            snap["state_sync"] = vnf.spec.sync
             snap["degraded"] = vnf.checkpoints.degraded
             snap["checkpoint_version"] = vnf.checkpoints.version
             snap["store_error"] = vnf.checkpoints.store_error

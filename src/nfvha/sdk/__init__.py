@@ -30,6 +30,19 @@ The manager is not a single point of failure: the data path outlives it.
   manager hears of it from the next hello. Until the manager has given a lease, an open
   connection counts as a renewal (a manager that sends no lease and no pings is not thereby
   dead) and the lease runs from the moment the connection is lost.
+
+How a write becomes durable is the VNF's ``state_sync``, given with every assignment:
+
+* ``manager``: through the manager, which replicates it to the standby or logs it.
+* ``direct`` (2n): straight to the standby over its peer socket (``nfvha.sdk.peer``), the
+  manager told only where the standby is; durable once the standby holds it. While no
+  standby is synced the write goes through the manager as in ``manager``. Writes keep
+  flowing while no manager runs. Every write has a version; a promoted standby keeps the
+  state it holds if it is newer than the manager's copy.
+* ``shared_storage`` / ``store``: the active writes the whole state to a log on shared
+  storage or to etcd itself (``nfvha.sdk.stores``). Becoming active it first claims the
+  store with its epoch, which fences every older writer in the store itself, and takes the
+  state from it. A write the store refuses as stale fences the component (``on_fence``).
 """
 
 from __future__ import annotations
@@ -44,9 +57,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nfvha.sdk.peer import PeerFence, PeerLink, same_user, unix_address
 from nfvha.sdk.protocol import MAX_LINE, encode
 
 ENV_SOCKET = "NFVHA_SOCKET"
+ENV_PEER = "NFVHA_PEER_SOCKET"  # direct sync: where this component listens for its active
 ENV_VNFC = "NFVHA_VNFC"
 ENV_ADDRESS = "NFVHA_SERVICE_ADDRESS"
 
@@ -77,6 +92,10 @@ class Assignment:
 _MISSING = object()  # a key a write added: undoing the write removes it
 
 
+class _Fenced(Exception):
+    """A peer's line from an epoch this component no longer accepts."""
+
+
 class Component:
     def __init__(
         self,
@@ -91,9 +110,18 @@ class Component:
         self.state: dict[str, Any] = {}
         self.assignment: Assignment | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: dict[int, asyncio.Future[None]] = {}
+        self.version = 0  # of ``state``: counts every write, whichever way it went
+        self._pending: dict[int, asyncio.Future[None]] = {}  # version -> its write in flight
         self._undo: dict[int, dict[str, Any]] = {}  # per write in flight: the values it replaced
-        self._next_req = 0
+        self._via_manager: set[int] = set()  # writes in flight that went through the manager
+        self._covers: dict[int, list[int]] = {}  # a manager write standing for several
+        self._sync: dict[str, Any] = {"mode": "manager"}
+        self._peer: PeerLink | None = None  # direct sync, the active's link to its standby
+        self._peer_address: str | None = None
+        self._peer_fence = PeerFence()  # direct sync, the standby's side
+        self._peer_server: asyncio.Server | None = None
+        self._manager_stale = False  # writes went peer to peer: the manager's copy lags
+        self._store: Any = None  # shared_storage/store: the StateStore, opened on first claim
         self.closed: asyncio.Future[None] | None = None
         self._lease_ms = DEFAULT_LEASE_MS
         self._lease_given = False  # the manager has said how long a lease is
@@ -109,6 +137,10 @@ class Component:
             raise RuntimeError(f"not started by nfvha: {exc.args[0]} is not set") from None
 
     @property
+    def _external_store(self) -> bool:
+        return self._sync.get("mode") in ("shared_storage", "store")
+
+    @property
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
 
@@ -120,6 +152,10 @@ class Component:
         if self.closed is None:
             self.closed = loop.create_future()
         self._heard = loop.time()
+        if (path := os.environ.get(ENV_PEER)) and self._peer_server is None:
+            self._peer_server = await asyncio.start_unix_server(
+                self._serve_peer, unix_address(path), limit=MAX_LINE
+            )
         self._attach(writer, resume=False)
         self._tasks = [
             loop.create_task(self._keep_connected(reader)),
@@ -134,24 +170,77 @@ class Component:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._peer is not None:
+            self._peer.close()
+        if self._peer_server is not None:
+            self._peer_server.close()
+            self._peer_server = None
+        if self._store is not None:
+            store, self._store = self._store, None
+            with contextlib.suppress(RuntimeError):  # no loop running: nothing to close
+                asyncio.get_running_loop().create_task(store.close())
         self._fail_pending()
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
 
     async def checkpoint(self, updates: dict[str, Any]) -> None:
-        """Write state; returns when durable as the VNF's policy says."""
-        if not self.connected:
-            raise CheckpointRefused("no manager")
+        """Write state; returns when durable as the VNF's ``state_sync`` says."""
         if self.assignment is None or self.assignment.role != "active":
             raise CheckpointRefused("only the active writes checkpoints")
-        self._next_req += 1
-        req = self._next_req
-        self._undo[req] = {key: self.state.get(key, _MISSING) for key in updates}
-        self.state.update(updates)
+        epoch = self.assignment.epoch
+        if self._external_store:
+            return await self._write_store(epoch, updates)
+        direct = self._peer is not None and self._peer.ready
+        if not direct and not self.connected:
+            raise CheckpointRefused("no manager")
+        ver = self._apply(updates)
         done = asyncio.get_running_loop().create_future()
-        self._pending[req] = done
-        self._send("ckpt_write", req=req, epoch=self.assignment.epoch, updates=updates)
+        self._pending[ver] = done
+        if direct:
+            assert self._peer is not None
+            self._manager_stale = True
+            self._peer.send("write", epoch=epoch, ver=ver, updates=updates)
+        else:
+            self._write_via_manager(ver, updates)
         await done
+
+    def _apply(self, updates: dict[str, Any]) -> int:
+        """Apply a write locally (undone if it fails); returns its version."""
+        self.version += 1
+        self._undo[self.version] = {key: self.state.get(key, _MISSING) for key in updates}
+        self.state.update(updates)
+        return self.version
+
+    def _write_via_manager(self, ver: int, updates: dict[str, Any]) -> None:
+        assert self.assignment is not None
+        if self._manager_stale:  # its copy lags behind the peer-to-peer writes: send it all
+            updates, self._manager_stale = dict(self.state), False
+        self._via_manager.add(ver)
+        self._send("ckpt_write", req=ver, epoch=self.assignment.epoch, updates=updates, ver=ver)
+
+    async def _write_store(self, epoch: int, updates: dict[str, Any]) -> None:
+        from nfvha.sdk.stores import StoreFailed, StoreRefused
+
+        if self._store is None:
+            raise CheckpointRefused("the store was not claimed")
+        ver = self._apply(updates)
+        try:
+            await self._store.write(epoch, ver, dict(self.state))
+        except StoreRefused as exc:
+            self._fail_pending_store(ver)
+            await self._fence()
+            raise CheckpointRefused(f"refused by the store: {exc}") from None
+        except StoreFailed as exc:
+            self._fail_pending_store(ver)
+            raise CheckpointRefused(f"checkpoint store failed: {exc}", dict(self.state)) from None
+        self._undo.pop(ver, None)
+
+    def _fail_pending_store(self, ver: int) -> None:
+        """A store write failed: it and every later one in flight are undone (they fail too:
+        each carried the whole state, this one's included)."""
+        for later in sorted((v for v in self._undo if v >= ver), reverse=True):
+            self._undo_one(later)
+        self.version = min(self.version, ver - 1)
 
     def report_error(self, reason: str) -> None:
         self._send("error", reason=reason)
@@ -218,23 +307,31 @@ class Component:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        self._fail_pending()
+        if self._via_manager:  # writes peer to peer do not need the manager
+            self._fail_pending()
         if not self._lease_given:  # the open connection held the lease: it runs from now
             self._heard = asyncio.get_running_loop().time()
 
-    def _fail_pending(self) -> None:
-        """Writes in flight fail; the state goes back to what was last acknowledged."""
-        for req in sorted(self._undo, reverse=True):
-            for key, value in self._undo[req].items():
-                if value is _MISSING:
-                    self.state.pop(key, None)
-                else:
-                    self.state[key] = value
-        self._undo.clear()
+    def _fail_pending(self, reason: str = "no manager") -> None:
+        """Writes in flight fail; the state goes back to what was last acknowledged. Those in
+        flight are always the newest writes, so undoing them all, newest first, gets there."""
+        if self._undo:
+            self.version = min(self._undo) - 1
+        for ver in sorted(self._undo, reverse=True):
+            self._undo_one(ver)
+        self._via_manager.clear()
+        self._covers.clear()
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
-                fut.set_exception(CheckpointRefused("no manager", dict(self.state)))
+                fut.set_exception(CheckpointRefused(reason, dict(self.state)))
+
+    def _undo_one(self, ver: int) -> None:
+        for key, value in self._undo.pop(ver, {}).items():
+            if value is _MISSING:
+                self.state.pop(key, None)
+            else:
+                self.state[key] = value
 
     # --- the lease ----------------------------------------------------------------------------
 
@@ -276,6 +373,7 @@ class Component:
             )
         if self.assignment is fenced:  # not replaced by a new assignment meanwhile
             self.assignment = dataclasses.replace(fenced, role="none")
+            self._link_peer()  # an active no longer: no more direct writes
             if self._writer is not None:  # a silent manager: tell it in the next hello
                 self._writer.close()
 
@@ -294,8 +392,14 @@ class Component:
         elif kind == "lease":
             self._renew(msg.get("ms"))
         elif kind == "replicate":
-            self.state.update(msg["updates"])
-            self._send("ckpt_ack", version=msg["version"])
+            version = msg["version"]
+            if version > self.version:  # else it holds newer, synced peer to peer
+                self.state.update(msg["updates"])
+                self.version = version
+            self._send("ckpt_ack", version=version)
+        elif kind == "peer":
+            self._peer_address = msg["address"] if isinstance(msg["address"], str) else None
+            self._link_peer()
         elif kind == "ckpt_done":
             self._resolve(msg["req"], None)
         elif kind == "refused" and "req" in msg:
@@ -312,12 +416,16 @@ class Component:
         assignment = Assignment(
             msg["role"], msg["epoch"], host, int(port), bool(msg.get("reuse_port"))
         )
-        self.state = dict(msg["state"])
-        self._undo.clear()  # the state given is the reference now
+        if isinstance(msg.get("sync"), dict):
+            self._sync = msg["sync"]
+        self._take_state(msg["state"], msg.get("version"))
+        self._peer_fence.epoch = max(self._peer_fence.epoch, assignment.epoch)
         self._renew(msg.get("lease_ms"))
         self.assignment = assignment
         self._taking_role = True
         try:
+            if assignment.role == "active" and self._external_store:
+                await self._claim(assignment.epoch)
             await self._on_role(assignment)
         except Exception as exc:  # e.g. the address is taken: the manager must know
             self.report_error(f"could not take role {msg['role']}: {exc}")
@@ -326,13 +434,126 @@ class Component:
             self._taking_role = False
             self._heard = asyncio.get_running_loop().time()  # lines waited while it ran
         self._send("role_ok", role=msg["role"], epoch=msg["epoch"])
+        self._link_peer()
+
+    def _take_state(self, state: dict[str, Any], version: Any) -> None:
+        """The state an assignment gives, unless (direct sync) this component holds a newer
+        one: the manager's copy lags behind what went peer to peer."""
+        version = version if type(version) is int else 0
+        if self._sync.get("mode") == "direct" and self.version > version:
+            self._manager_stale = True
+        else:
+            self.state, self.version = dict(state), version
+        self._undo.clear()  # the state taken is the reference now
+
+    async def _claim(self, epoch: int) -> None:
+        """Shared storage or etcd: fence every older writer in the store, take its state."""
+        from nfvha.sdk.stores import open_store
+
+        if self._store is None:
+            self._store = open_store(self._sync)
+        self.version, state = await self._store.claim(epoch)
+        self.state = dict(state)
 
     def _resolve(self, req: int, error: Exception | None) -> None:
-        self._undo.pop(req, None)
-        fut = self._pending.pop(req, None)
-        if fut is None or fut.done():
+        for ver in [req, *self._covers.pop(req, [])]:
+            self._via_manager.discard(ver)
+            self._undo.pop(ver, None)
+            fut = self._pending.pop(ver, None)
+            if fut is None or fut.done():
+                continue
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
+
+    # --- direct sync --------------------------------------------------------------------------
+
+    def _link_peer(self) -> None:
+        """The active connects to the standby the manager named, if not connected already."""
+        address = self._peer_address
+        active = self.assignment is not None and self.assignment.role == "active"
+        if self._sync.get("mode") != "direct" or not active or self._taking_role:
+            address = None
+        if self._peer is not None and self._peer.address == address:
             return
-        if error is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(error)
+        if self._peer is not None:
+            old, self._peer = self._peer, None
+            old.close()
+            self._peer_lost(old)
+        if address is not None:
+            assert self.assignment is not None
+            self._peer = link = PeerLink(address, self._peer_reply)
+            opened = link.open(self.assignment.epoch, self.version, dict(self.state))
+            task = asyncio.get_running_loop().create_task(self._run_peer(link, opened))
+            self._tasks.append(task)
+
+    async def _run_peer(self, link: PeerLink, opened: Awaitable[None]) -> None:
+        await opened
+        if self._peer is link:  # ended by itself (the standby died), not replaced
+            self._peer = None
+            self._peer_lost(link)
+
+    def _peer_reply(self, link: PeerLink, msg: dict[str, Any]) -> None:
+        if link is not self._peer:
+            return
+        if msg.get("t") == "ok":
+            if msg["ver"] >= link.synced_version:
+                link.ready = True  # the standby holds everything up to the sync
+            for ver in [v for v in self._pending if v <= msg["ver"]]:
+                self._resolve(ver, None)
+        elif msg.get("t") == "refused":
+            self._peer = None
+            link.close()
+            self._fail_pending(f"refused by the standby: {msg.get('reason')}")
+            asyncio.get_running_loop().create_task(self._fence())
+
+    def _peer_lost(self, link: PeerLink) -> None:
+        """The standby is gone: the writes it had not confirmed go through the manager, as one
+        write of the whole state (the manager's copy lags), or fail if there is none."""
+        self._manager_stale = True
+        waiting = [v for v in self._pending if v not in self._via_manager]
+        if not waiting:
+            return
+        if not self.connected or self.assignment is None:
+            self._fail_pending()
+            return
+        last = max(waiting)
+        self._covers[last] = [v for v in waiting if v != last]
+        self._write_via_manager(last, {})
+
+    async def _serve_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The standby's side of direct sync: apply what the active sends, unless fenced."""
+        if not same_user(writer):
+            writer.close()
+            return
+        try:
+            while line := await reader.readline():
+                try:
+                    msg = json.loads(line)
+                    ver = msg["ver"]
+                    self._peer_apply(msg)
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    writer.write(encode("refused", ver=-1, reason=f"malformed: {exc}", epoch=0))
+                    continue
+                except _Fenced as exc:
+                    reply = {"reason": str(exc), "epoch": self._peer_fence.epoch}
+                    writer.write(encode("refused", ver=ver, **reply))
+                    break
+                writer.write(encode("ok", ver=ver))
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    def _peer_apply(self, msg: dict[str, Any]) -> None:
+        role = self.assignment.role if self.assignment is not None else None
+        refusal = self._peer_fence.check(msg["epoch"], role)
+        if refusal is not None:
+            raise _Fenced(refusal)
+        ver = int(msg["ver"])
+        if msg["t"] == "sync" and ver >= self.version:  # else it holds newer, from the manager
+            self.state, self.version = dict(msg["state"]), ver
+        elif msg["t"] == "write" and ver > self.version:
+            self.state.update(dict(msg["updates"]))
+            self.version = ver

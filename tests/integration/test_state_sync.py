@@ -1,0 +1,93 @@
+"""State sync modes on real processes (nfvha run): with ``direct`` the active's writes go to the
+standby peer to peer, so they are acknowledged while no manager runs and survive a failover
+that the manager's lagging copy alone would have lost; ``shared_storage`` and ``store`` keep
+the state where every active claims it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.support.consumers import udp_get, udp_request
+from tests.integration.support.deployments import config_2n
+from tests.integration.support.processes import kill_and_reap
+from tests.integration.support.runs import NfvhaRun
+from tests.integration.support.waiting import wait_for_sync
+
+
+def increments(address: str, first_seq: int, count: int) -> list[int]:
+    """``count`` INCs one after another; the totals acknowledged (an ERR or no answer fails)."""
+    totals = []
+    for seq in range(first_seq, first_seq + count):
+        answer = udp_request(address, "INC", seq, timeout_s=2.0)
+        assert answer is not None, f"INC {seq} was not acknowledged"
+        totals.append(answer[0])
+    return totals
+
+
+def active_of(status: dict[str, Any]) -> tuple[str, int]:
+    vnf = status["vnfs"][0]
+    name = vnf["service"]["active"][0]
+    (pid,) = [c["pid"] for c in vnf["vnfcs"] if c["name"] == name]
+    return name, pid
+
+
+@pytest.mark.timeout(120)
+def test_direct_sync_acknowledges_writes_without_a_manager_and_a_failover_keeps_them(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    name, config, address = config_2n(tmp_path)
+    for work in ("first", "second"):
+        (tmp_path / work).mkdir()
+    first = NfvhaRun(config, name, runtime_dir, tmp_path / "first", standby_manager=False)
+    nfvha_runs.append(first)
+    status = first.wait_steady()
+    assert status["vnfs"][0]["state_sync"] == "direct"
+    assert increments(address, 1, 5) == [1, 2, 3, 4, 5]
+
+    first.proc.kill()  # no manager at all from here on
+    first.proc.wait()
+    assert increments(address, 6, 5) == [6, 7, 8, 9, 10]
+
+    second = NfvhaRun(config, name, runtime_dir, tmp_path / "second", standby_manager=False)
+    nfvha_runs.append(second)
+    active, pid = active_of(second.wait_steady())
+    # The new manager's copy is rebuilt from what the VNFCs hold; these go peer to peer only.
+    assert increments(address, 11, 5) == [11, 12, 13, 14, 15]
+    os.kill(pid, signal.SIGKILL)
+
+    def served_by_the_standby() -> tuple[int, str] | None:
+        answer = udp_get(address)
+        return answer if answer is not None and answer[1] != active else None
+
+    total, _ = wait_for_sync(served_by_the_standby, "the standby serving")
+    assert total == 15, "an acknowledged increment was lost in the failover"
+    assert second.stop() == 0, second.stderr
+
+
+@pytest.mark.timeout(120)
+def test_manager_sync_refuses_writes_while_no_manager_runs(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    """The contrast: through the manager, a write cannot be made durable without one."""
+    name, config, address = config_2n(
+        tmp_path, lambda raw: raw["vnfs"][0].update(state_sync="manager")
+    )
+    first = NfvhaRun(config, name, runtime_dir, tmp_path, standby_manager=False)
+    nfvha_runs.append(first)
+    status = first.wait_steady()
+    assert status["vnfs"][0]["state_sync"] == "manager"
+    pids = [c["pid"] for c in status["vnfs"][0]["vnfcs"]]
+    try:
+        assert increments(address, 1, 3) == [1, 2, 3]
+        first.proc.kill()
+        first.proc.wait()
+        assert udp_request(address, "INC", 4, timeout_s=2.0) is None  # ERR no manager
+        answer = udp_get(address)
+        assert answer is not None and answer[0] == 3  # and it goes on serving what is durable
+    finally:
+        kill_and_reap(pids)  # the VNFCs outlive the killed manager, as they should
