@@ -120,6 +120,7 @@ class Component:
         self._peer_address: str | None = None
         self._peer_fence = PeerFence()  # direct sync, the standby's side
         self._peer_server: asyncio.Server | None = None
+        self._peer_conns: set[asyncio.StreamWriter] = set()  # actives connected to this one
         self._manager_stale = False  # writes went peer to peer: the manager's copy lags
         self._store: Any = None  # shared_storage/store: the StateStore, opened on first claim
         self.closed: asyncio.Future[None] | None = None
@@ -175,6 +176,8 @@ class Component:
         if self._peer_server is not None:
             self._peer_server.close()
             self._peer_server = None
+        for conn in self._peer_conns:  # as if the process had gone: the active hears of it
+            conn.close()
         if self._store is not None:
             store, self._store = self._store, None
             with contextlib.suppress(RuntimeError):  # no loop running: nothing to close
@@ -527,6 +530,7 @@ class Component:
         if not same_user(writer):
             writer.close()
             return
+        self._peer_conns.add(writer)
         try:
             while line := await reader.readline():
                 try:
@@ -544,6 +548,7 @@ class Component:
         except (ConnectionError, ValueError):
             pass
         finally:
+            self._peer_conns.discard(writer)
             writer.close()
 
     def _peer_apply(self, msg: dict[str, Any]) -> None:
