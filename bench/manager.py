@@ -276,9 +276,16 @@ class Deployment:
     """`nfvha run` of a copy of the 2n example, everything it needs in one temporary directory
     (its runtime directory there too: its processes are found by their environment)."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(
+        self,
+        work: Path,
+        edit: Callable[[dict[str, Any]], None] | None = None,
+        standby_manager: bool = True,
+    ) -> None:
         deployment, _ = run.bench_deployment("2n")
         raw = deployment.model_dump(mode="json")
+        if edit is not None:
+            edit(raw)
         self.name = raw["name"] = f"bench-manager-{uuid.uuid4().hex[:8]}"
         self.vnfs = len(raw["vnfs"])
         self.address = raw["vnfs"][0]["service"]["address"]
@@ -297,7 +304,8 @@ class Deployment:
         with open(work / "nfvha.out", "wb") as out, open(self.stderr, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "nfvha", "run", str(self.config)]
-                + ["--state-dir", str(work / "state"), "--trace", str(self.trace)],
+                + ["--state-dir", str(work / "state"), "--trace", str(self.trace)]
+                + ([] if standby_manager else ["--no-standby-manager"]),
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,

@@ -70,11 +70,16 @@ def last_committed(name: str) -> tuple[dict[str, Any] | None, str | None]:
     return results, commit or _git("log", "-1", "--format=%H", "--", path).strip() or None
 
 
-def compare(row: dict[str, Any], previous: dict[str, Any] | None, commit: str | None) -> None:
-    """Annotate ``row`` with the last committed median of the same row and the ratio to it;
-    ``regressed`` when more than 25 % worse."""
-    before = (previous or {}).get("outage_ms", {}).get("median")
-    now = row["outage_ms"]["median"]
+def compare(
+    row: dict[str, Any],
+    previous: dict[str, Any] | None,
+    commit: str | None,
+    figure: str = "outage_ms",
+) -> None:
+    """Annotate ``row`` with the last committed median of the same row (of ``figure``, a
+    summary) and the ratio to it; ``regressed`` when more than 25 % worse."""
+    before = (previous or {}).get(figure, {}).get("median")
+    now = row[figure]["median"]
     if before is None or now is None or before <= 0:
         row["previous"] = None
         row["regressed"] = False

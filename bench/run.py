@@ -274,13 +274,18 @@ def na(value: Any) -> str:
     return str(value)
 
 
-def compare_with_last(results: dict, name: str, key: Callable[[dict], Any]) -> None:
+def compare_with_last(
+    results: dict, name: str, key: Callable[[dict], Any], figure: str = "outage_ms"
+) -> None:
     previous, commit = provenance.last_committed(name)
     # Rows measured before 0.2 name their faults the old way (kill, crash-vm, ...).
-    rows = [{**r, "fault": faults.canonical(r["fault"])} for r in (previous or {}).get("runs", [])]
+    rows = [
+        {**r, "fault": faults.canonical(r["fault"])} if "fault" in r else r
+        for r in (previous or {}).get("runs", [])
+    ]
     before = {key(r): r for r in rows}
     for row in results["runs"]:
-        provenance.compare(row, before.get(key(row)), commit)
+        provenance.compare(row, before.get(key(row)), commit, figure)
 
 
 def main() -> None:
