@@ -16,6 +16,7 @@ from pathlib import Path
 import manager
 import provenance
 import run
+import sync
 
 import scenarios
 
@@ -52,6 +53,7 @@ RENDER = {
     "scenarios": scenarios.table,
     "scale": scale_table,
     "manager": manager.table,
+    "sync": sync.table,
 }
 
 

@@ -7,10 +7,10 @@
 
 Managed by nfvha it binds the service port only when it is made active, reads the state it is
 given before it serves, and checkpoints every increment. It outlives its manager: while the
-manager is away it goes on serving (an increment cannot be made durable then: ``ERR no
-manager``) as long as its role lease holds, and unbinds the port once it expires. It runs until
-SIGTERM or SIGINT. ``--stateless`` keeps no counter (the
-total is always 0): the stateless VNF of use cases 5 and 7. ``--standalone`` runs it without a
+manager is away it goes on serving (increments too, unless its VNF's ``state_sync`` is
+``manager``: ``ERR no manager`` then) as long as its role lease holds, and unbinds the port
+once it expires. It runs until SIGTERM or SIGINT. ``--stateless`` keeps no counter (the total
+is always 0): the stateless VNF of use cases 5 and 7. ``--standalone`` runs it without a
 manager (used to measure its own start-up time).
 """
 
