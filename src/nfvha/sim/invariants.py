@@ -7,7 +7,9 @@ stops the run (``Violation``) with the virtual time and what was seen.
 - ``isolation-before-failover``: when the active role is assigned, the holders it replaces are
   dead (confirmed gone), not merely suspected.
 - ``acknowledged-state``: a VNFC confirming the active role, or keeping it under a new manager
-  (adopted), holds every acknowledged checkpoint; acknowledgements outlive the manager.
+  (adopted), holds every acknowledged checkpoint; acknowledgements outlive the manager. A write
+  is acknowledged as its VNF's state_sync says (the world's ``acked``): by the manager, by the
+  standby peer to peer (direct), or by the VNF's store (shared_storage, store).
 - ``escalation``: the HA manager escalates exactly on the failure after the maximum within the
   probation time (counted here independently, from its Cleanup commands), never otherwise. A
   manager's counts die with it: the count starts afresh for each new manager (a VNFC it

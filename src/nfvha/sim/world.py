@@ -24,6 +24,30 @@ new ``Dispatcher`` built exactly like the first, a checkpointed VNF's store load
 disk (as the runtime does); the SDK components that can (alive, responsive, connected before)
 resume their sessions ``Latencies.resume`` later, with the role, epoch and state they hold,
 and the manager adopts (``Dispatcher.adopt``) once all have, or after one lease.
+
+How a write is acknowledged is the VNF's ``state_sync`` (``Vnf.sync``), as in the SDK:
+- ``manager``: through the manager's checkpoint service (replicated to the standby, or logged).
+- ``direct`` (2n): the manager tells the active where its standby is at each role assignment
+  (``Latencies.message``; with the assignment when the active is the one assigned); the active
+  links to that standby and sends it the whole state (the sync); once the standby confirms it,
+  each write goes peer to peer: one ``message`` to the standby, which applies it unless the
+  epoch is older than the newest it has seen or it is active itself, one back, acknowledged.
+  A refusal fences the writer (role none; it tells the manager when it reconnects). Until a
+  link is ready, and after it ends (the standby died), writes go through the manager as in
+  ``manager`` (the writes the standby had not confirmed as one write). Peer writes go on while
+  no manager runs; the manager's replica lags, and a component assigned a role keeps its own
+  state when it is newer than the one the assignment carries.
+- ``shared_storage`` / ``store``: the VNF's store (``SimStore``: the shared log or etcd key,
+  outliving every process and manager) holds (epoch, version). An active claims it with its
+  epoch when it takes the role (one ``Latencies.store`` more; refused if the store holds a
+  newer epoch) and takes the store's version; each write is durable ``Latencies.store`` later,
+  one after another (``slow-disk`` x50, ``disk-full`` fails it), unless the store's epoch is no
+  longer the writer's: then it is refused and the writer fences itself. The manager is not in
+  the path (its service refuses writes) and writes go on while none runs.
+With ``direct``, acknowledged writes may be held by the components alone: when the last one
+holding them dies they are lost (a double failure: ``AcknowledgedStateLost``, as with the
+manager's replica); when the manager kills that last one itself while it still answers (a
+promotion that failed), ``AcknowledgedStateDestroyed`` (``destroyed``: a known gap).
 """
 
 from __future__ import annotations
@@ -41,7 +65,7 @@ from nfvha.core import messages as m
 from nfvha.core import routing
 from nfvha.core import vim as v
 from nfvha.core.dispatcher import Dispatcher, ManagerClasses
-from nfvha.core.ha import Decision, Resumed
+from nfvha.core.ha import Decision, Life, Resumed, Role
 from nfvha.core.heartbeat import AgentKind, Heartbeats
 from nfvha.core.messages import Traced
 from nfvha.core.placement import plan
@@ -68,6 +92,10 @@ class Latencies:
     # ... and from then until the running components' SDKs have reconnected and resumed
     # (bench/results/manager.json: takeover median 12.9 ms, kill to adopted 29.3 ms)
     resume: float = 0.016
+    # shared_storage / store: one write to the VNF's store until it is durable, and a claim.
+    # Taken as one fsync: the shared log's fdatasync; a local etcd's commit is one fsync of
+    # its write-ahead log too (a remote store adds its round trip: set it in a latency file).
+    store: float = 0.002
 
 
 DEFAULT_LATENCIES = Latencies()
@@ -113,6 +141,33 @@ class SimVnfc:
     lease_gen: int = 0  # bumped whenever it hears from a manager: an older lease check is moot
     resumed_mgen: int = -1  # the manager it resumed its session with
     undo: dict[int, int] = field(default_factory=dict)  # write in flight -> version before it
+    via_manager: set[int] = field(default_factory=set)  # those in flight through a manager
+    covers: dict[int, int] = field(default_factory=dict)  # a manager write for several -> 1st
+    # direct sync, the active's side: the standby the manager named, its link to it (to that
+    # incarnation, ``peer_sgen``), and whether the standby confirmed the whole state
+    peer_address: str | None = None
+    peer: str | None = None
+    peer_sgen: int = 0
+    peer_gen: int = 0  # the link's incarnation: replies on an older link are moot
+    peer_ready: bool = False
+    peer_synced: int = 0  # the version the sync sent
+    fence_epoch: int = 0  # the standby's side: the newest epoch it has seen
+    assigned_at: float = 0.0  # when the last assignment sent to it is taken
+    # shared_storage / store: the writes being made durable, and those waiting for them
+    flushing: list[int] = field(default_factory=list)
+    queued: list[int] = field(default_factory=list)
+    queued_epoch: int = 0
+
+
+@dataclass(slots=True)
+class SimStore:
+    """A VNF's shared log or etcd key (state_sync shared_storage, store)."""
+
+    epoch: int = 0  # claimed by the newest active: a write with another epoch is refused
+    version: int = 0  # the last durable write
+
+
+EXTERNAL = ("shared_storage", "store")
 
 
 class Simulation(d.Drivers):
@@ -156,8 +211,12 @@ class Simulation(d.Drivers):
         self.heartbeats = Heartbeats(nfvi.heartbeat_interval_ms / 1000, nfvi.heartbeat_misses)
         self._build_world()
         self.acked = dict.fromkeys(self.specs, 0)
+        self.sync = {vnf.name: vnf.sync for vnf in deployment.vnfs}
+        self.stores = {vnf: SimStore() for vnf, sync in self.sync.items() if sync in EXTERNAL}
         # (when, VNF, acknowledged, kept): acknowledged writes lost with every copy of them
         self.lost: list[tuple[float, str, int, int]] = []
+        # ... and those the manager destroyed itself (direct sync: see _count_copies)
+        self.destroyed: list[tuple[float, str, int, int]] = []
         self.slow_disk_until: dict[str, float] = {}
         self.disk_full_until: dict[str, float] = {}
         self.port_taken_until: dict[str, float] = {}
@@ -280,7 +339,10 @@ class Simulation(d.Drivers):
     def assign_role(self, vnf: str, cmd: m.AssignRole, state: dict[str, Any]) -> None:
         version = int(state.get("n", 0))  # the assignment carries the whole state
         c = self.vnfcs[cmd.vnfc]
-        self.after(self.lat.assign, self._take_role, c, c.gen, cmd, version, self.mgen)
+        claim = self.lat.store if cmd.role == "active" and vnf in self.stores else 0.0
+        c.assigned_at = self.now + self.lat.assign + claim
+        self.after(self.lat.assign + claim, self._take_role, c, c.gen, cmd, version, self.mgen)
+        self._pair(vnf)
 
     def watch_health(self, vnf: str, cmd: m.WatchHealth) -> None:
         self._do_WatchHealth(vnf, cmd)
@@ -301,14 +363,14 @@ class Simulation(d.Drivers):
         action = out.action
         if isinstance(action, ck.Ack):
             self.acked[out.vnf] = max(self.acked[out.vnf], action.request)
-            undo = self.vnfcs[action.vnfc].undo
-            for request in [r for r in undo if r <= action.request]:
-                del undo[request]
+            self._resolved(self.vnfcs[action.vnfc], action.request)
         elif isinstance(action, ck.Refuse):  # the SDK goes back to the state before the write
             c = self.vnfcs[action.vnfc]
-            if action.request in c.undo:
-                c.version = c.undo[action.request]
-                c.undo = {r: v for r, v in c.undo.items() if r < action.request}
+            first = c.covers.pop(action.request, action.request)
+            if first in c.undo:
+                c.version = c.undo[first]
+                c.undo = {r: v for r, v in c.undo.items() if r < first}
+            c.via_manager = {r for r in c.via_manager if r < first}
         elif isinstance(action, ck.Replicate):
             self.after(self.lat.message, self._replicate, out.vnf, action, self.mgen)
         elif isinstance(action, ck.Persist):
@@ -335,7 +397,9 @@ class Simulation(d.Drivers):
         if gen != c.gen or mgen != self.mgen or not self.placed_reachable(c):
             return  # (a fork in progress dies with its manager)
         c.alive, c.hung, c.role, c.version, c.epoch = True, False, "none", 0, 0
-        c.registered, c.undo = False, {}
+        c.registered, c.undo, c.via_manager, c.covers = False, {}, set(), {}
+        c.peer_address, c.peer, c.peer_ready, c.fence_epoch = None, None, False, 0
+        c.flushing, c.queued = [], []
         self.feed(c.vnf, m.ProcessStarted(vnfc=c.name, pid=gen))
         self.after(self.lat.spawn, self._registered, c, gen, mgen)
 
@@ -368,7 +432,7 @@ class Simulation(d.Drivers):
         progress dies with its manager)."""
         if mgen != self.mgen:
             return
-        self._kill(c, seen=False)
+        self._kill(c, seen=False, isolated=c.alive and self._responsive(c))
         self.feed(vnf, m.CleanupDone(vnfc=c.name, ok=True))
 
     def _take_role(self, c: SimVnfc, gen: int, cmd: m.AssignRole, version: int, mgen: int) -> None:
@@ -377,17 +441,31 @@ class Simulation(d.Drivers):
         if gen != c.gen or not c.alive or not self._responsive(c) or c.resumed_mgen > mgen:
             return
         heard = mgen == self.mgen and self.leading
+        sync = self.sync[c.vnf]
+        if cmd.role == "active" and sync in EXTERNAL:  # it claims the store first
+            refusal = self._claim(c.vnf, cmd.epoch)
+            if refusal:
+                if heard:
+                    reason = f"could not take role active: {refusal}"
+                    self.feed(c.vnf, m.ErrorReported(vnfc=c.name, reason=reason))
+                return
+            version = self.stores[c.vnf].version  # and takes the store's state
         if cmd.role == "active" and self.port_taken_until.get(c.vnf, -1.0) > self.now:
             reason = "could not take role active: address already in use"
             if heard:
                 self.feed(c.vnf, m.ErrorReported(vnfc=c.name, reason=reason))
             return
+        if sync == "direct" and c.version > version:
+            version = c.version  # it holds newer, synced peer to peer: the manager's copy lags
         c.role, c.version, c.epoch, c.undo = cmd.role, version, cmd.epoch, {}
+        c.via_manager, c.covers = set(), {}
+        c.fence_epoch = max(c.fence_epoch, cmd.epoch)
         c.lease_gen += 1
         if heard:
             self.feed(c.vnf, m.RoleConfirmed(vnfc=c.name, role=cmd.role, epoch=cmd.epoch))
         else:
             self._lease_runs(c)
+        self._link_peer(c)
         if cmd.role == "active" and self.checkpoint_every and self.ckpt[c.vnf].mode != "none":
             self.after(self.checkpoint_every, self._write, c, gen, cmd.epoch)
 
@@ -425,9 +503,8 @@ class Simulation(d.Drivers):
         self.leading, self.adopting = False, False
         for c in self.vnfcs.values():
             c.watched, c.watch_gen = False, c.watch_gen + 1  # its health checks die with it
-            if c.undo:  # writes in flight fail: back to what was acknowledged
-                c.version = c.undo[min(c.undo)]
-                c.undo = {}
+            if c.via_manager:  # writes in flight through it fail: back to what was acknowledged
+                self._fail_pending(c)  # (writes peer to peer or to a store go on)
             if c.alive and c.registered:
                 self._lease_runs(c)
         self.after(f.duration or self.lat.takeover, self._takeover)
@@ -445,6 +522,7 @@ class Simulation(d.Drivers):
             return
         self._note("LeaseExpired", c.name, f"heard from no manager: no longer {c.role}")
         c.role = "none"
+        self._link_peer(c)  # an active no longer: no more direct writes
 
     def _takeover(self) -> None:
         """A new manager leads: the running VNFCs that can resume their sessions do; it adopts
@@ -508,6 +586,8 @@ class Simulation(d.Drivers):
         for vnf, acked in self.acked.items():
             copies = [int(st.get("n", 0)) for n, (_, st) in resumed.items() if self.owner[n] == vnf]
             best = max([*copies, int(self.disk.get(vnf, (0, 0, {}))[2].get("n", 0))])
+            if vnf in self.stores:
+                best = max(best, self.stores[vnf].version)
             if best < acked and self.ckpt[vnf].mode != "none":
                 why = "every copy died: the manager's replica with it, and each VNFC holding them"
                 self._rec("note", "AcknowledgedStateLost", self.label(vnf), "", {}, why)
@@ -599,15 +679,244 @@ class Simulation(d.Drivers):
 
     def _write(self, c: SimVnfc, gen: int, epoch: int) -> None:
         """The state is a number (``n``) that every write raises; a VNFC's ``version`` is the
-        ``n`` it holds. With no manager, the SDK refuses a write at once."""
+        ``n`` it holds. The write goes as the VNF's ``state_sync`` says (see the module's
+        docstring); with no way to make it durable (no manager, and no peer link or store),
+        the SDK refuses it at once."""
         if gen != c.gen or not c.alive or c.role != "active":
             return
-        if self._responsive(c) and self.leading:
-            service = self.ckpt[c.vnf]
-            request = max(service.version, int(service.state.get("n", 0))) + 1
-            c.undo[request], c.version = c.version, request
-            d.execute(self.dispatcher.write(c.name, epoch, request, {"n": request}, self.now), self)
+        if self._responsive(c):
+            sync = self.sync[c.vnf]
+            if sync in EXTERNAL:
+                self._store_write(c, epoch)
+            elif sync == "direct" and c.peer is not None and c.peer_ready:
+                self._peer_write(c, epoch)
+            elif self.leading:
+                self._manager_write(c, epoch, direct=sync == "direct")
         self.after(self.checkpoint_every, self._write, c, gen, epoch)
+
+    def _manager_write(self, c: SimVnfc, epoch: int, *, direct: bool) -> None:
+        service = self.ckpt[c.vnf]
+        if direct:  # the component's own version: its writes peer to peer counted too
+            request = c.version + 1
+        else:
+            request = max(service.version, int(service.state.get("n", 0))) + 1
+        c.undo[request], c.version = c.version, request
+        c.via_manager.add(request)
+        version = request if direct else None
+        write = self.dispatcher.write(c.name, epoch, request, {"n": request}, self.now, version)
+        d.execute(write, self)
+
+    def _resolved(self, c: SimVnfc, request: int) -> None:
+        """The writes up to ``request`` are acknowledged to the component."""
+        for r in [r for r in c.undo if r <= request]:
+            del c.undo[r]
+        c.via_manager = {r for r in c.via_manager if r > request}
+        c.covers = {r: first for r, first in c.covers.items() if r > request}
+
+    def _fail_pending(self, c: SimVnfc) -> None:
+        """Every write in flight fails: back to the state before the first of them."""
+        if c.undo:
+            c.version = c.undo[min(c.undo)]
+        c.undo, c.via_manager, c.covers = {}, set(), {}
+
+    def _members(self, vnf: str) -> list[str]:
+        return [vnfc.name for vnfc in self.specs[vnf].vnfcs]
+
+    def _count_copies(self, vnf: str, *, destroyed: bool) -> None:
+        """Direct sync: acknowledged writes may be held by the components alone (the
+        manager's replica lags). When the last one holding them dies they are lost (a double
+        failure: noted in ``lost``). ``destroyed``: the manager itself killed that last copy
+        while it still answered (a promoted standby that failed to take the role, e.g. its
+        port taken): a loss the runtime could have avoided, noted apart in ``destroyed``
+        (a known gap of direct sync, see tests/test_sim_sync.py). Either way the
+        acknowledged mark comes down to the best copy left."""
+        copies = [self.vnfcs[n].version for n in self._members(vnf) if self.vnfcs[n].alive]
+        if self.leading:
+            copies.append(int(self.ckpt[vnf].state.get("n", 0)))
+        best = max(copies, default=0)
+        if best >= self.acked[vnf]:
+            return
+        if destroyed:
+            why = "the manager isolated the last VNFC holding them; its replica lagged"
+            self._rec("note", "AcknowledgedStateDestroyed", self.label(vnf), "", {}, why)
+            self.destroyed.append((self.now, vnf, self.acked[vnf], best))
+        else:
+            why = "every copy died: each VNFC holding them, and the manager's replica lagged"
+            self._rec("note", "AcknowledgedStateLost", self.label(vnf), "", {}, why)
+            self.lost.append((self.now, vnf, self.acked[vnf], best))
+        self.acked[vnf] = best
+
+    def _fence(self, c: SimVnfc, why: str) -> None:
+        """The SDK fences a component its peer or store refused as stale: it stops serving (role
+        none) and drops its connection to the manager, which hears of it when it reconnects."""
+        self._note("Fenced", c.name, why)
+        c.role = "none"
+        self._link_peer(c)
+        if self.leading:
+            self.after(self.lat.resume, self._rejoined, c, c.gen, self.mgen)
+
+    def _rejoined(self, c: SimVnfc, gen: int, mgen: int) -> None:
+        """Its session back (the runtime's ``_resumed_later``): a role it no longer holds
+        fails it."""
+        if gen != c.gen or mgen != self.mgen or not self.leading or not c.alive:
+            return
+        held = self.ha[c.vnf].vnfcs[c.name]
+        if held.life is Life.RUNNING and held.role is not Role.NONE and held.role != c.role:
+            reason = f"it holds role {c.role}, not {held.role.value} (fenced)"
+            self.feed(c.vnf, m.ErrorReported(vnfc=c.name, reason=reason))
+
+    # direct sync
+
+    def _pair(self, vnf: str) -> None:
+        """At each role assignment the manager tells the active where the standby is. Its
+        connection is in order: the line waits behind an assignment the active is taking."""
+        service = self.ckpt[vnf]
+        if self.sync[vnf] != "direct" or service.writer is None:
+            return
+        w = self.vnfcs[service.writer[0]]
+        when = max(self.now + self.lat.message, w.assigned_at)
+        self.at(when, self._told_peer, w, w.gen, service.standby, self.mgen)
+
+    def _told_peer(self, c: SimVnfc, gen: int, standby: str | None, mgen: int) -> None:
+        if gen != c.gen or not c.alive or not self._responsive(c) or c.resumed_mgen > mgen:
+            return
+        c.peer_address = standby
+        self._link_peer(c)
+
+    def _link_peer(self, c: SimVnfc) -> None:
+        """The active links to the standby it was told of, unless linked already, and sends it
+        the whole state; anything else drops the link."""
+        if self.sync[c.vnf] != "direct":
+            return
+        address = c.peer_address if c.role == "active" else None
+        if c.peer == address:
+            return
+        if c.peer is not None:
+            self._peer_lost(c)
+        if address is not None:
+            s = self.vnfcs[address]
+            c.peer, c.peer_sgen, c.peer_ready, c.peer_synced = address, s.gen, False, c.version
+            c.peer_gen += 1
+            self._peer_send(c, "sync", c.epoch, c.version)
+
+    def _peer_write(self, c: SimVnfc, epoch: int) -> None:
+        request = c.version + 1
+        c.undo[request], c.version = c.version, request
+        self._peer_send(c, "write", epoch, request)
+
+    def _peer_send(self, c: SimVnfc, kind: str, epoch: int, version: int) -> None:
+        assert c.peer is not None
+        s, link = self.vnfcs[c.peer], (c.gen, c.peer_gen)
+        self.after(self.lat.message, self._peer_arrives, s, c.peer_sgen, c, link, epoch, version)
+
+    def _peer_arrives(
+        self, s: SimVnfc, sgen: int, a: SimVnfc, link: tuple[int, int], epoch: int, version: int
+    ) -> None:
+        """The standby's side (``PeerFence``): it applies what is not stale, and answers."""
+        if s.gen != sgen or not s.alive:  # nobody listens: the link ends
+            self.after(self.lat.message, self._peer_closed, a, *link)
+            return
+        if not self._responsive(s):
+            return  # a frozen standby answers nothing
+        refusal = ""
+        if s.role == "active":
+            refusal = "this component is the active now"
+        elif epoch < s.fence_epoch:
+            refusal = f"stale epoch {epoch}: a newer active holds epoch {s.fence_epoch}"
+        else:
+            s.fence_epoch = epoch
+            s.version = max(s.version, version)  # (a sync older than what it holds: kept)
+        self.after(self.lat.message, self._peer_reply, a, link, version, refusal)
+
+    def _peer_reply(self, a: SimVnfc, link: tuple[int, int], version: int, refusal: str) -> None:
+        if link != (a.gen, a.peer_gen) or not a.alive or not self._responsive(a):
+            return
+        if refusal:
+            a.peer, a.peer_ready, a.peer_gen = None, False, a.peer_gen + 1
+            self._fail_pending(a)
+            self._fence(a, f"refused by the standby: {refusal}")
+            return
+        if version >= a.peer_synced:
+            a.peer_ready = True  # the standby holds everything up to the sync
+        done = [r for r in a.undo if r <= version]
+        if done:  # the standby holds them: acknowledged
+            self.acked[a.vnf] = max(self.acked[a.vnf], max(done))
+            self._resolved(a, max(done))
+
+    def _peer_closed(self, a: SimVnfc, gen: int, link: int) -> None:
+        current = gen == a.gen and link == a.peer_gen and a.peer is not None
+        if current and a.alive and self._responsive(a):
+            self._peer_lost(a)
+
+    def _peer_lost(self, a: SimVnfc) -> None:
+        """The link is gone: the writes the standby had not confirmed go through the manager as
+        one write of the whole state, or fail if there is none."""
+        a.peer, a.peer_ready, a.peer_gen = None, False, a.peer_gen + 1
+        waiting = sorted(r for r in a.undo if r not in a.via_manager)
+        if not waiting:
+            return
+        if not self.leading or a.role != "active":
+            self._fail_pending(a)
+            return
+        last = waiting[-1]
+        a.covers[last] = waiting[0]
+        a.via_manager.update(waiting)
+        write = self.dispatcher.write(a.name, a.epoch, last, {"n": last}, self.now, last)
+        d.execute(write, self)
+
+    # shared_storage / store
+
+    def _claim(self, vnf: str, epoch: int) -> str:
+        """Fence every older writer in the store; '' if claimed, else why not."""
+        store = self.stores[vnf]
+        if store.epoch > epoch:
+            return f"stale epoch {epoch}: the store holds epoch {store.epoch}"
+        if self.disk_full_until.get(vnf, -1.0) > self.now:
+            return "checkpoint store failed: No space left on device"
+        store.epoch = epoch
+        return ""
+
+    def _store_write(self, c: SimVnfc, epoch: int) -> None:
+        """Its SDK commits in groups (``GroupCommit``): while one write is being made durable,
+        the next ones wait, and go as one (the latest whole state)."""
+        request = c.version + 1
+        c.undo[request], c.version = c.version, request
+        c.queued.append(request)
+        c.queued_epoch = epoch
+        if not c.flushing:
+            self._flush(c)
+
+    def _flush(self, c: SimVnfc) -> None:
+        c.flushing, c.queued = c.queued, []
+        slow = 50.0 if self.slow_disk_until.get(c.vnf, -1.0) > self.now else 1.0
+        args = (c, c.gen, c.queued_epoch, max(c.flushing))
+        self.after(self.lat.store * slow, self._stored, *args)
+
+    def _stored(self, c: SimVnfc, gen: int, epoch: int, request: int) -> None:
+        """The store checks the writer's epoch atomically with the write. A failure fails
+        every write not yet durable, those waiting included."""
+        store = self.stores[c.vnf]
+        stale = store.epoch != epoch
+        failed = stale or self.disk_full_until.get(c.vnf, -1.0) > self.now
+        if not failed:
+            store.version = max(store.version, request)
+        if gen != c.gen or not c.alive:
+            return  # (its process died: whatever landed is in the store, nobody is told)
+        if failed:
+            first = min(c.flushing)
+            if first in c.undo:
+                c.version = c.undo[first]
+                c.undo = {r: v for r, v in c.undo.items() if r < first}
+            c.flushing, c.queued = [], []
+            if stale and c.role == "active":
+                held = f"epoch {epoch}; the store holds epoch {store.epoch}"
+                self._fence(c, f"refused by the store: {held}")
+            return
+        self.acked[c.vnf] = max(self.acked[c.vnf], request)
+        self._resolved(c, request)
+        c.flushing = []
+        if c.queued:
+            self._flush(c)
 
     def _replicate(self, vnf: str, action: ck.Replicate, mgen: int) -> None:
         c = self.vnfcs[action.standby]
@@ -699,11 +1008,19 @@ class Simulation(d.Drivers):
 
     # --- world helpers ------------------------------------------------------------------------
 
-    def _kill(self, c: SimVnfc, *, seen: bool) -> None:
-        """The VNFC's process dies; ``seen``: its exit is reported (pidfd, guest agent)."""
+    def _kill(self, c: SimVnfc, *, seen: bool, isolated: bool = False) -> None:
+        """The VNFC's process dies; ``seen``: its exit is reported (pidfd, guest agent);
+        ``isolated``: the manager killed it while it still answered."""
         was_alive = c.alive
         c.alive, c.hung, c.role = False, False, "none"
         c.gen += 1
+        if self.sync[c.vnf] == "direct" and was_alive:
+            c.peer, c.peer_ready, c.peer_gen = None, False, c.peer_gen + 1
+            for name in self._members(c.vnf):  # its active's link to it ends
+                a = self.vnfcs[name]
+                if a.peer == c.name:
+                    self.after(self.lat.message, self._peer_closed, a, a.gen, a.peer_gen)
+            self._count_copies(c.vnf, destroyed=isolated)
         if was_alive and seen:
             event = m.ProcessExited(vnfc=c.name, status="killed")
             self._tell(self.lat.exit_seen, c.vnf, event)
