@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.support.etcd import etcd_cluster  # noqa: F401  (a fixture, found here)
 from tests.integration.support.processes import kill_and_reap, processes_of
 
 # Unix socket paths are limited to 107 bytes: RUNTIME/<deployment>/components.sock must fit.

@@ -21,8 +21,11 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 COMPACT_ABOVE = 1 << 20  # bytes: a log longer than this is rewritten to its last record at load
 
@@ -31,14 +34,64 @@ class StoreError(OSError):
     """The record could not be made durable; it was not kept."""
 
 
+class GroupCommit(Generic[T]):
+    """Whole-state writes, grouped: while one is being made durable, the writes that arrive wait
+    for the next one, which carries only the latest of them (a whole state supersedes the earlier
+    ones); all of them are released when it is durable. A failure fails every write not yet
+    durable, those that arrived meanwhile included: none of them was kept."""
+
+    def __init__(self, flush: Callable[[T], Awaitable[None]]) -> None:
+        self._flush = flush
+        self._pending: tuple[T] | None = None  # a 1-tuple: T itself may be None
+        self._waiters: list[asyncio.Future[None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, item: T) -> None:
+        self._pending = (item,)
+        done = asyncio.get_running_loop().create_future()
+        self._waiters.append(done)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        await done
+
+    async def _run(self) -> None:
+        try:
+            while self._pending is not None:
+                (item,), self._pending = self._pending, None
+                batch, self._waiters = self._waiters, []
+                try:
+                    await self._flush(item)
+                except Exception as exc:
+                    self._fail(batch, exc)
+                    return
+                except BaseException:  # cancelled: no writer may wait forever
+                    self._fail(batch, StoreError("write cancelled"))
+                    raise
+                _settle(batch, None)
+        finally:
+            self._task = None
+
+    def _fail(self, batch: list[asyncio.Future[None]], error: Exception) -> None:
+        self._pending = None
+        batch, self._waiters = batch + self._waiters, []
+        _settle(batch, error)
+
+
+def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for fut in waiters:
+        if fut.done():  # its writer was cancelled
+            continue
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
+
+
 class DiskStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.discarded = 0  # bytes of a cut final record removed by ``load``
-        self._latest: tuple[int, int, dict] | None = None
-        self._flushed = 0
-        self._flushing: asyncio.Task | None = None
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._commits: GroupCommit[tuple[int, int, dict]] = GroupCommit(self._flush)
         self._fd: int | None = None
         self._size = 0  # bytes of whole records in the log: where the next append starts
 
@@ -63,7 +116,6 @@ class DiskStore:
         self._size = good_end
         if good_end > COMPACT_ABOVE:
             self._compact(best)
-        self._flushed = best[0]
         return best
 
     def _compact(self, best: tuple[int, int, dict]) -> None:
@@ -81,46 +133,27 @@ class DiskStore:
                 tmp.unlink()
 
     async def write(self, version: int, epoch: int, state: dict) -> None:
-        self._latest = (version, epoch, state)
-        done = asyncio.get_running_loop().create_future()
-        self._waiters.append((version, done))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush_loop())
-        await done
+        await self._commits.write((version, epoch, state))
 
-    async def _flush_loop(self) -> None:
+    async def _flush(self, record: tuple[int, int, dict]) -> None:
         try:
-            while self._latest and self._latest[0] > self._flushed:
-                version, epoch, state = self._latest
-                try:
-                    await asyncio.to_thread(self._append_sync, _line(version, epoch, state))
-                except OSError as exc:
-                    self._fail_all(StoreError(exc.errno, exc.strerror or str(exc)))
-                    return
-                self._flushed = version
-                self._release(lambda v, upto=version: v <= upto, None)
-        finally:
-            self._flushing = None
+            await asyncio.to_thread(self._append_sync, record[1], _line(*record).encode())
+        except OSError as exc:
+            raise StoreError(exc.errno, exc.strerror or str(exc)) from exc
 
-    def _fail_all(self, error: StoreError) -> None:
-        self._latest = None
-        self._release(lambda v: True, error)
+    @contextlib.contextmanager
+    def _appending(self, epoch: int) -> Iterator[None]:
+        """Held around every append, in the writing thread: a log that other processes write
+        too takes its lock and checks the writer's epoch here (see nfvha.sdk.stores)."""
+        yield
 
-    def _release(self, which: Callable[[int], bool], error: StoreError | None) -> None:
-        ready = [w for w in self._waiters if which(w[0])]
-        self._waiters = [w for w in self._waiters if not which(w[0])]
-        for _, fut in ready:
-            if fut.done():
-                continue
-            if error is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(error)
-
-    def _append_sync(self, line: str) -> None:
-        """Append all of ``line`` and sync it; on any failure cut the log back to its last
+    def _append_sync(self, epoch: int, data: bytes) -> None:
+        """Append all of ``data`` and sync it; on any failure cut the log back to its last
         whole record first, so a cut record is never followed by another one."""
-        data = line.encode()
+        with self._appending(epoch):
+            self._append(data)
+
+    def _append(self, data: bytes) -> None:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
             os.truncate(self._fd, self._size)  # a tail cut by an earlier failure goes
