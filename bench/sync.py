@@ -30,7 +30,7 @@ import manager
 import provenance
 import run
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' etcd launcher
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # last: the tests' etcd launcher
 from nfvha.lab.stats import summary as stats  # noqa: E402
 from tests.integration.support.etcd import EtcdCluster  # noqa: E402
 

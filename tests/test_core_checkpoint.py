@@ -135,3 +135,11 @@ def test_every_acknowledged_write_is_in_the_replica(ops: list[str]) -> None:
         acked += [a for a in actions if isinstance(a, Ack)]
         assert svc.state.get("total", 0) == total
     assert len(set(acked)) == len(acked)
+
+
+def test_a_newer_state_handed_back_replaces_the_replica_an_older_one_does_not() -> None:
+    service = CheckpointService("replicated", state={"total": 5}, version=5)
+    service.offered(4, {"total": 4})
+    assert (service.version, service.state) == (5, {"total": 5})
+    service.offered(9, {"total": 9})
+    assert (service.version, service.state) == (9, {"total": 9})

@@ -183,3 +183,26 @@ def test_writes_the_standby_did_not_confirm_go_through_the_manager_when_it_dies(
             server.close()
 
     run(scenario)
+
+
+def test_a_standby_that_cannot_take_the_role_hands_back_the_state_it_holds() -> None:
+    """It may hold the only copy of the latest writes (the manager's lags in direct sync)."""
+
+    async def scenario(pair: Pair) -> None:
+        manager_b = pair.manager_b
+        assert manager_b is not None
+        await assign(manager_b, "standby", 3, state={"total": 5}, version=5)
+        await peer_exchange(
+            pair.address, {"t": "sync", "epoch": 3, "ver": 9, "state": {"total": 9}}
+        )
+
+        async def address_taken(assignment: Any) -> None:
+            raise OSError("address in use")
+
+        pair.b._on_role = address_taken
+        manager_b.send("assign", **{**ASSIGN, "epoch": 4, "sync": DIRECT, "version": 5})
+        error = await manager_b.receive()
+        assert error is not None and error["t"] == "error", error
+        assert error["state"] == {"total": 9} and error["version"] == 9
+
+    run(scenario)

@@ -167,14 +167,9 @@ def test_a_failed_promotion_loses_nothing_elsewhere(sync: str) -> None:
     assert outcome.sim.lost == [] and outcome.sim.destroyed == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap of direct sync (runtime and SDK): a promoted standby that keeps its newer "
-    "state but fails to take the role (its port taken) reports the error without giving that "
-    "state to the manager, whose replica lags; the manager isolates it, destroying the last "
-    "copy of the writes acknowledged peer to peer",
-)
 def test_a_failed_promotion_loses_nothing_with_direct_sync() -> None:
+    """The promoted standby that cannot take the role hands back the state it holds with its
+    error (the manager's copy lags in direct sync): the next active is given it."""
     outcome = simulate(example("counter-2n", "direct"), 1, FAILED_PROMOTION, settle=3.0)
     assert outcome.ok, outcome.violation
     assert outcome.sim.destroyed == []

@@ -152,7 +152,7 @@ def _endpoints(value: object) -> object:
     return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
 
 
-class StateStore(Strict):
+class StateLocation(Strict):
     """Where ``shared_storage`` and ``store`` keep the state. ``path``: the log file on storage
     shared by the VNF's components (default: in the state dir). ``etcd``: the endpoints of an
     etcd cluster, ``HOST:PORT,...``; ``prefix``: the keys' prefix there."""
@@ -182,7 +182,7 @@ class Vnf(Strict):
     state: StateMode | None = None
     # How that state is kept (see StateSync); default: direct for 2n, manager otherwise.
     state_sync: StateSync | None = None
-    state_store: StateStore = StateStore()
+    state_store: StateLocation = StateLocation()
     sdk: bool = True  # False: plain processes, supervised and health-checked only
     repair: Repair = Repair()
 

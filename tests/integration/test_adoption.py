@@ -253,3 +253,46 @@ def test_with_every_manager_dead_a_crashed_active_is_failed_over_once_one_is_bac
         assert second.stop() == 0, second.stderr
     finally:
         kill_and_reap(pid for pid in pids.values() if pid)
+
+
+@pytest.mark.timeout(120)
+def test_an_escalation_outlives_the_manager_that_made_it(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    """The VNFM was told a VNFC would not be restarted: a new manager does not restart it."""
+
+    def no_restarts(raw: dict) -> None:
+        raw["vnfs"][0]["policies"]["restart_max"] = 0
+
+    name, config, address = config_2n(tmp_path, no_restarts)
+    for work in ("first", "second"):
+        (tmp_path / work).mkdir()
+    pids: dict[str, int] = {}
+    try:
+        first = NfvhaRun(config, name, runtime_dir, tmp_path / "first", standby_manager=False)
+        nfvha_runs.append(first)
+        status = first.wait_steady()
+        pids = vnfc_pids(status)
+        active = status["vnfs"][0]["service"]["active"][0]
+        (standby,) = set(pids) - {active}
+        os.kill(pids[standby], signal.SIGKILL)
+        first.wait_status(
+            lambda st: [e["vnfc"] for e in st["escalations"]] == [standby], "the escalation"
+        )
+        first.proc.kill()
+        first.proc.wait()
+
+        second = NfvhaRun(config, name, runtime_dir, tmp_path / "second", standby_manager=False)
+        nfvha_runs.append(second)
+        status = second.wait_status(
+            lambda st: st["vnfs"][0]["service"]["active"] and st["escalations"], "adopted"
+        )
+        records = second.records()
+        ctx = dump_records(records)
+        assert [e["vnfc"] for e in status["escalations"]] == [standby], ctx
+        assert {c["name"]: c["state"] for c in status["vnfs"][0]["vnfcs"]}[standby] == "escalated"
+        assert not select(records, kind="command", name="StartVnfc"), ctx
+        assert udp_get(address) is not None  # the active serves on
+        assert second.stop() == 0, second.stderr
+    finally:
+        kill_and_reap(pid for pid in pids.values() if pid)

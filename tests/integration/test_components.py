@@ -159,7 +159,7 @@ def test_checkpoint_write_with_stale_epoch_is_refused(tmp_path: Path) -> None:
         example_raw("2n"),
         name=unique_name(),
         port=free_udp_port(),
-        vnf={"vnfcs": vnfcs},
+        vnf={"vnfcs": vnfcs, "state_sync": "manager"},  # the manager's fencing, as tested here
         health=RELAXED_HEALTH,
     )
     dep = deployment(raw)

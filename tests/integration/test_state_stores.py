@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from nfvha.sdk.stores import StateStore, StoreFailed, StoreRefused, open_store
+from nfvha.sdk.stores import StateStore, StoreRefused, StoreUnavailable, open_store
 from tests.integration.support.etcd import EtcdCluster, free_tcp_ports
 from tests.integration.test_full_disk import fill, records_on_disk, small_disk  # noqa: F401
 
-HANG_GUARD_S = 60.0  # a StoreFailed must come by itself: this only turns a hang into a failure
+HANG_GUARD_S = 60.0  # a StoreUnavailable must come by itself: this only turns a hang into a failure
 
 
 @pytest.fixture(params=["shared_storage", "store"])
@@ -153,7 +153,7 @@ def test_concurrent_writes_of_a_refused_writer_are_all_refused(spec: dict[str, A
 
 WORKER = """
 import asyncio, json, sys
-from nfvha.sdk.stores import StoreFailed, StoreRefused, open_store
+from nfvha.sdk.stores import StoreUnavailable, StoreRefused, open_store
 
 async def main() -> None:
     store = open_store({"mode": "shared_storage", "path": sys.argv[1]})
@@ -166,7 +166,7 @@ async def main() -> None:
                 epoch, version = int(args[0]), int(args[1])
                 await store.write(epoch, version, {"total": version, "pid": "w"})
                 reply = ["ok"]
-        except (StoreRefused, StoreFailed) as exc:
+        except (StoreRefused, StoreUnavailable) as exc:
             reply = [type(exc).__name__, str(exc)]
         print(" ".join(reply), flush=True)
 
@@ -261,7 +261,7 @@ def test_shared_log_on_a_full_disk_fails_and_keeps_whole_records(small_disk: Pat
         for version in range(1, 1000):
             try:
                 await store.write(1, version, {**big, "total": version})
-            except StoreFailed as exc:
+            except StoreUnavailable as exc:
                 assert "No space left" in str(exc)
                 break
             acked = version
@@ -311,9 +311,9 @@ def test_etcd_without_a_reachable_endpoint_fails(etcd_cluster: EtcdCluster) -> N
     async def scenario() -> None:
         store = open_store(spec)
         async with asyncio.timeout(HANG_GUARD_S):
-            with pytest.raises(StoreFailed, match="no etcd endpoint answered"):
+            with pytest.raises(StoreUnavailable, match="no etcd endpoint answered"):
                 await store.claim(1)
-            with pytest.raises(StoreFailed, match="no etcd endpoint answered"):
+            with pytest.raises(StoreUnavailable, match="no etcd endpoint answered"):
                 await store.write(1, 1, {"total": 1})
         await store.close()
 
@@ -330,7 +330,7 @@ def test_etcd_without_a_quorum_fails_then_recovers(etcd_cluster: EtcdCluster) ->
             etcd_cluster.kill(1)
             etcd_cluster.kill(2)
             async with asyncio.timeout(HANG_GUARD_S):
-                with pytest.raises(StoreFailed, match="no etcd endpoint answered"):
+                with pytest.raises(StoreUnavailable, match="no etcd endpoint answered"):
                     await store.write(1, 2, {"total": 2})
         finally:
             await asyncio.to_thread(etcd_cluster.start, 1)

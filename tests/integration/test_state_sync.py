@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.support.consumers import udp_get, udp_request
 from tests.integration.support.deployments import config_2n
-from tests.integration.support.processes import kill_and_reap
+from tests.integration.support.processes import kill_and_reap, pid_alive
 from tests.integration.support.runs import NfvhaRun
 from tests.integration.support.waiting import wait_for_sync
 
@@ -91,3 +91,48 @@ def test_manager_sync_refuses_writes_while_no_manager_runs(
         assert answer is not None and answer[0] == 3  # and it goes on serving what is durable
     finally:
         kill_and_reap(pids)  # the VNFCs outlive the killed manager, as they should
+        wait_for_sync(lambda: not any(map(pid_alive, pids)), "the VNFCs gone")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["shared_storage", "store"])
+def test_a_store_the_components_write_keeps_every_acknowledged_write(
+    mode: str, tmp_path: Path, runtime_dir: Path, nfvha_runs, request: pytest.FixtureRequest
+) -> None:
+    """The active writes the store itself: writes are acknowledged with no manager running,
+    and the standby promoted after the active dies claims the store and serves its total."""
+
+    def edit(raw: dict[str, Any]) -> None:
+        vnf = raw["vnfs"][0]
+        vnf["state_sync"] = mode
+        if mode == "store":
+            vnf["state_store"] = {
+                "etcd": ",".join(request.getfixturevalue("etcd_cluster").endpoints)
+            }
+        else:
+            vnf["state_store"] = {"path": str(tmp_path / "shared" / "counter.log")}
+
+    name, config, address = config_2n(tmp_path, edit)
+    for work in ("first", "second"):
+        (tmp_path / work).mkdir()
+    first = NfvhaRun(config, name, runtime_dir, tmp_path / "first", standby_manager=False)
+    nfvha_runs.append(first)
+    assert first.wait_steady()["vnfs"][0]["state_sync"] == mode
+    assert increments(address, 1, 3) == [1, 2, 3]
+    first.proc.kill()
+    first.proc.wait()
+    assert increments(address, 4, 3) == [4, 5, 6]  # no manager in the path
+
+    second = NfvhaRun(config, name, runtime_dir, tmp_path / "second", standby_manager=False)
+    nfvha_runs.append(second)
+    active, pid = active_of(second.wait_steady())
+    os.kill(pid, signal.SIGKILL)
+
+    def served_by_the_standby() -> tuple[int, str] | None:
+        answer = udp_get(address)
+        return answer if answer is not None and answer[1] != active else None
+
+    total, _ = wait_for_sync(served_by_the_standby, "the standby serving")
+    assert total == 6, "an acknowledged increment was lost in the failover"
+    assert increments(address, 7, 1) == [7]
+    assert second.stop() == 0, second.stderr

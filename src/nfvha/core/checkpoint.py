@@ -121,6 +121,13 @@ class CheckpointService:
         self.pending[self.version] = ack
         return [Replicate(self.standby, self.version, updates)]
 
+    def offered(self, version: int, state: dict[str, Any]) -> None:
+        """A component hands back the state it holds, e.g. a standby promoted that could not
+        take the role (direct sync: the manager's copy lags): the newer one is kept, so the
+        next active is given it."""
+        if self.mode == "replicated" and version > self.version:
+            self.state, self.version = dict(state), version
+
     def standby_acked(self, vnfc: str, version: int) -> list[Action]:
         if vnfc != self.standby:
             return []

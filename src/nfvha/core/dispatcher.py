@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -244,16 +244,19 @@ class Dispatcher:
         now: float,
         running: Mapping[str, int],
         resumed: Mapping[str, tuple[Resumed, dict[str, Any]]],
+        escalated: Collection[str] = (),
     ) -> list[Output]:
         """Rule 7: take over VNFCs that outlived their manager (ha.py rule 9). ``running``:
         VNFC -> pid of those still running; ``resumed``: VNFC -> (the role and epoch it holds,
-        the state it holds). Each VNF's replica is rebuilt from what its VNFCs hold."""
+        the state it holds); ``escalated``: VNFCs the dead manager had escalated. Each VNF's
+        replica is rebuilt from what its VNFCs hold."""
         out: list[Output] = []
         for name, mgr in self.ha.items():
             mine = {c: r for c, (r, _) in resumed.items() if self.owner[c] == name}
             self._rebuild_replica(name, {c: resumed[c] for c in mine})
             pids = {c: pid for c, pid in running.items() if self.owner.get(c) == name}
-            decision = mgr.adopt(now, pids, mine)
+            held = [c for c in escalated if self.owner.get(c) == name]
+            decision = mgr.adopt(now, pids, mine, held)
             out.append(Record("note", "ManagerAdopted", self.label(name), why=decision.why))
             for cmd in decision.commands:
                 self._route(name, cmd, now, out)
@@ -371,6 +374,10 @@ class Dispatcher:
         service = self.checkpoints[vnf]
         self._data(vnf, service.write(vnfc, epoch, request, updates, version), out)
         return out + self._drain(now)
+
+    def offered(self, vnfc: str, version: int, state: dict[str, Any]) -> None:
+        """``vnfc`` handed back the state it holds (see CheckpointService.offered)."""
+        self.checkpoints[self.owner[vnfc]].offered(version, state)
 
     def standby_acked(self, vnfc: str, version: int, now: float) -> list[Output]:
         vnf = self.owner[vnfc]

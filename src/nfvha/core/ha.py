@@ -37,7 +37,7 @@ starting or running VNFC can fail.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
@@ -120,13 +120,19 @@ class HAManager:
         )
 
     def adopt(
-        self, now: float, running: Mapping[str, int], resumed: Mapping[str, Resumed]
+        self,
+        now: float,
+        running: Mapping[str, int],
+        resumed: Mapping[str, Resumed],
+        escalated: Collection[str] = (),
     ) -> Decision:
         """Rule 9: take over from a manager that died. ``running``: VNFC -> pid of those still
         running; ``resumed``: those of them that said which role and epoch they hold (the
-        others are silent); VNFCs not running are started."""
+        others are silent); VNFCs not running are started, except those the dead manager had
+        escalated (``escalated``): they stay escalated, reported to the VNFM again."""
         for name, pid in running.items():
             self.vnfcs[name].pid = pid
+        kept_escalated = self._keep_escalated(escalated, running)
         silent = [n for n in running if n not in resumed]
         r = self.vnf.redundancy
         limit = r.active if r.model == "n+m" else 1
@@ -163,8 +169,22 @@ class HAManager:
         gone = [n for n, c in self.vnfcs.items() if c.life is Life.STOPPED]
         revived, _ = self._revive_stranded(besides="") if self._pooled() else ([], "")
         started = revived or [cmd for n in gone for cmd in self._start(self.vnfcs[n])]
-        commands += started
+        commands += started + kept_escalated
         return Decision(tuple(commands), self._adopted_text(keep, resumed, suspects, gone))
+
+    def _keep_escalated(
+        self, escalated: Collection[str], running: Mapping[str, int]
+    ) -> list[Traced]:
+        """An escalation outlives the manager that made it: a new manager does not restart
+        what the VNFM was told it would not (Pacemaker keeps fail counts in the CIB)."""
+        out: list[Traced] = []
+        for name in sorted(escalated):
+            c = self.vnfcs.get(name)
+            if c is None or name in running:
+                continue
+            c.life, c.role = Life.ESCALATED, Role.NONE
+            out.append(self._escalate(c, "escalated by the manager before this one"))
+        return out
 
     def _adopted_text(
         self, keep: set[str], resumed: Mapping[str, Resumed], suspects: list[str], gone: list[str]

@@ -67,6 +67,12 @@ class GroupRecord:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.groups: dict[int, dict[str, Any]] = {}
+        self.escalated: list[str] = []  # VNFCs escalated: a new manager does not restart them
+
+    def set_escalated(self, names: list[str]) -> None:
+        if names != self.escalated:
+            self.escalated = names
+            self._write()
 
     def add(self, vnfc: str, pgid: int) -> None:
         stat = proc_stat(pgid)  # None: a guest agent reaped it already; the group still counts
@@ -80,18 +86,32 @@ class GroupRecord:
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"boot_id": boot_id(), "groups": list(self.groups.values())}))
+        record = {
+            "boot_id": boot_id(),
+            "groups": list(self.groups.values()),
+            "escalated": self.escalated,
+        }
+        tmp.write_text(json.dumps(record))
         os.replace(tmp, self.path)
 
 
-def read_record(path: Path) -> list[dict[str, Any]]:
+def _read(path: Path) -> dict[str, Any]:
+    """The record of this boot (an older boot's processes are all gone), else an empty one."""
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
-        return []
+        return {}
     except ValueError as exc:
         raise OSError(f"{path} is not a record of VNFC processes ({exc}); remove it") from None
-    return record["groups"] if record.get("boot_id") == boot_id() else []
+    return record if record.get("boot_id") == boot_id() else {}
+
+
+def read_record(path: Path) -> list[dict[str, Any]]:
+    return list(_read(path).get("groups", []))
+
+
+def recorded_escalations(path: Path) -> list[str]:
+    return [n for n in _read(path).get("escalated", []) if isinstance(n, str)]
 
 
 def adoptable_groups(path: Path) -> list[dict[str, Any]]:

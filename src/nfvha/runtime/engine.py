@@ -99,8 +99,8 @@ class Engine(d.Drivers):
         self._resumed: dict[str, tuple[Resumed, dict[str, Any]]] = {}
         self.started = asyncio.Event()
         self.stopped = asyncio.Event()
-        record = leftovers.GroupRecord(self.runtime_dir / leftovers.RECORD)
-        self.procs = ProcessDriver(self._on_exit, state_dir / "logs", record)
+        self.record = leftovers.GroupRecord(self.runtime_dir / leftovers.RECORD)
+        self.procs = ProcessDriver(self._on_exit, state_dir / "logs", self.record)
         self._servers: list[asyncio.AbstractServer] = []
         self.connections = Connections(trace)  # of the component and control sockets
         self._refusals = Throttle(trace, burst=REFUSALS_TRACED)
@@ -212,6 +212,7 @@ class Engine(d.Drivers):
         # may hold the service address.
         record = self.runtime_dir / leftovers.RECORD
         adoptable = self._adoptable(record)
+        escalated = leftovers.recorded_escalations(record) if adoptable else []
         if self.nfvi is not None:
             await leftovers.remove_leftover_cgroup(self.nfvi.cgroups, self.trace)
         keep = frozenset(e["pgid"] for e in adoptable)
@@ -236,7 +237,7 @@ class Engine(d.Drivers):
             self.trace.record("note", "NfviUp", src="vim", data=self.vim.snapshot())
         self._spawn_task(self._renew_leases())
         if adoptable:
-            await self._adopt(adoptable)
+            await self._adopt(adoptable, escalated)
         else:
             self._adopting = False
             d.execute(self.dispatcher.start(time.monotonic()), self)
@@ -256,7 +257,7 @@ class Engine(d.Drivers):
                 newest[name] = entry
         return list(newest.values())
 
-    async def _adopt(self, entries: list[dict[str, Any]]) -> None:
+    async def _adopt(self, entries: list[dict[str, Any]], escalated: list[str]) -> None:
         """Watch each by pidfd, give the SDK ones one lease to resume their sessions, then let
         the managers decide (ha.py rule 9). A plain process cannot resume: it serves as it
         runs, as the active it was."""
@@ -274,7 +275,7 @@ class Engine(d.Drivers):
         resumed = {n: self._resumed[n] for n in sdk if n in self._resumed and n in running}
         resumed |= {n: (Resumed("active", 0), {}) for n in names - sdk if n in running}
         self._adopting = False
-        self._run(lambda now: self.dispatcher.adopt(now, running, resumed))
+        self._run(lambda now: self.dispatcher.adopt(now, running, resumed, escalated))
 
     async def _renew_leases(self) -> None:
         """Every component hears from its manager at least four times per role lease: an
@@ -333,6 +334,9 @@ class Engine(d.Drivers):
 
     def trace_record(self, rec: d.Record) -> None:
         self.trace.record(rec.kind, rec.name, src=rec.src, dst=rec.dst, data=rec.data, why=rec.why)
+        if rec.name == "Escalate":  # for a manager that takes over from this one
+            names = {e.vnfc for e in self.vnfm.escalations} | {(rec.data or {}).get("vnfc", "")}
+            self.record.set_escalated(sorted(n for n in names if n in self.owner))
 
     def start_vnfc(self, vnf: str, cmd: m.StartVnfc) -> None:
         self._spawn_task(self._start_vnfc(self.vnfs[vnf], cmd.vnfc, cmd.token))
@@ -561,6 +565,9 @@ class Engine(d.Drivers):
                 vnf_name, m.RoleConfirmed(vnfc=link.vnfc, role=msg["role"], epoch=msg["epoch"])
             )
         elif kind == "error":
+            state, version = msg.get("state"), msg.get("version")
+            if isinstance(state, dict) and type(version) is int:  # what it held, newer maybe
+                self.dispatcher.offered(link.vnfc, version, state)
             self.feed(vnf_name, m.ErrorReported(vnfc=link.vnfc, reason=msg["reason"][:200]))
         return link
 

@@ -222,7 +222,7 @@ class Component:
         self._send("ckpt_write", req=ver, epoch=self.assignment.epoch, updates=updates, ver=ver)
 
     async def _write_store(self, epoch: int, updates: dict[str, Any]) -> None:
-        from nfvha.sdk.stores import StoreFailed, StoreRefused
+        from nfvha.sdk.stores import StoreRefused, StoreUnavailable
 
         if self._store is None:
             raise CheckpointRefused("the store was not claimed")
@@ -233,7 +233,7 @@ class Component:
             self._fail_pending_store(ver)
             await self._fence()
             raise CheckpointRefused(f"refused by the store: {exc}") from None
-        except StoreFailed as exc:
+        except StoreUnavailable as exc:
             self._fail_pending_store(ver)
             raise CheckpointRefused(f"checkpoint store failed: {exc}", dict(self.state)) from None
         self._undo.pop(ver, None)
@@ -431,7 +431,9 @@ class Component:
                 await self._claim(assignment.epoch)
             await self._on_role(assignment)
         except Exception as exc:  # e.g. the address is taken: the manager must know
-            self.report_error(f"could not take role {msg['role']}: {exc}")
+            # With the state it holds: it may be the only copy of the latest writes (direct).
+            reason = f"could not take role {msg['role']}: {exc}"
+            self._send("error", reason=reason, state=self.state, version=self.version)
             return
         finally:
             self._taking_role = False
@@ -516,7 +518,10 @@ class Component:
         write of the whole state (the manager's copy lags), or fail if there is none."""
         self._manager_stale = True
         waiting = [v for v in self._pending if v not in self._via_manager]
-        if not waiting:
+        active = self.assignment is not None and self.assignment.role == "active"
+        if not waiting:  # the manager's copy becomes the second one: bring it up to date now
+            if self.connected and active:
+                self._write_via_manager(self._apply({}), {})
             return
         if not self.connected or self.assignment is None:
             self._fail_pending()

@@ -1,13 +1,17 @@
 """The component protocol: JSON objects, one per line, over the manager's Unix socket.
 
 component -> manager                         manager -> component
-  hello      {vnfc, pid, resume?}              assign     {role, epoch, state, address,
-  role_ok    {role, epoch}                                  reuse_port, lease_ms?}
+  hello      {vnfc, pid, resume?}              assign     {role, epoch, state, version?, sync?,
+  role_ok    {role, epoch}                                  address, reuse_port, lease_ms?}
   pong       {id, ok}                          ping       {id}
-  error      {reason}                          lease      {ms}
-  ckpt_write {req, epoch, updates}             replicate  {version, updates}   (to the standby)
+  error      {reason, state?, version?}        lease      {ms}
+  ckpt_write {req, epoch, updates, ver?}       replicate  {version, updates}   (to the standby)
   ckpt_ack   {version}                         ckpt_done  {req}
                                                refused    {req?, reason, state?}
+                                               peer       {address}   (direct sync, the active)
+``sync`` says how the VNF keeps its state (nfvha.runtime.sync); ``version``/``ver`` number the
+writes across both paths of direct sync (nfvha.sdk.peer); an ``error`` may hand back the state
+the component holds, which the manager keeps if it is newer than its copy.
 Anything malformed is answered with refused. A write refused because the checkpoint store
 failed carries ``state``: what is durable, which the component goes back to.
 

@@ -35,7 +35,7 @@ class StoreRefused(Exception):
     which."""
 
 
-class StoreFailed(Exception):
+class StoreUnavailable(Exception):
     """The store could not make the write durable (unreachable, no quorum, disk full). Nothing
     was kept."""
 
@@ -44,14 +44,15 @@ class StateStore(Protocol):
     async def claim(self, epoch: int) -> tuple[int, dict[str, Any]]:
         """Become the writer with ``epoch`` (an equal epoch may claim again); every writer with an
         older one is refused from then on. Returns (version, state) of the last durable record,
-        (0, {}) when empty. StoreRefused if the store holds a higher epoch, StoreFailed on I/O
+        (0, {}) when empty. StoreRefused if the store holds a higher epoch, StoreUnavailable on I/O
         failure."""
         ...
 
     async def write(self, epoch: int, version: int, state: dict[str, Any]) -> None:
         """Make the whole ``state`` durable as ``version``; returns once it is. StoreRefused if the
         store's epoch is not ``epoch`` (checked by the store, atomically with the write),
-        StoreFailed otherwise. Concurrent writes are grouped: the latest supersedes the others."""
+        StoreUnavailable otherwise. Concurrent writes are grouped: the latest supersedes the
+        others."""
         ...
 
     async def close(self) -> None: ...
@@ -115,13 +116,13 @@ class SharedLog:
         try:
             return await asyncio.to_thread(self._log.claim, epoch)
         except OSError as exc:
-            raise StoreFailed(f"{self._log.path}: {exc.strerror or exc}") from exc
+            raise StoreUnavailable(f"{self._log.path}: {exc.strerror or exc}") from exc
 
     async def write(self, epoch: int, version: int, state: dict[str, Any]) -> None:
         try:
             await self._log.write(version, epoch, state)
         except StoreError as exc:  # what DiskStore makes of every OSError
-            raise StoreFailed(f"{self._log.path}: {exc.strerror or exc}") from exc
+            raise StoreUnavailable(f"{self._log.path}: {exc.strerror or exc}") from exc
 
     async def close(self) -> None:
         self._log.close()
@@ -234,7 +235,7 @@ class EtcdStore:
     """``<key>/epoch`` holds the epoch, ``<key>/state`` the last record; every claim and every
     write is one transaction that compares the epoch first.
 
-    A write whose call timed out raises StoreFailed, yet etcd may still apply it later (a
+    A write whose call timed out raises StoreUnavailable, yet etcd may still apply it later (a
     consensus store cannot tell a lost proposal from a slow one). It is applied, if ever, before
     any later claim, whose compare and read come after it in the log: a new writer reads it back
     or never sees it, and a stale epoch can never overwrite a newer writer's state."""
@@ -310,7 +311,7 @@ class EtcdStore:
                 continue
             self._current = index
             return result
-        raise StoreFailed("no etcd endpoint answered: " + "; ".join(errors))
+        raise StoreUnavailable("no etcd endpoint answered: " + "; ".join(errors))
 
     def _client(self, index: int) -> Any:
         if index not in self._clients:
@@ -357,4 +358,4 @@ def _record(value: bytes | None) -> tuple[int, dict[str, Any]]:
         rec = json.loads(value)
         return int(rec["v"]), dict(rec["state"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise StoreFailed(f"damaged state record in etcd: {exc}") from exc
+        raise StoreUnavailable(f"damaged state record in etcd: {exc}") from exc

@@ -452,7 +452,8 @@ class Simulation(d.Drivers):
             version = self.stores[c.vnf].version  # and takes the store's state
         if cmd.role == "active" and self.port_taken_until.get(c.vnf, -1.0) > self.now:
             reason = "could not take role active: address already in use"
-            if heard:
+            if heard:  # the SDK's error hands back what it holds (the only copy, maybe)
+                self.dispatcher.offered(c.name, c.version, {"n": c.version})
                 self.feed(c.vnf, m.ErrorReported(vnfc=c.name, reason=reason))
             return
         if sync == "direct" and c.version > version:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import os
 
@@ -16,6 +17,7 @@ async def main() -> None:
     name = os.environ["NFVHA_VNFC"]
     out = open(os.environ["STALE_OUT"], "a", buffering=1)  # noqa: SIM115
     tasks: set[asyncio.Task] = set()
+    raw_requests = itertools.count(1 << 30)  # never a version the SDK uses
 
     def note(assignment: Assignment, case: str, result: str, reason: str = "") -> None:
         out.write(
@@ -36,8 +38,7 @@ async def main() -> None:
     async def attempt(assignment: Assignment, case: str, epoch: int, raw: bool) -> None:
         try:
             if raw:  # what a standby's SDK would never send: a write as if it were active
-                comp._next_req += 1
-                req = comp._next_req
+                req = next(raw_requests)
                 done = asyncio.get_running_loop().create_future()
                 comp._pending[req] = done
                 comp._send("ckpt_write", req=req, epoch=epoch, updates={"who": f"{name}:{case}"})
