@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.support.cgroups import cgroup_v2_writable
 from tests.integration.support.consumers import udp_get, udp_request
 from tests.integration.support.deployments import config_2n
 from tests.integration.support.processes import kill_and_reap, pid_alive
@@ -90,10 +91,20 @@ def test_vnfcs_outlive_a_killed_manager_and_the_next_run_adopts_them(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("hosts", [False, True], ids=["processes", "hosts-and-vms"])
 def test_the_standby_manager_takes_over_and_the_service_never_stops(
-    tmp_path: Path, runtime_dir: Path, nfvha_runs
+    hosts: bool, tmp_path: Path, runtime_dir: Path, nfvha_runs
 ) -> None:
-    name, config, address = config_2n(tmp_path)
+    """Writes included (direct sync): every INC through the takeover is acknowledged. With
+    hosts, their agents and VMs are adopted too."""
+    if hosts and not cgroup_v2_writable():
+        pytest.skip("the NFVI needs a writable cgroup v2")
+
+    def on_hosts(raw: dict) -> None:
+        if hosts:
+            raw["hosts"] = [{"name": "host-1"}, {"name": "host-2"}]
+
+    name, config, address = config_2n(tmp_path, on_hosts)
     leader = NfvhaRun(config, name, runtime_dir, tmp_path)
     nfvha_runs.append(leader)
     pids: dict[str, int] = {}
@@ -108,9 +119,11 @@ def test_the_standby_manager_takes_over_and_the_service_never_stops(
         answered: list[bool] = []
         done = threading.Event()
 
-        def consumer() -> None:  # GETs all through the takeover
+        def consumer() -> None:  # INCs all through the takeover
+            seq = 100
             while not done.is_set():
-                answered.append(udp_get(address) is not None)
+                seq += 1
+                answered.append(inc(address, seq) is not None)
                 time.sleep(0.002)
 
         reader = threading.Thread(target=consumer)
@@ -130,10 +143,10 @@ def test_the_standby_manager_takes_over_and_the_service_never_stops(
             done.set()
             reader.join()
         ctx = dump_records(leader.records())
-        assert answered and all(answered), f"{answered.count(False)} GETs unanswered\n{ctx}"
+        assert answered and all(answered), f"{answered.count(False)} INCs unanswered\n{ctx}"
         assert vnfc_pids(status) == pids, ctx  # adopted, not restarted
         assert status["vnfs"][0]["service"]["active"] == [active], ctx
-        assert inc(address, 6) == (acked + 1, active), ctx
+        assert inc(address, 6) == (acked + len(answered) + 1, active), ctx
     finally:
         if new_leader:
             os.kill(new_leader, signal.SIGTERM)  # a deliberate stop: everything goes

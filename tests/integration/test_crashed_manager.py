@@ -1,7 +1,8 @@
 """A manager that died without stopping (SIGKILL): the next run of the deployment adopts the
-VNFCs it left and isolates one that cannot resume (a hung active would hold the service address
-for good), removes what it cannot adopt (with hosts, the cgroup tree), a stale control socket does
-not count as a running deployment, and a live manager is never run over."""
+VNFCs (and with hosts, the agents) it left and isolates one that cannot resume (a hung active
+would hold the service address for good), removes what it cannot adopt (with hosts, the cgroup of
+a host whose agent is gone), a stale control socket does not count as a running deployment, and a
+live manager is never run over."""
 
 from __future__ import annotations
 
@@ -125,11 +126,13 @@ def test_second_run_of_a_live_deployment_is_refused(
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(not cgroup_v2_writable(), reason="the NFVI needs a writable cgroup v2")
-def test_new_run_kills_the_cgroup_tree_left_by_a_crashed_manager(
-    tmp_path: Path, runtime_dir: Path, nfvha_runs
+@pytest.mark.parametrize("agent_killed", [False, True], ids=["agents-alive", "host-agent-killed"])
+def test_new_run_adopts_the_hosts_and_vms_left_by_a_crashed_manager(
+    agent_killed: bool, tmp_path: Path, runtime_dir: Path, nfvha_runs
 ) -> None:
-    """With hosts and VMs, the crashed run's fault zones still hold its agents and VNFCs (the
-    hung active among them); the new run kills the whole tree before it boots its own."""
+    """With hosts and VMs, the crashed run's agents outlive it as its VNFCs do: the new run
+    adopts them (same processes), isolates the hung active, which cannot resume, before the
+    standby is promoted. A host whose agent is gone is removed (its cgroup) and booted anew."""
     name, port = unique_name("nf"), free_udp_port()
     raw = customize(example_raw("2n"), name=name, port=port, health=RELAXED_HEALTH)
     raw["hosts"] = [{"name": "host-1"}, {"name": "host-2"}]
@@ -141,25 +144,45 @@ def test_new_run_kills_the_cgroup_tree_left_by_a_crashed_manager(
     hung: list[int] = []
     try:
         status = first.wait_steady()
-        active = status["vnfs"][0]["service"]["active"][0]
-        (pid,) = [c["pid"] for c in status["vnfs"][0]["vnfcs"] if c["name"] == active]
-        os.kill(pid, signal.SIGSTOP)
-        hung.append(pid)
+        vnf = status["vnfs"][0]
+        active = vnf["service"]["active"][0]
+        pids = {c["name"]: c["pid"] for c in vnf["vnfcs"]}
+        (standby,) = set(pids) - {active}
+        os.kill(pids[active], signal.SIGSTOP)
+        hung.append(pids[active])
         first.proc.kill()
         first.proc.wait()
-        assert any(cgroup_pids(p) for p in cgroup_dirs(name) if p.exists())
+        root = next(p for p in cgroup_dirs(name) if p.exists())
+        zones = {host: root / host for host in ("host-1", "host-2")}
+        # A host agent lives in its host's zone itself; its guests in zones below it.
+        agents = {
+            h: [int(p) for p in (z / "cgroup.procs").read_text().split()] for h, z in zones.items()
+        }
+        assert all(agents.values()), agents  # the host agents outlived their manager
+        if agent_killed:  # the standby's host loses its agent: that host is booted anew
+            standby_host = next(h for h in agents if pids[standby] in cgroup_pids(zones[h]))
+            kill_and_reap(agents[standby_host])
 
         second = NfvhaRun(config, name, runtime_dir, tmp_path / "second")
         nfvha_runs.append(second)
-        second.wait_steady()
+        status = second.wait_steady()
         assert wait_for_sync(lambda: udp_get(f"127.0.0.1:{port}"), "an answer") is not None
-        assert not pid_alive(pid), "the hung active of the crashed run is still there"
+        assert not pid_alive(pids[active]), "the hung active of the crashed run is still there"
         records = second.records()
-        removed = index(records, kind="note", name="LeftoverRemoved")
-        assert "cgroup" in records[removed]["data"], dump_records(records)
-        assert pid in records[removed]["data"]["pids"], dump_records(records)
-        assert removed < index(records, kind="note", name="NfviUp"), dump_records(records)
-        assert not select(records, name="ErrorReported"), dump_records(records)  # port in use
+        ctx = dump_records(records)
+        up = records[index(records, kind="note", name="NfviUp")]
+        kept = {c["name"]: c["pid"] for c in status["vnfs"][0]["vnfcs"]}
+        if agent_killed:
+            assert up["data"]["adopted_agents"] and standby_host not in up["data"]["adopted_agents"]
+            assert not pid_alive(pids[standby]), ctx  # removed with its host's cgroup
+        else:
+            assert {"host-1", "host-2"} <= set(up["data"]["adopted_agents"]), ctx
+            assert kept[standby] == pids[standby], ctx  # adopted, not restarted
+            assert status["vnfs"][0]["service"]["active"] == [standby], ctx
+            isolated = index(records, kind="event", name="CleanupDone", src=active, ok=True)
+            promoted = index(records, kind="command", name="AssignRole", role="active")
+            assert isolated < promoted, ctx
+        assert not select(records, name="ErrorReported"), ctx  # port in use
         assert second.stop() == 0, second.stderr
     finally:
         for pid in hung:

@@ -6,8 +6,14 @@
 Both connect to the VIM's NFVI socket, say hello, and send a heartbeat every interval. A host
 agent starts guest agents (``start_vm``) inside the VM's cgroup and reports a guest's exit the
 moment it is reaped (``vm_exited``). A guest agent starts VNFCs (``start_vnfc``), each in
-its own session, and reaps them. Both stop when the VIM's connection goes away: a lost manager
-leaves no orphans. Messages are JSON lines, each checked on arrival (``nfvha.agents.protocol``).
+its own session, and reaps them. Messages are JSON lines, each checked on arrival
+(``nfvha.agents.protocol``).
+
+An agent is a host or a VM: it outlives the manager, as the VNFCs it runs do. When the VIM's
+connection goes away it reconnects to the same socket (every 20 ms, backing off to 50 ms) for
+as long as it runs, and says hello again; the manager that leads then adopts it. What it saw
+meanwhile is not replayed: the new manager observes (pidfds, heartbeats). A deliberate stop of
+the deployment, or the next run that cannot adopt it, ends it with its cgroup.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from nfvha.drivers.cgroups import in_cgroup
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, encode
 
 PR_SET_CHILD_SUBREAPER = 36
+RETRY_FIRST_S = 0.020  # reconnecting: the first delay, doubled after each failure ...
+RETRY_MAX_S = 0.050  # ... up to this
 
 
 class Agent:
@@ -39,10 +47,30 @@ class Agent:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of our VNFCs come to us
         asyncio.get_running_loop().add_signal_handler(signal.SIGCHLD, self._reap)
-        reader, self.writer = await asyncio.open_unix_connection(self.socket_path, limit=MAX_LINE)
-        self.send("hello", kind=self.kind, name=self.name, pid=os.getpid())
         beat = asyncio.create_task(self._heartbeat())
+        delay = RETRY_FIRST_S
         try:
+            while True:
+                try:
+                    reader, writer = await asyncio.open_unix_connection(
+                        self.socket_path, limit=MAX_LINE
+                    )
+                except OSError:  # no manager listens (yet): it will
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+                    continue
+                delay = RETRY_FIRST_S
+                self.writer = writer
+                self.send("hello", kind=self.kind, name=self.name, pid=os.getpid())
+                await self._serve(reader)
+                self.writer = None
+                writer.close()
+        finally:
+            beat.cancel()
+
+    async def _serve(self, reader: asyncio.StreamReader) -> None:
+        """Act on the driver's messages until its connection ends."""
+        with contextlib.suppress(ConnectionError, ValueError):  # reset, or a line too long
             while line := await reader.readline():
                 try:
                     msg = decode_from_driver(line, self.kind)
@@ -50,8 +78,6 @@ class Agent:
                     print(f"{self.kind} agent {self.name}: refused: {exc}", file=sys.stderr)
                     continue
                 self._dispatch(msg)
-        finally:
-            beat.cancel()
 
     def send(self, kind: str, /, **fields: Any) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -125,7 +151,7 @@ class Agent:
 
 def main() -> None:
     kind, name, socket_path, interval = sys.argv[1:5]
-    with contextlib.suppress(ConnectionError, FileNotFoundError, KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(Agent(kind, name, socket_path, int(interval)).run())
 
 

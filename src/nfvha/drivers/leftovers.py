@@ -117,12 +117,13 @@ def recorded_escalations(path: Path) -> list[str]:
 def adoptable_groups(path: Path) -> list[dict[str, Any]]:
     """Recorded groups whose leader (the VNFC's main process) still runs, with the recorded
     start time: a new manager can adopt them (``pidfd_open``) instead of removing them."""
-    found = []
-    for entry in read_record(path):
-        leader = proc_stat(entry["pgid"])
-        if leader is not None and leader.state not in "ZX" and leader.start == entry["start"]:
-            found.append(entry)
-    return found
+    return [entry for entry in read_record(path) if runs_as_recorded(entry)]
+
+
+def runs_as_recorded(entry: dict[str, Any]) -> bool:
+    """The group's leader runs, and is the process recorded (not a reused pid)."""
+    leader = proc_stat(entry["pgid"])
+    return leader is not None and leader.state not in "ZX" and leader.start == entry["start"]
 
 
 async def remove_leftover_groups(

@@ -58,6 +58,9 @@ class AgentLink:
     closed: bool = False  # its connection ended; only its heartbeat timeout reports it
 
 
+ADOPT_WAIT_S = 1.0  # agents reconnect within 50 ms; a loaded machine gets its margin
+
+
 class NfviDriver:
     def __init__(
         self,
@@ -91,17 +94,55 @@ class NfviDriver:
 
     # --- life -----------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, adopt: bool = False) -> list[str]:
+        """Boot every host and VM. ``adopt``: a manager that died left its agents running
+        (they outlive it, as hosts and VMs do): wait up to ``ADOPT_WAIT_S`` for them to
+        reconnect, keep those, and boot only what is missing (its cgroup, if any, removed
+        first). Returns the hosts and guests adopted."""
         self._server = await asyncio.start_unix_server(
             self.connections.serve(self._serve), self.socket_path, limit=MAX_LINE
         )
         self._spawn_task(self._watch_heartbeats())
-        await asyncio.gather(*(self._boot_host(h) for h in self.placement.hosts))
-        await asyncio.gather(*(self._boot_vm(vm, host) for vm, host in self.vm_host.items()))
+        guests = {vm: h for vm, h in self.vm_host.items()}
+        guests |= {standby_name(vm): h for vm, h in self.placement.standby_host.items()}
+        adopted = await self._await_agents(guests) if adopt else set()
         await asyncio.gather(
-            *(self._boot_vm(standby_name(vm), h) for vm, h in self.placement.standby_host.items())
+            *(self._boot_host(h) for h in self.placement.hosts if ("host", h) not in adopted)
+        )
+        await asyncio.gather(
+            *(self._boot_vm(g, h) for g, h in guests.items() if ("guest", g) not in adopted)
         )
         self.booted = True
+        return sorted(name for _, name in adopted)
+
+    async def _await_agents(self, guests: dict[str, str]) -> set[tuple[str, str]]:
+        """The agents of a dead manager that say hello again in time; every zone whose agent
+        does not is removed (what runs there is not adopted: nothing would watch it)."""
+        keys = [("host", h) for h in self.placement.hosts] + [("guest", g) for g in guests]
+        waiters = {key: self._expect(*key) for key in keys}
+        await asyncio.wait(waiters.values(), timeout=ADOPT_WAIT_S)
+        adopted = {key for key, fut in waiters.items() if fut.done()}
+        for key in keys:
+            self._hello.pop(key, None)
+        for host in self.placement.hosts:
+            if ("host", host) not in adopted:
+                await self._remove_zone(self.cgroups.root / host)
+                adopted -= {("guest", g) for g, h in guests.items() if h == host}
+        for guest, host in guests.items():
+            zone = self.cgroups.root / host / guest
+            if ("guest", guest) in adopted:
+                self.zone_of[guest] = zone
+            else:
+                self._forget("guest", guest)
+                await self._remove_zone(zone)
+        return adopted
+
+    async def _remove_zone(self, zone: Path) -> None:
+        if not (zone.exists() and self.cgroups.populated(zone)):
+            return
+        if not await self.cgroups.kill_and_confirm(zone):
+            raise OSError(f"cgroup {zone} of a dead manager is still populated")
+        self.note("LeftoverRemoved", f"{zone}: its agent did not come back to be adopted")
 
     async def _boot_host(self, host: str) -> None:
         waiter = self._expect("host", host)

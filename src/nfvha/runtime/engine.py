@@ -207,13 +207,13 @@ class Engine(d.Drivers):
 
         if len(str(self.component_socket).encode()) >= 108:
             raise OSError(f"socket path too long for AF_UNIX: {self.component_socket}")
-        # A run that died without stopping left its VNFCs running: those whose main process
-        # still runs are adopted (without hosts); whatever else it left is removed, since it
-        # may hold the service address.
+        # A run that died without stopping left its VNFCs running (and with hosts, its agents):
+        # those whose main process still runs are adopted; whatever else it left is removed,
+        # since it may hold the service address.
         record = self.runtime_dir / leftovers.RECORD
         adoptable = self._adoptable(record)
         escalated = leftovers.recorded_escalations(record) if adoptable else []
-        if self.nfvi is not None:
+        if self.nfvi is not None and not adoptable:
             await leftovers.remove_leftover_cgroup(self.nfvi.cgroups, self.trace)
         keep = frozenset(e["pgid"] for e in adoptable)
         await leftovers.remove_leftover_groups(record, self.trace, keep=keep)
@@ -233,8 +233,11 @@ class Engine(d.Drivers):
             "note", "DeploymentStarted", src="nfvha", data={"name": self.deployment.name}
         )
         if self.nfvi is not None:
-            await self.nfvi.start()
-            self.trace.record("note", "NfviUp", src="vim", data=self.vim.snapshot())
+            agents = await self.nfvi.start(adopt=bool(adoptable))
+            data = {**self.vim.snapshot(), "adopted_agents": agents}
+            self.trace.record("note", "NfviUp", src="vim", data=data)
+            # VNFCs whose VM could not be adopted went with it: nothing is left to adopt.
+            adoptable = [e for e in adoptable if leftovers.runs_as_recorded(e)]
         self._spawn_task(self._renew_leases())
         if adoptable:
             await self._adopt(adoptable, escalated)
@@ -246,10 +249,7 @@ class Engine(d.Drivers):
     # --- taking over from a manager that died -------------------------------------------------
 
     def _adoptable(self, record: Path) -> list[dict[str, Any]]:
-        """The newest live group of each VNFC the dead manager recorded (none with hosts:
-        their agents died with it)."""
-        if self.nfvi is not None:
-            return []
+        """The newest live group of each VNFC the dead manager recorded."""
         newest: dict[str, dict[str, Any]] = {}
         for entry in leftovers.adoptable_groups(record):
             name = entry["vnfc"]
