@@ -115,7 +115,8 @@ def test_garbage_on_the_nfvi_socket_is_refused_traced_and_not_acted_on(tmp_path:
 @pytest.mark.timeout(60)
 def test_an_agent_refuses_a_malformed_command_and_lives_on(runtime_dir: Path, tmp_path) -> None:
     """A guest agent against a stand-in for the driver: garbage, a command for a host agent and
-    a start_vnfc with a bad env are refused (on its stderr); a good start_vnfc still works."""
+    a start_vnfc with a bad env are refused (on its stderr); a good start_vnfc still works; when
+the driver's connection goes, the agent reconnects."""
     sock = runtime_dir / "nfvi.sock"
     ran = tmp_path / "ran"
 
@@ -124,7 +125,8 @@ def test_an_agent_refuses_a_malformed_command_and_lives_on(runtime_dir: Path, tm
         connected: asyncio.Future[asyncio.StreamWriter] = asyncio.Future()
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            connected.set_result(writer)
+            if not connected.done():
+                connected.set_result(writer)
             while line := await reader.readline():
                 msg = json.loads(line)
                 if msg["t"] != "hb":
@@ -149,7 +151,9 @@ def test_an_agent_refuses_a_malformed_command_and_lives_on(runtime_dir: Path, tm
             exited = await asyncio.wait_for(got.get(), 10)
             assert exited == {"t": "vnfc_exited", "name": "b", "pid": started["pid"], "status": 0}
             assert agent.poll() is None  # alive after the refusals
-            writer.close()  # the driver gone: the agent stops
+            writer.close()  # the driver gone: the agent outlives it and says hello again
+            assert (await asyncio.wait_for(got.get(), 10))["t"] == "hello"
+            agent.terminate()
             return await asyncio.to_thread(lambda: agent.communicate(timeout=10)[1])
         finally:
             if agent.poll() is None:

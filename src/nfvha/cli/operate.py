@@ -226,8 +226,10 @@ def status(
         extra = " (degraded: no standby holds the state)" if vnf["degraded"] else ""
         if vnf.get("store_error"):
             extra += f" [red](checkpoint store failed: {vnf['store_error']}; writes refused)[/red]"
+        sync = f", {vnf['state_sync']} sync" if vnf.get("state_sync") else ""
         console.print(
-            f"VNF [bold]{vnf['vnf']}[/bold]  model {vnf['model']}  state {vnf['state']}{extra}\n"
+            f"VNF [bold]{vnf['vnf']}[/bold]  model {vnf['model']}  state {vnf['state']}{sync}"
+            f"{extra}\n"
             f"  service {svc['name']} {svc['protocol']}://{svc['address']}  {health}  "
             f"active: {', '.join(svc['active']) or '-'}",
             highlight=False,

@@ -168,6 +168,11 @@ class SimStore:
 
 
 EXTERNAL = ("shared_storage", "store")
+# The runtime's NFVI driver and agents (drivers/nfvi.py, agents/agent.py): a new manager waits
+# this long for the agents of a dead one to say hello again; they retry every 20 ms, doubling
+# up to 50 ms.
+ADOPT_WAIT_S = 1.0
+RETRY_FIRST_S, RETRY_MAX_S = 0.020, 0.050
 
 
 class Simulation(d.Drivers):
@@ -205,6 +210,17 @@ class Simulation(d.Drivers):
         self.adopting = False  # a new manager waits for the running VNFCs to resume
         self._running: dict[str, int] = {}
         self._resumed: dict[str, tuple[Resumed, dict[str, Any]]] = {}
+        # With hosts: a new manager's NFVI driver waits for the agents and boots what is missing
+        # (from its takeover until its NFVI is up; it hears nothing from the agents meanwhile).
+        self.nfvi_starting = False
+        self.crashed_at = 0.0  # the last manager crash: the agents' reconnection clock
+        self._listening = 0.0  # when the new manager's NFVI socket listens
+        # The runtime's record of the running manager (RUNTIME_DIR/vnfcs.json): whether it
+        # lists the VNFC groups (deleted when a new manager starts, written again when it
+        # adopts or starts VNFCs), and the VNFCs escalated (a new manager keeps them escalated)
+        self.recorded = True
+        self.escalated: list[str] = []
+        self._carried: list[str] = []  # the escalations the adopting manager was handed
         self.dispatcher = self._new_dispatcher()
         self.placement = self.dispatcher.placement
         nfvi = deployment.nfvi
@@ -329,6 +345,9 @@ class Simulation(d.Drivers):
 
     def trace_record(self, rec: d.Record) -> None:
         self._rec(rec.kind, rec.name, rec.src, rec.dst, rec.data or {}, rec.why)
+        if rec.name == "Escalate":  # recorded for a manager that takes over (as the runtime)
+            names = {e.vnfc for e in self.vnfm.escalations} | {(rec.data or {}).get("vnfc", "")}
+            self.escalated = sorted(n for n in names if n in self.owner)
 
     def start_vnfc(self, vnf: str, cmd: m.StartVnfc) -> None:
         self._do_StartVnfc(vnf, cmd)
@@ -493,15 +512,11 @@ class Simulation(d.Drivers):
     # --- the manager's death, and a new manager ------------------------------------------------
 
     def _fault_manager_crash(self, f: Fault) -> None:
-        if self.placement is not None:
-            raise ValueError(
-                "manager-crash is simulated for deployments without hosts only: the VIM dies "
-                "with the manager and the runtime adopts no VM"
-            )
-        if not self.leading:
+        if not self.leading and not self.nfvi_starting:
             return  # none to crash; the next one leads as planned
         self.mgen += 1
-        self.leading, self.adopting = False, False
+        self.leading, self.adopting, self.nfvi_starting = False, False, False
+        self.crashed_at = self.now  # the agents lose their connection: they reconnect
         for c in self.vnfcs.values():
             c.watched, c.watch_gen = False, c.watch_gen + 1  # its health checks die with it
             if c.via_manager:  # writes in flight through it fail: back to what was acknowledged
@@ -526,23 +541,161 @@ class Simulation(d.Drivers):
         self._link_peer(c)  # an active no longer: no more direct writes
 
     def _takeover(self) -> None:
-        """A new manager leads: the running VNFCs that can resume their sessions do; it adopts
-        once all have, or after one lease (the runtime's rule)."""
-        if self.leading:
+        """A new manager leads (its start, as the runtime's ``Engine.start``): it deletes the
+        dead one's record (kept: the escalations, and whether VNFC groups were listed), then
+        with hosts starts its NFVI (``_nfvi_start``) and only then adopts the VNFCs still
+        running; without hosts it adopts them at once."""
+        if self.leading or self.nfvi_starting:
             return
         self.mgen += 1  # whatever was sent to the dead manager is lost
-        self.leading = True
         self.dispatcher = self._new_dispatcher()
         for obs in self.observers:
             hook = getattr(obs, "on_takeover", None)
             if hook is not None:
                 hook(self)
+        recorded, self.recorded = self.recorded, False
+        escalated, self.escalated = self.escalated, []
+        adoptable = recorded and any(c.alive for c in self.vnfcs.values())
+        if self.placement is None:
+            self.leading = True
+            self._adopt_vnfcs(escalated if adoptable else [])
+            return
+        self._nfvi_start(adoptable, escalated if adoptable else [])
+
+    # with hosts: the NFVI first (the runtime's NfviDriver.start(adopt=...))
+
+    def _nfvi_start(self, adopt: bool, escalated: list[str]) -> None:
+        """Nothing to adopt (no VNFC running as recorded): the dead run's whole cgroup tree is
+        removed and every host and VM booted anew. Else its agents, which outlived it, are
+        awaited: those that say hello again within ``ADOPT_WAIT_S`` are adopted; a host or VM
+        whose agent does not is removed (its cgroup killed, what ran there with it) and
+        booted anew on its placement's host. Meanwhile the new manager hears nothing from
+        the world (no agent has said hello yet, no VNFC is watched)."""
+        self.nfvi_starting, self.adopting = True, True
+        self._listening = self.now
+        self._carried = escalated
+        self.heartbeats = Heartbeats(self.heartbeats.interval_s, self.heartbeats.misses)
+        if not adopt:
+            self._rec("note", "LeftoverRemoved", "nfvha", "", {}, "no VNFC to adopt: all removed")
+            for host in self.hosts.values():
+                self._remove_host(host)
+            self._boot(set(self.hosts), set(self.vms), self.mgen, adopt=False)
+            return
+        self.at(self._reconnect_at(self.now), self._agents_back, self.mgen)
+
+    def _reconnect_at(self, listening: float) -> float:
+        """An agent that lost its manager tries again at once, then after 20 ms, the delay
+        doubling up to 50 ms (agents/agent.py): its first try once the new one listens."""
+        at, delay = self.crashed_at, RETRY_FIRST_S
+        while at < listening:
+            at += delay
+            delay = min(delay * 2, RETRY_MAX_S)
+        return at + self.lat.message  # and its hello arrives
+
+    def _agents_reachable(self) -> set[tuple[str, str]]:
+        hosts = {("host", h.name) for h in self.hosts.values() if h.reachable}
+        guests = {("guest", vm.name) for vm in self.vms.values() if self._vm_reachable(vm)}
+        return hosts | guests
+
+    def _agents_back(self, mgen: int) -> None:
+        if mgen != self.mgen:
+            return
+        back = self._agents_reachable()
+        if len(back) == len(self.hosts) + len(self.vms):
+            self._agents_waited(mgen, back)
+        else:  # the driver waits the whole ADOPT_WAIT_S for the others
+            self.at(self._listening + ADOPT_WAIT_S, self._agents_waited, mgen, back)
+
+    def _agents_waited(self, mgen: int, early: set[tuple[str, str]]) -> None:
+        """The agents that said hello (early, or later within the wait) are adopted; a guest
+        only with its placement's host (``_await_agents``). The others' zones are removed."""
+        if mgen != self.mgen:
+            return
+        back = early | self._agents_reachable()
+        assert self.placement is not None
+        hosts = {h for h in self.hosts if ("host", h) not in back}
+        guests = {
+            vm
+            for vm in self.vms
+            if ("guest", vm) not in back or self.placement.vm_host[vm] in hosts
+        }
+        adopted = sorted(set(self.hosts) - hosts) + sorted(set(self.vms) - guests)
+        self._rec("note", "AgentsAdopted", "vim", "", {"adopted": adopted, "booted": sorted(hosts | guests)})
+        for name in sorted(hosts):
+            self._remove_host(self.hosts[name])
+        for name in sorted(guests):
+            vm = self.vms[name]
+            self._vm_down(vm, reported=False)  # (dead already with a removed host)
+        self._boot(hosts, guests, mgen, adopt=True)
+
+    def _remove_host(self, host: SimHost) -> None:
+        self._host_down(host)
+        host.link = True
+
+    def _boot(self, hosts: set[str], guests: set[str], mgen: int, *, adopt: bool) -> None:
+        """The hosts, then the VMs, booted anew (on their placement's hosts)."""
+        delay = self.lat.host_boot if hosts else 0.0
+        self.after(delay, self._hosts_booted, hosts, guests, mgen, adopt)
+
+    def _hosts_booted(self, hosts: set[str], guests: set[str], mgen: int, adopt: bool) -> None:
+        if mgen != self.mgen:
+            return
+        for name in sorted(hosts):
+            host = self.hosts[name]
+            host.alive, host.link, host.gen = True, True, host.gen + 1
+        delay = self.lat.vm_boot if guests else 0.0
+        self.after(delay, self._vms_booted, guests, mgen, adopt)
+
+    def _vms_booted(self, guests: set[str], mgen: int, adopt: bool) -> None:
+        if mgen != self.mgen:
+            return
+        assert self.placement is not None
+        for name in sorted(guests):
+            vm, host = self.vms[name], self.placement.vm_host[name]
+            self.vms_by_host[vm.host].discard(name)
+            self.vms_by_host.setdefault(host, set()).add(name)
+            vm.host, vm.gen = host, vm.gen + 1
+            if self.hosts[host].reachable:
+                vm.alive, vm.frozen = True, False
+        self._nfvi_up(mgen, adopt)
+
+    def _nfvi_up(self, mgen: int, adopt: bool) -> None:
+        """The NFVI is up in the new VIM's view (every host and VM of the placement up, where
+        the placement puts them: ``zone_host``). From now on the agents' silences count: one
+        already silent (it died or was cut off after its hello) is reported by its heartbeats.
+        Then the VNFCs still running are adopted, or, none, a fresh start."""
+        assert self.placement is not None
+        self.nfvi_starting, self.leading = False, True
+        self.zone_host = dict(self.placement.vm_host)
+        self.heartbeats = Heartbeats(self.heartbeats.interval_s, self.heartbeats.misses)
+        for host in self.hosts.values():
+            if not host.reachable:
+                self._silent(host.name, "host")
+        for vm in self.vms.values():
+            if self.hosts[vm.host].reachable and not self._vm_reachable(vm):
+                self._silent(vm.name, "guest")
+        escalated, self._carried = self._carried, []
+        if not adopt:
+            self.adopting = False
+            self._count_survivors({})
+            self.recorded = True
+            d.execute(self.dispatcher.start(self.now), self)
+            return
+        self._adopt_vnfcs(escalated)
+
+    # the VNFCs
+
+    def _adopt_vnfcs(self, escalated: list[str]) -> None:
+        """The running VNFCs that can resume their sessions do; the manager adopts once all
+        have, or after one lease (the runtime's rule); none running: a fresh start."""
+        self.recorded = True  # its groups recorded again (watched by pidfd), or started anew
         self._running = {n: c.gen for n, c in self.vnfcs.items() if c.alive}
         if not self._running:  # nothing to adopt: a fresh start
+            self.adopting = False
             self._count_survivors({})
             d.execute(self.dispatcher.start(self.now), self)
             return
-        self.adopting, self._resumed = True, {}
+        self.adopting, self._resumed, self._carried = True, {}, escalated
         self._rec("note", "Adopting", "nfvha", "", {"vnfcs": sorted(self._running)})
         specs = [self.specs[self.owner[n]] for n in self._running]
         for name in self._running:
@@ -574,10 +727,15 @@ class Simulation(d.Drivers):
         if mgen != self.mgen or not self.adopting:
             return
         self.adopting = False
-        plain = [n for n in self._running if not self.specs[self.owner[n]].sdk]
-        resumed = dict(self._resumed) | {n: (Resumed("active", 0), {}) for n in plain}
-        self._count_survivors(self._resumed)
-        d.execute(self.dispatcher.adopt(self.now, self._running, resumed), self)
+        # One that died meanwhile is not adopted (the runtime: it has no pid any more).
+        running = {n: g for n, g in self._running.items() if self.vnfcs[n].alive}
+        running = {n: g for n, g in running.items() if self.vnfcs[n].gen == g}
+        resumed = {n: r for n, r in self._resumed.items() if n in running}
+        plain = [n for n in running if not self.specs[self.owner[n]].sdk]
+        resumed |= {n: (Resumed("active", 0), {}) for n in plain}
+        self._count_survivors({n: r for n, r in self._resumed.items() if n in running})
+        escalated, self._carried = self._carried, []
+        d.execute(self.dispatcher.adopt(self.now, running, resumed, escalated), self)
 
     def _count_survivors(self, resumed: dict[str, tuple[Resumed, dict[str, Any]]]) -> None:
         """Acknowledged writes outlive the manager in the VNFCs that hold them (and on a
