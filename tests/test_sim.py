@@ -14,10 +14,14 @@ from nfvha.core.dispatcher import ManagerClasses as Policies
 from nfvha.core.ha import Decision, HAManager, Role
 from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
+from nfvha.faults import SIMULATED
 from nfvha.lab.scenario import load as load_scenario
 from nfvha.sim import faults as fs
 from nfvha.sim.runner import entities, fuzz, random_schedule, shrink, simulate
-from nfvha.sim.world import Simulation
+
+# The use cases' own fuzzing draws no manager crash: those with hosts are fuzzed apart (see
+# "the manager dies with hosts"), with a known gap of the runtime's design.
+NO_MANAGER_CRASH = tuple(k for k in SIMULATED if k != "manager-crash")
 
 EXAMPLES = Path(__file__).parents[1] / "src" / "nfvha" / "examples"
 
@@ -65,7 +69,7 @@ def test_another_seed_another_schedule() -> None:
 
 @pytest.mark.parametrize("name", [f"uc{i}" for i in range(1, 10)])
 def test_fuzz_every_use_case(name: str) -> None:
-    runs, failed = fuzz(deployment(name), 40, duration=30, mean_gap=1.0)
+    runs, failed = fuzz(deployment(name), 40, duration=30, mean_gap=1.0, kinds=NO_MANAGER_CRASH)
     assert failed is None, failed.violation
     assert runs == 40
 
@@ -101,7 +105,9 @@ def test_a_full_disk_refuses_writes_reports_and_clears() -> None:
 
 
 def test_fuzz_a_few_hundred_seeds() -> None:
-    runs, failed = fuzz(deployment("uc2"), 300, first_seed=1000, duration=20, mean_gap=0.7)
+    runs, failed = fuzz(
+        deployment("uc2"), 300, first_seed=1000, duration=20, mean_gap=0.7, kinds=NO_MANAGER_CRASH
+    )
     assert failed is None, failed.violation
 
 
@@ -397,17 +403,18 @@ def test_a_replica_rebuilt_after_every_lease_expired_holds_the_acknowledged_writ
     assert outcome.ok, outcome.violation
 
 
-def test_manager_crashes_are_drawn_only_without_hosts() -> None:
+def test_manager_crashes_are_drawn_with_or_without_hosts() -> None:
     assert entities(hostless("uc1"))["manager"] == ["manager"]
-    assert entities(deployment("uc1"))["manager"] == []
+    assert entities(deployment("uc1"))["manager"] == ["manager"]
+    for dep in (deployment("uc2"), hostless("uc1")):
+        drawn = {f.kind for seed in range(1, 5) for f in random_schedule(dep, seed, 30, 1)}
+        assert "manager-crash" in drawn
     drawn = {
-        f.kind for seed in range(1, 20) for f in random_schedule(deployment("uc2"), seed, 30, 1)
+        f.kind
+        for seed in range(1, 5)
+        for f in random_schedule(deployment("uc2"), seed, 30, 1, NO_MANAGER_CRASH)
     }
     assert "manager-crash" not in drawn
-    drawn = {f.kind for seed in range(1, 5) for f in random_schedule(hostless("uc1"), seed, 30, 1)}
-    assert "manager-crash" in drawn
-    with pytest.raises(ValueError, match="without hosts"):
-        Simulation(deployment("uc1"), 1, [fs.Fault(1.0, "manager-crash", "manager")]).run(2.0)
 
 
 FUZZED = [

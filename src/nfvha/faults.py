@@ -22,8 +22,8 @@ RUNTIME: tuple[str, ...] = get_args(RuntimeKind)
 SIMULATED: tuple[str, ...] = get_args(SimKind)
 LASTING = ("link-cut", "slow-disk", "disk-full", "port-taken")  # simulated, with a duration
 NFVI = ("vm-crash", "vm-hang", "host-crash")  # need hosts and VMs in the deployment
-# The manager's own death; simulated for deployments without hosts only (the runtime adopts
-# VNFCs only there: with hosts the VIM and its agents die with the manager).
+# The manager's own death; simulated with or without hosts (the host and guest agents outlive
+# it as the VNFCs do, and the next manager adopts them).
 MANAGER = ("manager-crash",)
 
 TARGET_OF = {

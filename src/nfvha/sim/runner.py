@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from nfvha.config import Deployment
 from nfvha.core.dispatcher import ManagerClasses
+from nfvha.faults import SIMULATED
 from nfvha.sim import faults as fs
 from nfvha.sim.invariants import Invariants, Violation
 from nfvha.sim.world import DEFAULT_CLASSES, DEFAULT_LATENCIES, Latencies, Simulation
@@ -34,14 +35,19 @@ def entities(deployment: Deployment) -> dict[str, list[str]]:
         "vm": list(sim.vms),
         "host": list(sim.hosts),
         "vnf": [v.name for v in deployment.vnfs],
-        # The runtime adopts VNFCs only without hosts (with hosts the VIM and its agents die
-        # with the manager, and rebuilding their state is not modelled): no manager to crash.
-        "manager": [MANAGER] if sim.placement is None else [],
+        # With or without hosts: the host and guest agents outlive the manager as its VNFCs do.
+        "manager": [MANAGER],
     }
 
 
-def random_schedule(deployment: Deployment, seed: int, duration: float, mean_gap: float):
-    return fs.draw(random.Random(seed), entities(deployment), duration, mean_gap)
+def random_schedule(
+    deployment: Deployment,
+    seed: int,
+    duration: float,
+    mean_gap: float,
+    kinds: tuple[str, ...] = SIMULATED,
+) -> list[fs.Fault]:
+    return fs.draw(random.Random(seed), entities(deployment), duration, mean_gap, kinds)
 
 
 def simulate(
@@ -107,11 +113,12 @@ def fuzz(
     first_seed: int = 1,
     duration: float = 30.0,
     mean_gap: float = 1.0,
+    kinds: tuple[str, ...] = SIMULATED,
     **kwargs,
 ) -> tuple[int, SimOutcome | None]:
     """Random schedules for seeds first_seed.. ; returns (runs done, the first failure)."""
     for n, seed in enumerate(range(first_seed, first_seed + runs), 1):
-        schedule = random_schedule(deployment, seed, duration, mean_gap)
+        schedule = random_schedule(deployment, seed, duration, mean_gap, kinds)
         outcome = simulate(deployment, seed, schedule, record=False, **kwargs)
         if outcome.violation:
             return n, outcome

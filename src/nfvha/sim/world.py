@@ -11,11 +11,11 @@ What is observed how, as in the runtime (which watches every VNFC by pidfd on th
 - a guest that dies on a live host: its host agent reports it at once;
 - a frozen VM, a dead host, a cut link: their heartbeats stop.
 
-The manager can die (``manager-crash``; deployments without hosts, as the runtime adopts only
-those): the dispatcher with every manager in it. Until a new one leads (after the fault's
-``duration``, by default ``Latencies.takeover``) timers, health checks, checkpoint writes and
-every event for the managers go nowhere, and whatever was in flight to the dead one is lost with
-it (each such delivery carries the manager's incarnation, ``mgen``). The VNFCs keep running with
+The manager can die (``manager-crash``): the dispatcher with every manager in it. Until a new
+one leads (after the fault's ``duration``, by default ``Latencies.takeover``) timers, health
+checks, checkpoint writes and every event for the managers go nowhere, and whatever was in
+flight to the dead one is lost with it (each such delivery carries the manager's incarnation,
+``mgen``). The VNFCs keep running with
 their roles; each holds its role on a lease (``policies.role_lease_ms``, counted from the
 crash, or from an assignment taken after it) and an SDK component whose lease expires fences
 itself (role none: it stops serving), unless it is hung. Writes in flight fail and the
@@ -23,7 +23,16 @@ component's state goes back to what was acknowledged (the SDK's undo). The new m
 new ``Dispatcher`` built exactly like the first, a checkpointed VNF's store loaded from its
 disk (as the runtime does); the SDK components that can (alive, responsive, connected before)
 resume their sessions ``Latencies.resume`` later, with the role, epoch and state they hold,
-and the manager adopts (``Dispatcher.adopt``) once all have, or after one lease.
+and the manager adopts (``Dispatcher.adopt``, with the escalations the dead one recorded) once
+all have, or after one lease. With hosts, the host and guest agents outlive the manager too and
+reconnect (20 ms, backing off to 50 ms); their heartbeats are heard by nobody meanwhile. The new
+manager first starts its NFVI as the runtime's driver does: it adopts the agents that say hello
+again within ``ADOPT_WAIT_S`` (at once when all do), removes the hosts and VMs whose agent does
+not (what ran there dies unseen) and boots them anew on their placement's hosts; its VIM is
+built fresh (every host and VM up where the placement puts them, ``zone_host``); only then do
+the VNFCs resume and get adopted. A new manager deletes the dead one's record (the VNFC groups
+and the escalations) and writes it again when it adopts or starts VNFCs: a manager that dies in
+between leaves nothing to adopt, and the next removes everything and starts afresh.
 
 How a write is acknowledged is the VNF's ``state_sync`` (``Vnf.sync``), as in the SDK:
 - ``manager``: through the manager's checkpoint service (replicated to the standby, or logged).
@@ -245,6 +254,9 @@ class Simulation(d.Drivers):
         p = self.placement
         self.hosts = {h: SimHost(h) for h in p.hosts} if p else {}
         self.vms = {vm: SimVm(vm, host) for vm, host in p.vm_host.items()} if p else {}
+        # Where the NFVI driver believes each VM's zone (cgroup) is: where it booted or promoted
+        # it; a new manager's driver, the placement's host (``_await_agents``).
+        self.zone_host = {vm: host for vm, host in p.vm_host.items()} if p else {}
         self.vms_by_host: dict[str, set[str]] = {}
         for vm in self.vms.values():
             self.vms_by_host.setdefault(vm.host, set()).add(vm.name)
@@ -620,7 +632,13 @@ class Simulation(d.Drivers):
             if ("guest", vm) not in back or self.placement.vm_host[vm] in hosts
         }
         adopted = sorted(set(self.hosts) - hosts) + sorted(set(self.vms) - guests)
-        self._rec("note", "AgentsAdopted", "vim", "", {"adopted": adopted, "booted": sorted(hosts | guests)})
+        self._rec(
+            "note",
+            "AgentsAdopted",
+            "vim",
+            "",
+            {"adopted": adopted, "booted": sorted(hosts | guests)},
+        )
         for name in sorted(hosts):
             self._remove_host(self.hosts[name])
         for name in sorted(guests):
@@ -764,15 +782,27 @@ class Simulation(d.Drivers):
         self.after(self.lat.cleanup, self._vm_cleaned_up, vm)
 
     def _vm_cleaned_up(self, vm: SimVm) -> None:
-        self._vm_down(vm, reported=False)
+        """The driver kills the zone it believes is the VM's: when the VM runs in another (a
+        new manager adopted it away from its placement's host), that zone is empty: confirmed
+        empty at once, and the VM runs on."""
+        if self.zone_host.get(vm.name, vm.host) == vm.host:
+            self._vm_down(vm, reported=False)
+        else:
+            where = (
+                f"{vm.name} runs on {vm.host}; its zone was believed on {self.zone_host[vm.name]}"
+            )
+            self._note("ZoneMissed", vm.name, where)
         self.feed(routing.VIM, v.VmCleanedUp(vm=vm.name, ok=True))
 
     def _do_FenceHost(self, _: str, cmd: v.FenceHost) -> None:
         self.after(self.lat.fence, self._fenced, self.hosts[cmd.host])
 
     def _fenced(self, host: SimHost) -> None:
+        elsewhere = [vm for vm in self._vms_on(host.name) if self.zone_host[vm.name] != host.name]
         self._host_down(host)  # out-of-band: power off works whatever the link does
         host.link = True
+        for vm in elsewhere:  # the driver forgets only the guests it believes there
+            self._silent(vm.name, "guest")
         self.feed(routing.VIM, v.HostFenced(host=host.name, ok=True))
 
     def _do_StartHost(self, _: str, cmd: v.StartHost) -> None:
@@ -791,6 +821,7 @@ class Simulation(d.Drivers):
         self.vms_by_host[vm.host].discard(vm.name)
         self.vms_by_host.setdefault(cmd.host, set()).add(vm.name)
         vm.host, vm.gen = cmd.host, vm.gen + 1
+        self.zone_host[vm.name] = cmd.host
         if not host.reachable:
             event = v.VmStartFailed(
                 vm=vm.name, detail=f"{host.name} unreachable", host_unreachable=True
@@ -808,6 +839,7 @@ class Simulation(d.Drivers):
         self.vms_by_host[vm.host].discard(vm.name)
         self.vms_by_host.setdefault(cmd.host, set()).add(vm.name)
         vm.host, vm.gen, vm.alive, vm.frozen = cmd.host, vm.gen + 1, True, False
+        self.zone_host[vm.name] = cmd.host
         self.heartbeats.forget(vm.name)  # its standby's agent beats for it from now on
         self._tell(self.lat.message, routing.VIM, v.VmUp(vm=vm.name, host=cmd.host))
 
