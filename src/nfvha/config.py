@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from collections import Counter
 from pathlib import Path
@@ -89,8 +90,20 @@ class Policies(Strict):
     health_check: HealthCheck = HealthCheck()
     cleanup_grace_ms: NonNegativeInt = 500
     start_timeout_s: PositiveFloat = 10.0  # started but not up (registered) by then: failed
+    # The start limit (systemd's StartLimitBurst in StartLimitIntervalSec, OTP's intensity):
+    # the (restart_max + 1)-th failure within restart_probation_s is escalated, not restarted.
     restart_probation_s: PositiveFloat = 60.0
     restart_max: NonNegativeInt = 3
+    # Restart delay (systemd's RestartSec, RestartSteps, RestartMaxDelaySec): the first restart
+    # waits restart_delay_ms; each further failure within the probation waits restart_backoff_ms
+    # doubled per failure, at most restart_delay_max_ms. 0: at once (a restart is the recovery
+    # of a VNF without redundancy).
+    restart_delay_ms: NonNegativeInt = 0
+    restart_backoff_ms: NonNegativeInt = 0
+    restart_delay_max_ms: NonNegativeInt = 10_000
+    # Pacemaker's failure-timeout: this long after its last failure an escalated VNFC's
+    # failures expire and it is started again. None: an escalation stays until `nfvha clear`.
+    failure_timeout_s: PositiveFloat | None = None
     # An active that hears from no manager for this long stops serving on its own (the SDK
     # fences itself); a new manager waits this long for running VNFCs to resume their sessions.
     role_lease_ms: PositiveInt = 1000
@@ -245,6 +258,32 @@ class Vnf(Strict):
         """What the manager's checkpoint service does for this VNF."""
         return "external" if self.sync in ("shared_storage", "store") else self.state_mode
 
+class Hooks(Strict):
+    """Notify hooks (keepalived's notify scripts): commands run, in the file's directory, when
+    a VNFC of the VNF confirms the active or standby role or its failure is decided. They
+    never delay a failover; one still running after ``timeout_s`` is killed."""
+
+    active: Command | None = None
+    standby: Command | None = None
+    failed: Command | None = None
+    timeout_s: PositiveFloat = 10.0
+
+
+class MetricsEndpoint(Strict):
+    """Prometheus metrics over HTTP (``/metrics``). Loopback only: the endpoint has no
+    authentication, so whatever scrapes it from elsewhere goes through a proxy that has."""
+
+    port: int = Field(9464, ge=1, le=65535)
+    address: str = "127.0.0.1"
+
+    @field_validator("address")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        if not ipaddress.ip_address(value).is_loopback:
+            raise ValueError(f"expected a loopback address such as 127.0.0.1, got {value!r}")
+        return value
+
+
 
 class HostReliability(Strict):
     """How often an entity fails and how long its repair takes (``nfvha predict``)."""
@@ -297,6 +336,7 @@ class Deployment(Strict):
             if dupes:
                 raise ValueError(f"{label} names must be unique, repeated: {', '.join(dupes)}")
         if self.vms and not self.hosts:
+    hooks: Hooks | None = None
             raise ValueError("VMs are declared but no hosts: declare 'hosts' too")
         rel = self.reliability
         if rel is not None and (rel.vm or rel.host) and not self.hosts:
@@ -371,3 +411,4 @@ def load(path: str | Path) -> tuple[Deployment, Path]:
         return Deployment.model_validate(raw), path.resolve().parent
     except ValidationError as exc:
         raise invalid(path, exc) from None
+    metrics: MetricsEndpoint | None = None  # absent: no metrics endpoint

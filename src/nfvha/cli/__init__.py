@@ -1,5 +1,6 @@
 """The operator's command line: run a deployment, look at it, break it, measure it, simulate
-it. One module per command group: operate (check, run, status, trace, alarms, fault), measure
+it. One module per command group: operate (check, run, status, trace, alarms, fault), admin
+(clear, restart, stop, start, switchover, maintenance), measure
 (probe, demo, scenario), simulate (sim, predict); output holds what they share. Thin: every
 decision is elsewhere, these only call and format."""
 
@@ -9,7 +10,7 @@ import sys
 
 import typer
 
-from nfvha.cli import measure, operate, simulate
+from nfvha.cli import admin, measure, operate, simulate
 
 app = typer.Typer(
     help="nfvha: availability manager for network functions. "
@@ -20,7 +21,7 @@ app = typer.Typer(
     add_completion=False,
 )
 # Top-level commands first (as in the help), then the groups.
-for group in (operate.commands, measure.commands, simulate.commands):
+for group in (operate.commands, admin.commands, measure.commands, simulate.commands):
     app.add_typer(group)
 app.add_typer(operate.fault_app, name="fault")
 app.add_typer(measure.scenario_app, name="scenario")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from datetime import datetime
@@ -20,6 +21,7 @@ from nfvha.lab import report
 from nfvha.runtime import paths
 from nfvha.runtime.control import ControlError, request
 
+from nfvha.runtime.sdnotify import SdNotify, without_notify
 commands = typer.Typer()  # merged into the top level
 fault_app = typer.Typer(help="Inject faults into a running deployment.", no_args_is_help=True)
 
@@ -149,10 +151,16 @@ async def _run(
             await standbys.stop()
         engine_stop.set()
 
+    systemd = None if standby else SdNotify.from_env()  # only the leader speaks for the unit
+    notifying = (
+        asyncio.ensure_future(systemd.run(engine.started, engine.all_up)) if systemd else None
+    )
     stopper = asyncio.ensure_future(stop_in_order())
     try:
         if standbys is not None:
             standbys.start()
+        if systemd is not None:
+            systemd.send("STOPPING=1")
         await engine.run(engine_stop)
     finally:
         stopper.cancel()
@@ -164,6 +172,8 @@ async def _run(
         f"nfvha: {deployment.name} stopped; every process it started is gone.", highlight=False
     )
 
+        if notifying:
+            notifying.cancel()
 
 class StandbyManager:
     """The leader's hot standby: ``nfvha run --standby`` in a session of its own, started
@@ -196,6 +206,7 @@ class StandbyManager:
         if self._keeper is not None:
             self._keeper.cancel()
             self._keeper = None
+                env=without_notify(os.environ),  # the leader alone notifies systemd
         proc, self.proc = self.proc, None
         if proc is not None and proc.returncode is None:
             proc.terminate()
@@ -210,17 +221,28 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     socket: SocketOpt = None,
 ) -> None:
-    """Show each VNF, its VNFCs (role, state, pid) and its service (address, active VNFC)."""
-    answer = call(socket, {"op": "status"})
+    """Show each VNF, its VNFCs (role, state, pid) and its service (address, active VNFC).
+
+    Exit codes, as a Nagios/Icinga check reads them:
+    0 OK;
+    1 WARNING: degraded (no standby holds the state), store failing, or a VNFC being recovered;
+    2 CRITICAL: a service down, or a VNFC escalated;
+    3 UNKNOWN: no deployment reachable.
+    """
+    try:
+        answer = call(socket, {"op": "status"})
+    except typer.Exit:
+        raise typer.Exit(UNKNOWN) from None  # the reason is printed already
     answer.pop("ok")
     if as_json:
         print(json.dumps(answer, indent=2))
-        return
+        raise typer.Exit(code)
     console.print(
         f"deployment [bold]{answer['deployment']}[/bold]  manager pid {answer.get('manager_pid')}",
         highlight=False,
     )
     for vnf in answer["vnfs"]:
+    code = health_code(answer)
         svc = vnf["service"]
         health = "[green]up[/green]" if svc["up"] else "[red]DOWN[/red]"
         extra = " (degraded: no standby holds the state)" if vnf["degraded"] else ""
@@ -266,6 +288,22 @@ def trace_cmd(
         Path | None,
         typer.Option("--file", help="Read a trace file instead of the running deployment."),
     ] = None,
+    raise typer.Exit(code)
+
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3  # the Nagios plugin exit codes
+
+
+def health_code(answer: dict[str, Any]) -> int:
+    """The status as one exit code: the worst thing the status shows."""
+    vnfs = answer["vnfs"]
+    states = {c["state"] for vnf in vnfs for c in vnf["vnfcs"]}
+    if answer["escalations"] or "escalated" in states or any(not v["service"]["up"] for v in vnfs):
+        return CRITICAL
+    # A stopped VNFC is no warning: an on-demand spare waits stopped.
+    if states & {"starting", "failed"} or any(v["degraded"] or v.get("store_error") for v in vnfs):
+        return WARNING
+    return OK
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the raw records as JSON lines.")
     ] = False,

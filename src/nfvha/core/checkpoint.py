@@ -59,6 +59,7 @@ class CheckpointService:
     version: int = 0
     writer: tuple[str, int] | None = None  # (vnfc, epoch) allowed to write
     standby: str | None = None
+    stepping_down: str | None = None  # the active of a switchover, standby once it is done
     # version -> the write waiting for durability
     pending: dict[int, Ack] = field(default_factory=dict)
     degraded: bool = False
@@ -69,9 +70,13 @@ class CheckpointService:
     )  # checkpoint mode: the last (version, state) on disk
 
     def grant(self, vnfc: str, epoch: int) -> list[Action]:
-        """``vnfc`` became active with ``epoch``; if it was the standby, it no longer is."""
+        """``vnfc`` became active with ``epoch``; if it was the standby, it no longer is. An
+        active that stepped down for it (a switchover) is its standby from now on."""
         self.writer = (vnfc, epoch)
-        return self.drop_standby(vnfc)
+        actions = self.drop_standby(vnfc)
+        if self.stepping_down is not None:
+            self.standby, self.degraded, self.stepping_down = self.stepping_down, False, None
+        return actions
 
     def revoke(self, vnfc: str) -> list[Action]:
         """``vnfc`` is being cleaned up: it may not write, and it replicates nothing more."""
@@ -80,7 +85,12 @@ class CheckpointService:
         return self.drop_standby(vnfc)
 
     def attach_standby(self, vnfc: str) -> None:
-        """``vnfc`` is assigned standby and is sent the whole state with its assignment."""
+        """``vnfc`` is assigned standby and is sent the whole state with its assignment. The
+        active stepping down (a switchover) writes no more; it becomes the standby once its
+        successor is active, which until then is the standby holding every write."""
+        if self.writer is not None and self.writer[0] == vnfc:
+            self.writer, self.stepping_down = None, vnfc
+            return
         self.standby, self.degraded = vnfc, False
 
     def drop_standby(self, vnfc: str) -> list[Action]:

@@ -262,6 +262,25 @@ class Dispatcher:
                 self._route(name, cmd, now, out)
         return out + self._drain(now)
 
+    def operate(self, vnf: str, verb: str, now: float, on: bool = True) -> list[Output]:
+        """An operator's verb for a whole VNF: ``switchover`` or ``maintenance`` (``on``).
+        Raises ha.OperatorRefused, before anything changes, when it cannot be done now."""
+        mgr = self.ha[vnf]
+        decision = mgr.switchover(now) if verb == "switchover" else mgr.set_maintenance(on, now)
+        out: list[Output] = [
+            Record(
+                "note",
+                "Operator",
+                "operator",
+                self.label(vnf),
+                {"verb": verb, "on": on},
+                decision.why,
+            )
+        ]
+        for cmd in decision.commands:
+            self._route(vnf, cmd, now, out)
+        return out + self._drain(now)
+
     def _rebuild_replica(
         self, vnf: str, resumed: Mapping[str, tuple[Resumed, dict[str, Any]]]
     ) -> None:

@@ -23,3 +23,15 @@ class RestartIntensity:
     @property
     def count(self) -> int:
         return len(self.failures)
+
+    def clear(self) -> None:
+        self.failures.clear()
+
+
+def restart_delay_s(failures: int, first_ms: int, backoff_ms: int, max_ms: int) -> float:
+    """The wait before restarting after the ``failures``-th failure within the probation:
+    ``first_ms`` after the first, then ``backoff_ms`` doubled per failure, capped."""
+    if failures <= 1 or backoff_ms == 0:
+        return first_ms / 1000
+    step: int = backoff_ms << (failures - 2)  # doubled per failure after the first
+    return min(max(first_ms, step), max_ms) / 1000

@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 from nfvha.config import Vnf
 from nfvha.core import messages as m
-from nfvha.core.escalation import RestartIntensity
+from nfvha.core.escalation import RestartIntensity, restart_delay_s
 from nfvha.core.messages import Decision as Decision  # the decision type, re-exported
 from nfvha.core.messages import Traced
 
@@ -75,6 +75,14 @@ class IllegalEvent(Exception):
     """An event about a VNFC this manager does not manage."""
 
 
+class OperatorRefused(Exception):
+    """An operator's request that cannot be carried out now; says why."""
+
+
+# Observed, not acted on, while the VNF is in maintenance; acted on when it ends.
+UNATTENDED = ("ProcessExited", "HealthCheckFailed", "ErrorReported")
+
+
 @dataclass(slots=True)
 class VnfcState:
     name: str
@@ -88,6 +96,8 @@ class VnfcState:
     last_failure: str = ""
     vm_down: bool = False  # its VM failed: no restart until the VIM has repaired it
     start_token: int = 0  # which start a start deadline belongs to
+    restart_token: int = 0  # which failure a restart delay or failure-timeout belongs to
+    held: bool = False  # stopped by the operator (nfvha stop): not restarted until started
 
 
 @dataclass(slots=True)
@@ -98,6 +108,10 @@ class HAManager:
     service_down_reported: bool = field(default=False, init=False)
     store_error: str = field(default="", init=False)
     awaiting_recovery: list[str] = field(default_factory=list, init=False)
+    # A planned switchover under way: (the active handing over, the standby taking over).
+    switching: tuple[str, str] | None = field(default=None, init=False)
+    maintenance: bool = field(default=False, init=False)
+    unattended: dict[str, str] = field(default_factory=dict, init=False)  # VNFC -> failure
 
     def __post_init__(self) -> None:
         p = self.vnf.policies
@@ -215,6 +229,8 @@ class HAManager:
         handler = getattr(self, f"_on_{event.name}", None)
         if handler is None:
             raise IllegalEvent(f"HA manager of {self.vnf.name}: no rule for {event.name}")
+        if self.maintenance and event.name in UNATTENDED:
+            return self._unattended(vnfc, event)
         decision: Decision = handler(vnfc, event, now)
         return decision
 
@@ -253,6 +269,8 @@ class HAManager:
         if not self.vnf.sdk and c.life is Life.STARTING:
             return self._on_ComponentRegistered(c, e, now)
         c.misses = 0
+        if "health checks missed" in self.unattended.get(c.name, ""):  # it came back by itself
+            del self.unattended[c.name]
         return Decision((), f"{c.name} healthy")
 
     def _on_HealthCheckFailed(self, c: VnfcState, e: m.HealthCheckFailed, now: float) -> Decision:
@@ -288,6 +306,9 @@ class HAManager:
                 + revived_text,
             )
         old_role = c.role
+        if self.switching and c.name in self.switching:  # a switchover cut short
+            old_role = Role.ACTIVE if self.switching[0] == c.name else old_role
+            self.switching = None
         c.life, c.role, c.confirmed, c.pid = Life.STOPPED, Role.NONE, False, None
         commands: list[m.Message] = []
         successor = None
@@ -301,10 +322,25 @@ class HAManager:
         return Decision(tuple(commands), f"{c.name} isolated{moved}; {repair_text}{revived_text}")
 
     def _on_TimerExpired(self, c: VnfcState, e: m.TimerExpired, now: float) -> Decision:
+        if e.timer == "restart" and e.token == c.restart_token and self._restartable(c):
+            return Decision(self._start(c), f"restart delay of {c.name} over; restarting it")
+        if e.timer == "failure-timeout" and e.token == c.restart_token:
+            return self._failures_expired(c)
         if e.timer != "start" or e.token != c.start_token or c.life is not Life.STARTING:
             return Decision((), f"{e.timer} deadline of {c.name} passed; nothing to do")
         limit = self.vnf.policies.start_timeout_s
         return self._fail(c, f"did not come up within {limit:g} s", now, responsive=False)
+
+    def _restartable(self, c: VnfcState) -> bool:
+        return c.life is Life.STOPPED and not c.vm_down and not c.held
+
+    def _failures_expired(self, c: VnfcState) -> Decision:
+        """Pacemaker's failure-timeout: the escalation expires with the failures counted."""
+        if c.life is not Life.ESCALATED or c.vm_down or c.role is not Role.NONE:
+            return Decision((), f"failure-timeout of {c.name}: it is {c.life}; nothing to do")
+        c.intensity.clear()
+        c.escalate, c.life = False, Life.STOPPED
+        return Decision(self._start(c), f"failures of {c.name} expired; starting it again")
 
     def _on_VmLost(self, c: VnfcState, e: m.VmLost, now: float) -> Decision:
         already = c.vm_down
@@ -363,6 +399,8 @@ class HAManager:
         if stale or c.life is not Life.RUNNING:
             return Decision((), f"ignored stale role confirmation from {c.name}")
         c.confirmed = True
+        if self.switching and self.switching[0] == c.name:
+            return self._hand_over(c)
         if c.role is not Role.ACTIVE:
             return Decision((), f"{c.name} is {c.role}")
         commands: list[m.Message] = []
@@ -374,18 +412,141 @@ class HAManager:
         if self.awaiting_recovery:
             names, self.awaiting_recovery = self.awaiting_recovery, []
             names = [n for n in names if not self.vnfcs[n].vm_down]
-            commands += [cmd for n in names for cmd in self._start(self.vnfcs[n])]
+            for name in names:
+                commands += self._restart(self.vnfcs[name])[0]
             texts.append(f"now repairing {', '.join(names)}")
         return Decision(tuple(commands), "; ".join(texts))
 
+    # --- the operator -------------------------------------------------------------------------
+
+    def _on_OperatorRequest(self, c: VnfcState, e: m.OperatorRequest, now: float) -> Decision:
+        verb = getattr(self, f"_operator_{e.action}")
+        decision: Decision = verb(c, now)
+        return decision
+
+    def _operator_clear(self, c: VnfcState, now: float) -> Decision:
+        """``crm resource cleanup``: forget its failures; an escalated VNFC is tried again."""
+        c.intensity.clear()
+        c.escalate, c.last_failure = False, ""
+        self.unattended.pop(c.name, None)
+        if c.life is not Life.ESCALATED:
+            return Decision((), f"failures of {c.name} cleared")
+        if c.role is not Role.NONE:  # its isolation was never confirmed: try it again
+            c.life = Life.FAILED
+            return Decision(
+                (m.Cleanup(vnfc=c.name, grace_s=0.0),),
+                f"escalation of {c.name} cleared; isolating it again",
+            )
+        c.life = Life.STOPPED
+        if c.held or c.vm_down:
+            return Decision((), f"escalation of {c.name} cleared; it stays stopped")
+        return Decision(self._start(c), f"escalation of {c.name} cleared; starting it")
+
+    def _operator_restart(self, c: VnfcState, now: float) -> Decision:
+        """A planned restart: not a failure; an active hands over to its standby first."""
+        c.held = False
+        if c.life in (Life.RUNNING, Life.STARTING):
+            return self._fail(c, "restart requested", now, responsive=True, count=False)
+        return self._operator_start(c, now)
+
+    def _operator_stop(self, c: VnfcState, now: float) -> Decision:
+        """Stop it and keep it stopped (Pacemaker's target-role=Stopped) until started."""
+        c.held = True
+        if c.name in self.awaiting_recovery:
+            self.awaiting_recovery.remove(c.name)
+        if c.life in (Life.RUNNING, Life.STARTING):
+            return self._fail(c, "stop requested", now, responsive=True, count=False)
+        return Decision((), f"{c.name} is {c.life}; it stays stopped")
+
+    def _operator_start(self, c: VnfcState, now: float) -> Decision:
+        if c.life is Life.ESCALATED:
+            raise OperatorRefused(f"{c.name} is escalated: clear it first (nfvha clear)")
+        c.held = False
+        if c.life is not Life.STOPPED or c.vm_down:
+            return Decision((), f"{c.name} is {c.life}; nothing to start")
+        return Decision(self._start(c), f"starting {c.name} (requested)")
+
+    def switchover(self, now: float) -> Decision:
+        """A planned, lossless handover: the active becomes standby first (it stops serving
+        and writing), then the standby, holding every acknowledged write, becomes active."""
+        if self.vnf.redundancy.model != "2n":
+            raise OperatorRefused(f"switchover needs model 2n, not {self.vnf.redundancy.model}")
+        if self.switching or self.maintenance:
+            raise OperatorRefused("a switchover is under way" if self.switching else "maintenance")
+        ready = {
+            role: [c for c in self.vnfcs.values() if c.role is role and c.confirmed]
+            for role in (Role.ACTIVE, Role.STANDBY)
+        }
+        running = {r: [c for c in cs if c.life is Life.RUNNING] for r, cs in ready.items()}
+        if not running[Role.ACTIVE] or not running[Role.STANDBY]:
+            raise OperatorRefused("switchover needs a serving active and a confirmed standby")
+        old, new = running[Role.ACTIVE][0], running[Role.STANDBY][0]
+        self.switching = (old.name, new.name)
+        return Decision(
+            (self._assign(old, Role.STANDBY),),
+            f"switchover: {old.name} hands over to {new.name}; it steps down first",
+        )
+
+    def _hand_over(self, old: VnfcState) -> Decision:
+        """The old active confirmed it no longer serves: its successor takes over."""
+        assert self.switching is not None
+        new = self.vnfcs[self.switching[1]]
+        self.switching = None
+        if new.life is not Life.RUNNING or new.role is not Role.STANDBY:  # it failed meanwhile
+            return Decision(
+                (self._assign(old, Role.ACTIVE),),
+                f"switchover: {new.name} is {new.life}; {old.name} stays active",
+            )
+        return Decision(
+            (self._assign(new, Role.ACTIVE),),
+            f"switchover: {old.name} stepped down; {new.name} becomes active",
+        )
+
+    def set_maintenance(self, on: bool, now: float) -> Decision:
+        """Pacemaker's maintenance mode: failures are observed but not acted on; when it
+        ends, what failed meanwhile is handled from what was observed."""
+        if on == self.maintenance:
+            return Decision((), f"maintenance already {'on' if on else 'off'}")
+        self.maintenance = on
+        if on:
+            return Decision((), "maintenance on: failures are observed, nothing is done")
+        commands: list[Traced] = []
+        texts = ["maintenance off"]
+        for name, reason in list(self.unattended.items()):
+            del self.unattended[name]
+            decision = self._fail(self.vnfcs[name], reason, now, responsive=False)
+            commands += decision.commands
+            texts.append(decision.why)
+        return Decision(tuple(commands), "; ".join(texts))
+
+    def _unattended(self, c: VnfcState, e: m.Message) -> Decision:
+        if isinstance(e, m.ProcessExited):
+            c.pid = None
+            failure = f"exited ({e.status}) during maintenance"
+        elif isinstance(e, m.HealthCheckFailed):
+            c.misses += 1
+            if c.misses < self.vnf.policies.health_check.failure_threshold:
+                return Decision((), f"{c.name} missed a health check (maintenance)")
+            failure = f"{c.misses} health checks missed during maintenance ({e.reason})"
+        else:
+            failure = f"reported an error during maintenance: {getattr(e, 'reason', '')}"
+        if c.life in (Life.RUNNING, Life.STARTING):
+            self.unattended.setdefault(c.name, failure)
+        return Decision((), f"maintenance: not acting on {c.name}: {failure}")
+
     # --- decisions ----------------------------------------------------------------------------
 
-    def _fail(self, c: VnfcState, reason: str, now: float, *, responsive: bool) -> Decision:
+    def _fail(
+        self, c: VnfcState, reason: str, now: float, *, responsive: bool, count: bool = True
+    ) -> Decision:
+        """Isolate it (rule 1); ``count``: a failure (not an operator's planned stop)."""
         if c.life not in (Life.STARTING, Life.RUNNING):
             return Decision((), f"{c.name} {reason}; already {c.life}, handled once")
         was_serving = c.role is Role.ACTIVE
-        c.life, c.last_failure = Life.FAILED, reason
-        c.escalate = c.intensity.record(now)
+        c.life = Life.FAILED
+        if count:
+            c.last_failure = reason
+        c.escalate = c.intensity.record(now) if count else False
         # A hung or dead process cannot stop gracefully: the grace would only extend the outage.
         grace = self.vnf.policies.cleanup_grace_ms / 1000 if responsive else 0.0
         commands: list[m.Message] = [
@@ -423,14 +584,39 @@ class HAManager:
         if c.escalate:
             c.life = Life.ESCALATED
             reason = f"failed {c.intensity.count} times within {c.intensity.probation_s:g} s"
-            return [self._escalate(c, reason)], f"not restarted: {reason}; escalated to the VNFM"
+            return [self._escalate(c, reason), *self._failure_timeout(c)], (
+                f"not restarted: {reason}; escalated to the VNFM"
+            )
+        if c.held:
+            return [], f"{c.name} stays stopped (by the operator)"
         r = self.vnf.redundancy
         if r.model == "n+m" and r.spare_start == "on_demand" and waiting_for:
             return [], "it returns to the pool of spares"
         if waiting_for:
             self.awaiting_recovery.append(c.name)
             return [], f"{c.name} is restarted once {waiting_for} serves"
-        return list(self._start(c)), f"restarting {c.name}"
+        return self._restart(c)
+
+    def _restart(self, c: VnfcState) -> tuple[list[m.Message], str]:
+        """Start it again, after the restart delay its failures so far call for."""
+        p = self.vnf.policies
+        delay = restart_delay_s(
+            c.intensity.count, p.restart_delay_ms, p.restart_backoff_ms, p.restart_delay_max_ms
+        )
+        if delay <= 0:
+            return list(self._start(c)), f"restarting {c.name}"
+        c.restart_token += 1
+        timer = m.SetTimer(vnfc=c.name, timer="restart", after_s=delay, token=c.restart_token)
+        return [timer], f"restarting {c.name} in {delay * 1000:g} ms (failure {c.intensity.count})"
+
+    def _failure_timeout(self, c: VnfcState) -> list[m.Message]:
+        timeout = self.vnf.policies.failure_timeout_s
+        if timeout is None:
+            return []
+        c.restart_token += 1
+        return [
+            m.SetTimer(vnfc=c.name, timer="failure-timeout", after_s=timeout, token=c.restart_token)
+        ]
 
     def _revive_stranded(self, besides: str) -> tuple[list[m.Message], str]:
         """Rule 8: VNFCs waiting for a new active that is not coming are restarted now, and
@@ -522,6 +708,8 @@ class HAManager:
                 "active": self._serving_actives(),
                 "up": bool(self._serving_actives()),
             },
+            "maintenance": self.maintenance,
+            "switching": list(self.switching) if self.switching else None,
             "vnfcs": [
                 {
                     "name": c.name,
@@ -530,6 +718,8 @@ class HAManager:
                     "pid": c.pid,
                     "failures": c.intensity.count,
                     "last_failure": c.last_failure,
+                    "held": c.held,
+                    "unattended": self.unattended.get(c.name, ""),
                 }
                 for c in self.vnfcs.values()
             ],

@@ -129,6 +129,13 @@ class VmRestored(Message):
     vm: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorRequest(Message):
+    """An operator's verb for one VNFC (``nfvha clear|restart|stop|start VNFC``)."""
+
+    action: Literal["clear", "restart", "stop", "start"]
+
+
 # --- commands: what a manager asks the drivers (or another manager) to do ---------------------
 
 

@@ -89,6 +89,8 @@ async def run_managed(stateless: bool) -> None:
         counter.total = counter.durable = int(component.state.get("total", 0))
         if assignment.role == "active" and counter.transport is None:
             await serve(assignment.host, assignment.port, counter, assignment.reuse_port)
+        elif assignment.role != "active":  # stepping down (a switchover): serve no more
+            await stop_serving()
 
     async def stop_serving() -> None:
         """Fenced: no longer active. Unbind the port, so that the next active can bind it (and

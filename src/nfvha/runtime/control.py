@@ -3,7 +3,9 @@
 One JSON request per connection, one JSON answer: ``{"op": "status"}``,
 ``{"op": "fault", "kind": KIND, "target": NAME}`` (nfvha.faults.RUNTIME: vnfc-crash, vnfc-hang,
 vnfc-resume, vm-crash, vm-hang, host-crash; the 0.1 names are still taken),
-``{"op": "trace", "since": NS}``.
+``{"op": "trace", "since": NS}``, an operator's verb for a VNFC
+``{"op": "vnfc", "verb": "clear"|"restart"|"stop"|"start", "vnfc": NAME}`` or a VNF
+``{"op": "vnf", "verb": "switchover"|"maintenance", "vnf": NAME, "on": BOOL}``.
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": TEXT}``. Requests are validated
 (pydantic) before anything acts on them; a bad one is answered with what is wrong, never with a
 traceback. A client that sends no full line within ``READ_TIMEOUT_S``, or a line over
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from nfvha import faults
+from nfvha.core.ha import OperatorRefused
 
 if TYPE_CHECKING:
     from nfvha.runtime.engine import Engine
@@ -58,9 +61,29 @@ class FaultRequest(_Request):
     target: str
 
 
-Request = Annotated[StatusRequest | TraceRequest | FaultRequest, Field(discriminator="op")]
+class VnfcRequest(_Request):
+    """An operator's verb for one VNFC."""
+
+    op: Literal["vnfc"]
+    verb: Literal["clear", "restart", "stop", "start"]
+    vnfc: str
+
+
+class VnfRequest(_Request):
+    """An operator's verb for one VNF: a planned switchover, or maintenance on or off."""
+
+    op: Literal["vnf"]
+    verb: Literal["switchover", "maintenance"]
+    vnf: str
+    on: bool = True
+
+
+Request = Annotated[
+    StatusRequest | TraceRequest | FaultRequest | VnfcRequest | VnfRequest,
+    Field(discriminator="op"),
+]
 REQUEST = TypeAdapter(Request)
-OPS = ("status", "trace", "fault")
+OPS = ("status", "trace", "fault", "vnfc", "vnf")
 
 
 def problem(exc: ValidationError) -> str:
@@ -114,7 +137,7 @@ class ControlServer:
             return _error(problem(exc))
         try:
             return {"ok": True, **self._do(request)}
-        except (LookupError, ProcessLookupError) as exc:  # no such VNFC, VM or host; gone
+        except (LookupError, ProcessLookupError, OperatorRefused) as exc:  # no such; gone
             return _error(str(exc.args[0]) if exc.args else repr(exc))
         except Exception as exc:  # a bug: answered and traced, the server keeps serving
             self.engine.trace.record(
@@ -131,6 +154,10 @@ class ControlServer:
             return self.engine.status()
         if isinstance(request, TraceRequest):
             return {"records": self.engine.trace.since(request.since)}
+        if isinstance(request, VnfcRequest):
+            return self.engine.operate(request.verb, request.vnfc)
+        if isinstance(request, VnfRequest):
+            return self.engine.operate(request.verb, request.vnf, request.on)
         if request.kind in faults.NFVI and self.engine.nfvi is None:
             raise LookupError(f"fault {request.kind!r} needs hosts and VMs in the deployment")
         return self.engine.inject(request.kind, request.target)

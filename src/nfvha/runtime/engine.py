@@ -38,9 +38,12 @@ from nfvha.drivers.health import HealthMonitor, network_probe
 from nfvha.drivers.nfvi import NfviDriver, VmUnreachable
 from nfvha.drivers.process import ProcessDriver
 from nfvha.drivers.store import DiskStore, StoreError
-from nfvha.runtime import paths
+from nfvha.runtime import journal, paths
 from nfvha.runtime.connections import Connections
 from nfvha.runtime.sync import peer_address, sync_spec
+from nfvha.runtime.hooks import HookRunner
+from nfvha.runtime.metrics import Metrics
+from nfvha.runtime.outcomes import Outcomes
 from nfvha.runtime.trace import Throttle, Trace
 from nfvha.sdk import ENV_ADDRESS, ENV_PEER, ENV_SOCKET, ENV_VNFC
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, decode_from_component, encode
@@ -126,6 +129,11 @@ class Engine(d.Drivers):
     # The managers are the dispatcher's; these views keep the engine's readers simple.
 
     @property
+        # The tools around nfvha (stderr lines, metrics, notify hooks) read the trace.
+        self.outcomes = Outcomes(deployment)
+        self.metrics = Metrics(deployment) if deployment.metrics is not None else None
+        self.hooks = HookRunner(deployment, base_dir, trace)
+        trace.observe(self._observe)
     def owner(self) -> dict[str, str]:
         return self.dispatcher.owner
 
@@ -236,6 +244,8 @@ class Engine(d.Drivers):
             agents = await self.nfvi.start(adopt=bool(adoptable))
             data = {**self.vim.snapshot(), "adopted_agents": agents}
             self.trace.record("note", "NfviUp", src="vim", data=data)
+        if self.metrics is not None and (endpoint := self.deployment.metrics) is not None:
+            self.metrics.serve(endpoint.address, endpoint.port)
             # VNFCs whose VM could not be adopted went with it: nothing is left to adopt.
             adoptable = [e for e in adoptable if leftovers.runs_as_recorded(e)]
         self._spawn_task(self._renew_leases())
@@ -312,6 +322,9 @@ class Engine(d.Drivers):
         self.trace.record("note", "DeploymentStopped", src="nfvha")
         self.stopped.set()
 
+        await self.hooks.close()
+        if self.metrics is not None:
+            self.metrics.close()
     # --- events in ----------------------------------------------------------------------------
 
     def feed(self, target: str, event: Traced) -> None:
@@ -345,6 +358,18 @@ class Engine(d.Drivers):
         self._spawn_task(self._cleanup(vnf, cmd))
 
     def assign_role(self, vnf: str, cmd: m.AssignRole, state: dict[str, Any]) -> None:
+    def _observe(self, rec: dict[str, Any]) -> None:
+        """Every trace record, as it is made: escalations and failovers to stderr (journald),
+        metrics, notify hooks. None of it may break or hold up the managers."""
+        try:
+            for outcome in self.outcomes.feed(rec):
+                journal.emit(outcome)
+                if self.metrics is not None:
+                    self.metrics.apply(outcome)
+                self.hooks.notify(outcome)
+        except Exception:
+            traceback.print_exc()  # not traced: tracing it would come back here
+
         spec = self.vnfs[vnf].spec
         if link := self.links.get(cmd.vnfc):
             link.send(
@@ -617,6 +642,22 @@ class Engine(d.Drivers):
     def _on_exit(self, name: str, pid: int, status: str) -> None:
         self.feed(self.owner[name], m.ProcessExited(vnfc=name, status=status))
 
+    def operate(self, verb: str, target: str, on: bool = True) -> dict[str, Any]:
+        """An operator's verb (runtime/control.py); raises ha.OperatorRefused, before anything
+        changes, when it cannot be done now."""
+        now = time.monotonic()
+        if verb in ("switchover", "maintenance"):
+            if target not in self.vnfs:
+                raise KeyError(f"no VNF named {target!r}")
+            outputs = self.dispatcher.operate(target, verb, now, on)
+        else:
+            if target not in self.owner:
+                raise KeyError(f"no VNFC named {target!r}")
+            event = m.OperatorRequest(vnfc=target, action=verb)  # type: ignore[arg-type]
+            outputs = self.dispatcher.feed(self.owner[target], event, now)
+        d.execute(outputs, self)
+        return {"verb": verb, "target": target}
+
     def inject(self, kind: str, target: str) -> dict[str, Any]:
         """Fault injection (nfvha.faults.RUNTIME): a VNFC by signal, a VM or host by the NFVI."""
         if kind in FAULTS:
@@ -648,6 +689,10 @@ class Engine(d.Drivers):
             snap["checkpoint_version"] = vnf.checkpoints.version
             snap["store_error"] = vnf.checkpoints.store_error
             snap["error_open"] = vnf.spec.service.name in self.errors_open
+    def all_up(self) -> bool:
+        """Every VNF's service is served by a confirmed active."""
+        return all(vnf.manager.snapshot()["service"]["up"] for vnf in self.vnfs.values())
+
             vnfs.append(snap)
         status = {
             "deployment": self.deployment.name,

@@ -523,7 +523,10 @@ class Component:
             if self.connected and active:
                 self._write_via_manager(self._apply({}), {})
             return
-        if not self.connected or self.assignment is None:
+        if not active:  # stepped down: it may write no more (its successor may hold them)
+            self._fail_pending("no longer active")
+            return
+        if not self.connected:
             self._fail_pending()
             return
         last = max(waiting)
