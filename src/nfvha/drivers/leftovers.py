@@ -18,6 +18,10 @@ Contracts:
   confirmed gone raises ``OSError`` (the new run must not start next to it).
 - ``adoptable_groups``: the recorded groups whose leader runs with its recorded start time; a
   new manager adopts those (deployments without hosts) and removes the rest.
+- With cgroup containment a record also names the VNFC's cgroup: a recorded group is then
+  removed through it (``cgroup.kill``, confirmed ``populated 0``), which takes a daemon that
+  detached from the group too; ``remove_leftover_zones`` does the same for every populated VNFC
+  cgroup of the deployment that is not adopted, recorded or not.
 - ``remove_leftover_cgroup``: a populated cgroup tree of the deployment is killed
   (``cgroup.kill``) and confirmed ``populated 0``, else ``OSError``.
 """
@@ -30,6 +34,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nfvha.drivers.containment import VnfcCgroups
 from nfvha.drivers.process import group_processes, kill_group, proc_stat
 
 if TYPE_CHECKING:
@@ -69,14 +74,21 @@ class GroupRecord:
         self.groups: dict[int, dict[str, Any]] = {}
         self.escalated: list[str] = []  # VNFCs escalated: a new manager does not restart them
 
+    def carry_over(self, groups: list[dict[str, Any]], escalated: list[str]) -> None:
+        """A new manager records at once what it is about to adopt from the dead one."""
+        self.groups = {entry["pgid"]: dict(entry) for entry in groups}
+        self.escalated = list(escalated)
+        self._write()
+
     def set_escalated(self, names: list[str]) -> None:
         if names != self.escalated:
             self.escalated = names
             self._write()
 
-    def add(self, vnfc: str, pgid: int) -> None:
+    def add(self, vnfc: str, pgid: int, cgroup: str | None = None) -> None:
         stat = proc_stat(pgid)  # None: a guest agent reaped it already; the group still counts
-        self.groups[pgid] = {"vnfc": vnfc, "pgid": pgid, "start": stat.start if stat else None}
+        entry = {"vnfc": vnfc, "pgid": pgid, "start": stat.start if stat else None}
+        self.groups[pgid] = entry | ({"cgroup": cgroup} if cgroup else {})
         self._write()
 
     def discard(self, pgid: int) -> None:
@@ -134,6 +146,8 @@ async def remove_leftover_groups(
         if entry["pgid"] in keep:
             continue
         pgid, start = entry["pgid"], entry["start"]
+        if entry.get("cgroup"):
+            await _remove_zone(Path(entry["cgroup"]), entry["vnfc"], trace)
         leader = proc_stat(pgid)
         if leader is not None and leader.state not in "ZX" and leader.start != start:
             continue  # the pid is an unrelated process's now
@@ -147,6 +161,23 @@ async def remove_leftover_groups(
             )
         data = {"vnfc": entry["vnfc"], "pgid": pgid, "pids": members}
         trace.record("note", "LeftoverRemoved", src="nfvha", data=data, why=WHY)
+
+
+async def remove_leftover_zones(zones: VnfcCgroups, keep: frozenset[str], trace: Trace) -> None:
+    """Every populated VNFC cgroup of the deployment but the adopted VNFCs' (``keep``)."""
+    for vnfc in zones.populated():
+        if vnfc not in keep:
+            await _remove_zone(zones.path(vnfc), vnfc, trace)
+
+
+async def _remove_zone(zone: Path, vnfc: str, trace: Trace) -> None:
+    pids = VnfcCgroups.members(zone)
+    if not pids:
+        return
+    if not await VnfcCgroups.kill_and_confirm(zone, KILL_WAIT_S):
+        raise OSError(f"cgroup {zone} of {vnfc}, {WHY}, is still populated after cgroup.kill")
+    data = {"vnfc": vnfc, "cgroup": str(zone), "pids": pids}
+    trace.record("note", "LeftoverRemoved", src="nfvha", data=data, why=WHY)
 
 
 async def remove_leftover_cgroup(cgroups: Cgroups, trace: Trace) -> None:

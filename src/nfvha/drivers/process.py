@@ -17,6 +17,12 @@ Contracts:
   reaped here instead of lingering as zombies that still pass ``kill -0``.
 - With a ``GroupRecord``, the remembered groups are also kept on disk, so that the next run
   can remove them if this one dies without stopping (``nfvha.drivers.leftovers``).
+- With cgroup containment (``VnfcCgroups``), each VNFC also runs in a cgroup of its own, from
+  its first instruction (the start moves itself in, then execs); its cleanup is the stop signal
+  to every process of the cgroup, ``cgroup.kill`` after the grace, and True only on
+  ``populated 0``: a daemon that detached from the group is in the cgroup still.
+- ``StartSpec``: the stop signal of the graceful stop, the user and group to run as (root
+  only), the cgroup limits.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import grp
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -32,10 +41,64 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from nfvha.drivers.cgroups import in_cgroup
+from nfvha.drivers.containment import VnfcCgroups, reap_ours
+
 if TYPE_CHECKING:
     from nfvha.drivers.leftovers import GroupRecord
 
 PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass(frozen=True, slots=True)
+class StartSpec:
+    """How a VNFC is started and stopped (config ``Vnfc``)."""
+
+    stop_signal: int = signal.SIGTERM
+    user: str | None = None
+    group: str | None = None
+    limits: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_ids(user: str | None, group: str | None) -> tuple[int | None, int | None]:
+    """(uid, gid) of a user and group given by name or number; the group defaults to the
+    user's own. ``OSError`` naming the one that does not exist, or when not root."""
+    if user is None and group is None:
+        return None, None
+    if os.geteuid() != 0:
+        raise PermissionError(
+            f"running a VNFC as another user or group needs root (nfvha runs as uid {os.geteuid()})"
+        )
+    uid = gid = None
+    if user is not None:
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise OSError(f"no user {user!r} on this machine") from None
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if group is not None:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise OSError(f"no group {group!r} on this machine") from None
+    return uid, gid
+
+
+def resolve_command(argv: list[str], env: dict[str, str], cwd: Path) -> str:
+    """The program ``argv[0]`` names, as exec would find it (on the VNFC's PATH, or relative to
+    its directory); ``FileNotFoundError``/``PermissionError`` with the reason if none."""
+    name = argv[0]
+    if "/" in name:
+        path = cwd / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{name}: no such file")
+        if not os.access(path, os.X_OK):
+            raise PermissionError(f"{name}: not executable")
+        return str(path)
+    found = shutil.which(name, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(f"{name}: command not found on the VNFC's PATH")
+    return found
 
 
 def become_subreaper() -> bool:
@@ -56,6 +119,7 @@ class Child:
     pid: int
     pidfd: int
     popen: subprocess.Popen | None = None  # None: started by a guest agent, watched from here
+    zone: Path | None = None  # its cgroup, with containment
     exited: asyncio.Future[str] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -67,10 +131,14 @@ class ProcessDriver:
         on_exit: Callable[[str, int, str], None],
         log_dir: Path,
         record: GroupRecord | None = None,
+        zones: VnfcCgroups | None = None,
     ) -> None:
         self._on_exit = on_exit
         self._log_dir = log_dir
         self._record = record
+        self.zones = zones
+        self.zone_of: dict[str, Path] = {}  # VNFC -> its cgroup, until confirmed empty
+        self.stop_signal: dict[str, int] = {}
         self.children: dict[str, Child] = {}
         self.groups: dict[int, str] = {}  # pgid -> VNFC, until confirmed empty
         self._starting: set[str] = set()
@@ -78,7 +146,14 @@ class ProcessDriver:
         self._closing = False
         become_subreaper()
 
-    async def spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> int:
+    async def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        how: StartSpec = StartSpec(),
+    ) -> int:
         """Start ``argv`` in a new session; fork/exec runs in a thread so the loop keeps serving.
 
         The start runs to its end even if the caller is cancelled, and ``shutdown`` waits for
@@ -89,43 +164,61 @@ class ProcessDriver:
         if name in self.children or name in self._starting:
             raise OSError(f"{name} is already running")
         self._starting.add(name)
-        task = asyncio.get_running_loop().create_task(self._spawn(name, argv, env, cwd))
+        self.stop_signal[name] = how.stop_signal
+        task = asyncio.get_running_loop().create_task(self._spawn(name, argv, env, cwd, how))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return await asyncio.shield(task)
 
-    async def _spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> int:
+    async def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str], cwd: Path, how: StartSpec
+    ) -> int:
         try:
-            popen = await asyncio.to_thread(self._popen, name, argv, env, cwd)
+            popen, zone = await asyncio.to_thread(self._popen, name, argv, env, cwd, how)
         finally:
             self._starting.discard(name)
-        self._watch(name, popen.pid, popen)  # our child: it cannot be reaped before this
+        self._watch(name, popen.pid, popen, zone)  # our child: it cannot be reaped before this
         return popen.pid
 
-    def adopt(self, name: str, pid: int) -> None:
+    def adopt(self, name: str, pid: int, cgroup: str | None = None) -> None:
         """Watch a VNFC that this manager did not start — a guest agent did, or a manager that
         died did (its parent reaps it; the pidfd still tells us the moment it exits, and its
         process group is still ours to clean up)."""
         try:
-            self._watch(name, pid, None)
+            self._watch(name, pid, None, Path(cgroup) if cgroup else None)
         except ProcessLookupError:
             self._on_exit(name, pid, "exited before it could be watched")
 
-    def _watch(self, name: str, pid: int, popen: subprocess.Popen | None) -> None:
+    def _watch(
+        self, name: str, pid: int, popen: subprocess.Popen | None, zone: Path | None
+    ) -> None:
         pidfd = os.pidfd_open(pid)
-        child = Child(name, pid, pidfd, popen)
+        child = Child(name, pid, pidfd, popen, zone)
         self.children[name] = child
         self.groups[pid] = name
+        if zone is not None:
+            self.zone_of[name] = zone
         if self._record is not None:
-            self._record.add(name, pid)
+            self._record.add(name, pid, str(zone) if zone else None)
         asyncio.get_running_loop().add_reader(pidfd, self._reap, child)
 
     def _popen(
-        self, name: str, argv: list[str], env: dict[str, str], cwd: Path
-    ) -> subprocess.Popen:
+        self, name: str, argv: list[str], env: dict[str, str], cwd: Path, how: StartSpec
+    ) -> tuple[subprocess.Popen, Path | None]:
+        # Resolved here, not by a shell after the fork: a missing command is an OSError of the
+        # start (StartFailed, with the reason), never the exit of a wrapper.
+        argv = [resolve_command(argv, env, cwd), *argv[1:]]
+        uid, gid = resolve_ids(how.user, how.group)
+        zone = None
+        if self.zones is not None:
+            zone = self.zones.prepare(name, how.limits)
+            if uid is not None or gid is not None:  # the move into the cgroup needs root: first
+                argv = [*_drop_to(uid, gid), *argv]
+                uid = gid = None
+            argv = in_cgroup(str(zone), argv)
         self._log_dir.mkdir(parents=True, exist_ok=True)
         with open(self._log_dir / f"{name}.log", "ab") as log:
-            return subprocess.Popen(
+            popen = subprocess.Popen(
                 argv,
                 env=env,
                 cwd=cwd,
@@ -133,7 +226,11 @@ class ProcessDriver:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,  # own session and process group: cleanup takes the group
+                user=uid,
+                group=gid,
+                extra_groups=[] if uid is not None or gid is not None else None,
             )
+        return popen, zone
 
     def _reap(self, child: Child) -> None:
         asyncio.get_running_loop().remove_reader(child.pidfd)
@@ -164,10 +261,12 @@ class ProcessDriver:
     async def cleanup(
         self, name: str, grace_s: float, kill_wait_s: float = 5.0
     ) -> tuple[bool, str]:
+        if name in self.zone_of:
+            return await self._cleanup_zone(name, grace_s, kill_wait_s)
         child = self.children.get(name)
         if child is not None:
             if grace_s > 0:
-                _signal_group(child.pid, signal.SIGTERM)
+                _signal_group(child.pid, self.stop_signal.get(name, signal.SIGTERM))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(child.exited), grace_s)
             if not child.exited.done():
@@ -184,22 +283,61 @@ class ProcessDriver:
                 return False, detail
         return True, detail
 
+    async def _cleanup_zone(
+        self, name: str, grace_s: float, kill_wait_s: float
+    ) -> tuple[bool, str]:
+        """The stop signal to every process of the VNFC's cgroup, ``cgroup.kill`` after the
+        grace; isolated only when the kernel says the cgroup is empty."""
+        zone, child = self.zone_of[name], self.children.get(name)
+        seen = VnfcCgroups.members(zone)
+        if grace_s > 0 and seen:
+            VnfcCgroups.signal_all(zone, self.stop_signal.get(name, signal.SIGTERM))
+            await VnfcCgroups.emptied(zone, grace_s)
+        seen += VnfcCgroups.members(zone)
+        if not await VnfcCgroups.kill_and_confirm(zone, kill_wait_s):
+            return False, f"cgroup {zone} still populated {kill_wait_s:g} s after cgroup.kill"
+        if child is not None:  # its pidfd is readable now: its exit is on its way to _reap
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(child.exited), kill_wait_s)
+        reap_ours(seen)
+        for pgid in [g for g, n in self.groups.items() if n == name]:
+            reap_group(pgid)  # the leader's zombie (kept with WNOWAIT until now)
+            self._forget_group(pgid)
+        del self.zone_of[name]
+        return True, f"cgroup {zone.name} empty (populated 0)"
+
+    def _forget_group(self, pgid: int) -> None:
+        if self.groups.pop(pgid, None) is not None and self._record is not None:
+            # Off the failover's path: a record that still lists an empty group for a moment
+            # is harmless (the next run finds no member in it).
+            asyncio.get_running_loop().call_soon(self._record.discard, pgid)
+
     async def _sweep_group(self, pgid: int, wait_s: float) -> tuple[bool, str]:
         """Kill and reap what is left of a process group whose leader has exited; forget the
         group once the kernel says it is empty."""
         if not await kill_group(pgid, wait_s):
             return False, f"process group {pgid} still has members"
-        if self.groups.pop(pgid, None) is not None and self._record is not None:
-            # Off the failover's path: a record that still lists an empty group for a moment
-            # is harmless (the next run finds no member in it).
-            asyncio.get_running_loop().call_soon(self._record.discard, pgid)
+        self._forget_group(pgid)
         return True, "process group gone"
 
     async def shutdown(self, grace_s: float) -> None:
         self._closing = True
         await asyncio.gather(*self._pending, return_exceptions=True)
         names = set(self.children) | set(self.groups.values())  # exited leaders' groups too
+        names |= set(self.zone_of)  # and cgroups a detached daemon may still hold
         await asyncio.gather(*(self.cleanup(n, grace_s) for n in names))
+        if self.zones is not None:
+            self.zones.remove()
+
+
+def _drop_to(uid: int | None, gid: int | None) -> list[str]:
+    """setpriv(1) argv that runs the rest as ``uid``/``gid``, with no supplementary groups."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise FileNotFoundError("setpriv (util-linux) is needed to start a VNFC as another user")
+    ids = [f"--reuid={uid}"] if uid is not None else []
+    ids += [f"--regid={gid}"] if gid is not None else []
+    return [setpriv, *ids, "--clear-groups", "--"]
 
 
 class ProcStat(NamedTuple):
