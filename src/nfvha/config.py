@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-import signal
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -130,38 +128,11 @@ class Service(Strict):
         return value
 
 
-def _signal_name(value: str) -> str:
-    name = value.upper() if value.upper().startswith("SIG") else f"SIG{value.upper()}"
-    if name not in signal.Signals.__members__ or name in ("SIGKILL", "SIGSTOP"):
-        raise ValueError(f"expected a signal name such as SIGTERM or SIGINT, got {value!r}")
-    return name
-
-
-class Limits(Strict):
-    """Resource limits, written to the VNFC's cgroup (memory.max, cpu.max, pids.max) before it
-    starts; they need cgroup containment and those controllers (``nfvha check`` says)."""
-
-    memory_max: str | None = Field(None, pattern=r"^(max|[0-9]+[KMGT]?)$")  # bytes, or 256M
-    cpu_max: str | None = Field(None, pattern=r"^(max|[0-9]+)( [0-9]+)?$")  # "QUOTA PERIOD" µs
-    pids_max: PositiveInt | None = None
-
-    def files(self) -> dict[str, str]:
-        """The cgroup files to write, and what."""
-        values = {"memory.max": self.memory_max, "cpu.max": self.cpu_max}
-        values["pids.max"] = str(self.pids_max) if self.pids_max else None
-        return {file: value for file, value in values.items() if value is not None}
-
-
 class Vnfc(Strict):
     name: Name
     command: Command
     env: dict[str, str] = {}
     vm: Name | None = None  # with hosts declared: its VM (default: a VM of its own)
-    # The graceful stop (cleanup_grace_ms, a deliberate shutdown) sends this, SIGKILL after.
-    stop_signal: Annotated[str, AfterValidator(_signal_name)] = "SIGTERM"
-    user: str | None = None  # run as this user (name or uid) and group: needs root
-    group: str | None = None
-    limits: Limits = Limits()
 
 
 class Repair(Strict):
@@ -173,6 +144,32 @@ class Repair(Strict):
     action: Literal["restart", "restart_from_snapshot", "failover_standby_vm"] = (
         "restart_from_snapshot"
     )
+
+
+class Hooks(Strict):
+    """Notify hooks (keepalived's notify scripts): commands run, in the file's directory, when
+    a VNFC of the VNF confirms the active or standby role or its failure is decided. They
+    never delay a failover; one still running after ``timeout_s`` is killed."""
+
+    active: Command | None = None
+    standby: Command | None = None
+    failed: Command | None = None
+    timeout_s: PositiveFloat = 10.0
+
+
+class MetricsEndpoint(Strict):
+    """Prometheus metrics over HTTP (``/metrics``). Loopback only: the endpoint has no
+    authentication, so whatever scrapes it from elsewhere goes through a proxy that has."""
+
+    port: int = Field(9464, ge=1, le=65535)
+    address: str = "127.0.0.1"
+
+    @field_validator("address")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        if not ipaddress.ip_address(value).is_loopback:
+            raise ValueError(f"expected a loopback address such as 127.0.0.1, got {value!r}")
+        return value
 
 
 class Host(Strict):
@@ -227,6 +224,7 @@ class Vnf(Strict):
     state_store: StateLocation = StateLocation()
     sdk: bool = True  # False: plain processes, supervised and health-checked only
     repair: Repair = Repair()
+    hooks: Hooks | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Vnf:
@@ -287,32 +285,6 @@ class Vnf(Strict):
         """What the manager's checkpoint service does for this VNF."""
         return "external" if self.sync in ("shared_storage", "store") else self.state_mode
 
-class Hooks(Strict):
-    """Notify hooks (keepalived's notify scripts): commands run, in the file's directory, when
-    a VNFC of the VNF confirms the active or standby role or its failure is decided. They
-    never delay a failover; one still running after ``timeout_s`` is killed."""
-
-    active: Command | None = None
-    standby: Command | None = None
-    failed: Command | None = None
-    timeout_s: PositiveFloat = 10.0
-
-
-class MetricsEndpoint(Strict):
-    """Prometheus metrics over HTTP (``/metrics``). Loopback only: the endpoint has no
-    authentication, so whatever scrapes it from elsewhere goes through a proxy that has."""
-
-    port: int = Field(9464, ge=1, le=65535)
-    address: str = "127.0.0.1"
-
-    @field_validator("address")
-    @classmethod
-    def _loopback(cls, value: str) -> str:
-        if not ipaddress.ip_address(value).is_loopback:
-            raise ValueError(f"expected a loopback address such as 127.0.0.1, got {value!r}")
-        return value
-
-
 
 class HostReliability(Strict):
     """How often an entity fails and how long its repair takes (``nfvha predict``)."""
@@ -344,6 +316,7 @@ class Deployment(Strict):
     vms: list[VmDecl] = []
     nfvi: Nfvi = Nfvi()
     reliability: Reliability | None = None  # for 'nfvha predict'
+    metrics: MetricsEndpoint | None = None  # absent: no metrics endpoint
 
     @model_validator(mode="after")
     def _unique(self) -> Deployment:
@@ -365,7 +338,6 @@ class Deployment(Strict):
             if dupes:
                 raise ValueError(f"{label} names must be unique, repeated: {', '.join(dupes)}")
         if self.vms and not self.hosts:
-    hooks: Hooks | None = None
             raise ValueError("VMs are declared but no hosts: declare 'hosts' too")
         rel = self.reliability
         if rel is not None and (rel.vm or rel.host) and not self.hosts:
@@ -440,4 +412,3 @@ def load(path: str | Path) -> tuple[Deployment, Path]:
         return Deployment.model_validate(raw), path.resolve().parent
     except ValidationError as exc:
         raise invalid(path, exc) from None
-    metrics: MetricsEndpoint | None = None  # absent: no metrics endpoint

@@ -20,8 +20,8 @@ from nfvha.cli.output import console, err, fail, load_config, print_timeline
 from nfvha.lab import report
 from nfvha.runtime import paths
 from nfvha.runtime.control import ControlError, request
-
 from nfvha.runtime.sdnotify import SdNotify, without_notify
+
 commands = typer.Typer()  # merged into the top level
 fault_app = typer.Typer(help="Inject faults into a running deployment.", no_args_is_help=True)
 
@@ -143,27 +143,29 @@ async def _run(
         )
     standbys = StandbyManager(standby_args) if standby_args is not None else None
     engine_stop = asyncio.Event()
-
-    async def stop_in_order() -> None:
-        """A deliberate stop: the standby first (it must not take over), then everything."""
-        await stop.wait()
-        if standbys is not None:
-            await standbys.stop()
-        engine_stop.set()
-
     systemd = None if standby else SdNotify.from_env()  # only the leader speaks for the unit
     notifying = (
         asyncio.ensure_future(systemd.run(engine.started, engine.all_up)) if systemd else None
     )
+
+    async def stop_in_order() -> None:
+        """A deliberate stop: the standby first (it must not take over), then everything."""
+        await stop.wait()
+        if systemd is not None:
+            systemd.send("STOPPING=1")
+        if standbys is not None:
+            await standbys.stop()
+        engine_stop.set()
+
     stopper = asyncio.ensure_future(stop_in_order())
     try:
         if standbys is not None:
             standbys.start()
-        if systemd is not None:
-            systemd.send("STOPPING=1")
         await engine.run(engine_stop)
     finally:
         stopper.cancel()
+        if notifying:
+            notifying.cancel()
         if standbys is not None:
             await standbys.stop()
         trace.close()
@@ -172,8 +174,6 @@ async def _run(
         f"nfvha: {deployment.name} stopped; every process it started is gone.", highlight=False
     )
 
-        if notifying:
-            notifying.cancel()
 
 class StandbyManager:
     """The leader's hot standby: ``nfvha run --standby`` in a session of its own, started
@@ -198,6 +198,7 @@ class StandbyManager:
                 "--standby",
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
+                env=without_notify(os.environ),  # the leader alone notifies systemd
             )
             await self.proc.wait()
             await asyncio.sleep(1.0)  # it died: another one, but never in a tight loop
@@ -206,7 +207,6 @@ class StandbyManager:
         if self._keeper is not None:
             self._keeper.cancel()
             self._keeper = None
-                env=without_notify(os.environ),  # the leader alone notifies systemd
         proc, self.proc = self.proc, None
         if proc is not None and proc.returncode is None:
             proc.terminate()
@@ -234,6 +234,7 @@ def status(
     except typer.Exit:
         raise typer.Exit(UNKNOWN) from None  # the reason is printed already
     answer.pop("ok")
+    code = health_code(answer)
     if as_json:
         print(json.dumps(answer, indent=2))
         raise typer.Exit(code)
@@ -242,7 +243,6 @@ def status(
         highlight=False,
     )
     for vnf in answer["vnfs"]:
-    code = health_code(answer)
         svc = vnf["service"]
         health = "[green]up[/green]" if svc["up"] else "[red]DOWN[/red]"
         extra = " (degraded: no standby holds the state)" if vnf["degraded"] else ""
@@ -280,14 +280,6 @@ def status(
         console.print(
             f"[red]escalated:[/red] {esc['vnfc']} of {esc['vnf']}: {esc['reason']}", highlight=False
         )
-
-
-@commands.command("trace")
-def trace_cmd(
-    file: Annotated[
-        Path | None,
-        typer.Option("--file", help="Read a trace file instead of the running deployment."),
-    ] = None,
     raise typer.Exit(code)
 
 
@@ -304,6 +296,14 @@ def health_code(answer: dict[str, Any]) -> int:
     if states & {"starting", "failed"} or any(v["degraded"] or v.get("store_error") for v in vnfs):
         return WARNING
     return OK
+
+
+@commands.command("trace")
+def trace_cmd(
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Read a trace file instead of the running deployment."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the raw records as JSON lines.")
     ] = False,

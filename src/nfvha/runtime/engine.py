@@ -34,17 +34,16 @@ from nfvha.core.placement import Placement, plan
 from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
 from nfvha.drivers import leftovers
-from nfvha.drivers.containment import VnfcCgroups
 from nfvha.drivers.health import HealthMonitor, network_probe
 from nfvha.drivers.nfvi import NfviDriver, VmUnreachable
-from nfvha.drivers.process import ProcessDriver, StartSpec
+from nfvha.drivers.process import ProcessDriver
 from nfvha.drivers.store import DiskStore, StoreError
 from nfvha.runtime import journal, paths
 from nfvha.runtime.connections import Connections
-from nfvha.runtime.sync import peer_address, sync_spec
 from nfvha.runtime.hooks import HookRunner
 from nfvha.runtime.metrics import Metrics
 from nfvha.runtime.outcomes import Outcomes
+from nfvha.runtime.sync import peer_address, sync_spec
 from nfvha.runtime.trace import Throttle, Trace
 from nfvha.sdk import ENV_ADDRESS, ENV_PEER, ENV_SOCKET, ENV_VNFC
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, decode_from_component, encode
@@ -104,10 +103,7 @@ class Engine(d.Drivers):
         self.started = asyncio.Event()
         self.stopped = asyncio.Event()
         self.record = leftovers.GroupRecord(self.runtime_dir / leftovers.RECORD)
-        # Each VNFC of this machine in a cgroup of its own when possible (a detached daemon
-        # stays in it); else process groups, and `containment` says why (run warns).
-        zones, self.containment = VnfcCgroups.open(deployment.name)
-        self.procs = ProcessDriver(self._on_exit, state_dir / "logs", self.record, zones)
+        self.procs = ProcessDriver(self._on_exit, state_dir / "logs", self.record)
         self._servers: list[asyncio.AbstractServer] = []
         self.connections = Connections(trace)  # of the component and control sockets
         self._refusals = Throttle(trace, burst=REFUSALS_TRACED)
@@ -129,15 +125,15 @@ class Engine(d.Drivers):
         self.nfvi: NfviDriver | None = None
         if self.placement is not None:
             self._add_nfvi(self.placement)
-
-    # The managers are the dispatcher's; these views keep the engine's readers simple.
-
-    @property
         # The tools around nfvha (stderr lines, metrics, notify hooks) read the trace.
         self.outcomes = Outcomes(deployment)
         self.metrics = Metrics(deployment) if deployment.metrics is not None else None
         self.hooks = HookRunner(deployment, base_dir, trace)
         trace.observe(self._observe)
+
+    # The managers are the dispatcher's; these views keep the engine's readers simple.
+
+    @property
     def owner(self) -> dict[str, str]:
         return self.dispatcher.owner
 
@@ -229,9 +225,6 @@ class Engine(d.Drivers):
             await leftovers.remove_leftover_cgroup(self.nfvi.cgroups, self.trace)
         keep = frozenset(e["pgid"] for e in adoptable)
         await leftovers.remove_leftover_groups(record, self.trace, keep=keep)
-        if self.procs.zones is not None:
-            adopted = frozenset(e["vnfc"] for e in adoptable)
-            await leftovers.remove_leftover_zones(self.procs.zones, adopted, self.trace)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)  # its stale sockets and record
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -244,6 +237,8 @@ class Engine(d.Drivers):
             )
         )
         self._servers.append(await ControlServer(self).start())
+        if self.metrics is not None and (endpoint := self.deployment.metrics) is not None:
+            self.metrics.serve(endpoint.address, endpoint.port)
         self.trace.record(
             "note", "DeploymentStarted", src="nfvha", data={"name": self.deployment.name}
         )
@@ -251,8 +246,6 @@ class Engine(d.Drivers):
             agents = await self.nfvi.start(adopt=bool(adoptable))
             data = {**self.vim.snapshot(), "adopted_agents": agents}
             self.trace.record("note", "NfviUp", src="vim", data=data)
-        if self.metrics is not None and (endpoint := self.deployment.metrics) is not None:
-            self.metrics.serve(endpoint.address, endpoint.port)
             # VNFCs whose VM could not be adopted went with it: nothing is left to adopt.
             adoptable = [e for e in adoptable if leftovers.runs_as_recorded(e)]
         self._spawn_task(self._renew_leases())
@@ -280,7 +273,7 @@ class Engine(d.Drivers):
         runs, as the active it was."""
         names = {e["vnfc"] for e in entries}
         for entry in entries:
-            self.procs.adopt(entry["vnfc"], entry["pgid"], entry.get("cgroup"))
+            self.procs.adopt(entry["vnfc"], entry["pgid"])
         self.trace.record("note", "Adopting", src="nfvha", data={"vnfcs": sorted(names)})
         sdk = {n for n in names if self.vnfs[self.owner[n]].spec.sdk}
         lease = max(self.vnfs[self.owner[n]].spec.policies.role_lease_ms for n in names) / 1000
@@ -322,6 +315,9 @@ class Engine(d.Drivers):
         for link in self.links.values():
             link.writer.close()
         await self.connections.close()
+        await self.hooks.close()
+        if self.metrics is not None:
+            self.metrics.close()
         for vnf in self.vnfs.values():
             if vnf.store:
                 vnf.store.close()
@@ -329,9 +325,6 @@ class Engine(d.Drivers):
         self.trace.record("note", "DeploymentStopped", src="nfvha")
         self.stopped.set()
 
-        await self.hooks.close()
-        if self.metrics is not None:
-            self.metrics.close()
     # --- events in ----------------------------------------------------------------------------
 
     def feed(self, target: str, event: Traced) -> None:
@@ -358,13 +351,6 @@ class Engine(d.Drivers):
             names = {e.vnfc for e in self.vnfm.escalations} | {(rec.data or {}).get("vnfc", "")}
             self.record.set_escalated(sorted(n for n in names if n in self.owner))
 
-    def start_vnfc(self, vnf: str, cmd: m.StartVnfc) -> None:
-        self._spawn_task(self._start_vnfc(self.vnfs[vnf], cmd.vnfc, cmd.token))
-
-    def cleanup(self, vnf: str, cmd: m.Cleanup) -> None:
-        self._spawn_task(self._cleanup(vnf, cmd))
-
-    def assign_role(self, vnf: str, cmd: m.AssignRole, state: dict[str, Any]) -> None:
     def _observe(self, rec: dict[str, Any]) -> None:
         """Every trace record, as it is made: escalations and failovers to stderr (journald),
         metrics, notify hooks. None of it may break or hold up the managers."""
@@ -377,6 +363,13 @@ class Engine(d.Drivers):
         except Exception:
             traceback.print_exc()  # not traced: tracing it would come back here
 
+    def start_vnfc(self, vnf: str, cmd: m.StartVnfc) -> None:
+        self._spawn_task(self._start_vnfc(self.vnfs[vnf], cmd.vnfc, cmd.token))
+
+    def cleanup(self, vnf: str, cmd: m.Cleanup) -> None:
+        self._spawn_task(self._cleanup(vnf, cmd))
+
+    def assign_role(self, vnf: str, cmd: m.AssignRole, state: dict[str, Any]) -> None:
         spec = self.vnfs[vnf].spec
         if link := self.links.get(cmd.vnfc):
             link.send(
@@ -466,10 +459,7 @@ class Engine(d.Drivers):
         try:
             vm = self.placement.vnfc_vm[name] if self.placement else None
             if vm is None:
-                how = StartSpec(
-                    signal.Signals[spec.stop_signal], spec.user, spec.group, spec.limits.files()
-                )
-                pid = await self.procs.spawn(name, spec.command, env, self.base_dir, how)
+                pid = await self.procs.spawn(name, spec.command, env, self.base_dir)
             else:
                 pid = await self.nfvi.start_vnfc(vm, name, spec.command, env, self.base_dir)
                 self.procs.adopt(name, pid)
@@ -689,6 +679,10 @@ class Engine(d.Drivers):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def all_up(self) -> bool:
+        """Every VNF's service is served by a confirmed active."""
+        return all(vnf.manager.snapshot()["service"]["up"] for vnf in self.vnfs.values())
+
     def status(self) -> dict[str, Any]:
         vnfs = []
         for vnf in self.vnfs.values():
@@ -699,10 +693,6 @@ class Engine(d.Drivers):
             snap["checkpoint_version"] = vnf.checkpoints.version
             snap["store_error"] = vnf.checkpoints.store_error
             snap["error_open"] = vnf.spec.service.name in self.errors_open
-    def all_up(self) -> bool:
-        """Every VNF's service is served by a confirmed active."""
-        return all(vnf.manager.snapshot()["service"]["up"] for vnf in self.vnfs.values())
-
             vnfs.append(snap)
         status = {
             "deployment": self.deployment.name,

@@ -1,8 +1,14 @@
 """The trace: every event, command and message with a monotonic timestamp (ns).
 
 It is the one source for timelines, outage figures and invariant checks. Records are plain
-dicts, written as JSON lines: ``{"t": ns, "kind": ..., "src": ..., "dst": ..., "name": ...,
-"data": {...}, "why": ...}``. ``kind`` is one of event, command, message, fault, note.
+dicts, written as JSON lines: ``{"t": ns, "wall": s, "kind": ..., "src": ..., "dst": ...,
+"name": ..., "data": {...}, "why": ...}``. ``kind`` is one of event, command, message, fault,
+note. ``t`` (CLOCK_MONOTONIC) orders and measures; ``wall`` (epoch seconds, when it was
+recorded) is for people and for matching other logs (journald, Prometheus): it can jump, so
+nothing is computed from it.
+
+Observers (``observe``) see every record as it is made: metrics, the stderr lines and the
+notify hooks all read the trace, so they can never disagree with it.
 
 Memory keeps the latest ``maxlen`` records (a ring), so a deployment that runs for months does
 not grow; the file sink (``nfvha run --trace FILE``) gets every record and is the whole history.
@@ -15,7 +21,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,6 +43,11 @@ class Trace:
     def __init__(self, sink: Path | None = None, maxlen: int | None = MAXLEN) -> None:
         self.records: Ring = Ring(maxlen=maxlen)
         self._sink: IO[str] | None = open(sink, "a", buffering=1) if sink else None  # noqa: SIM115
+        self._observers: list[Callable[[Record], None]] = []
+
+    def observe(self, observer: Callable[[Record], None]) -> None:
+        """Call ``observer`` with every record from now on; it must not raise or block."""
+        self._observers.append(observer)
 
     def record(
         self,
@@ -49,7 +60,12 @@ class Trace:
         why: str = "",
         t: int | None = None,
     ) -> Record:
-        rec: Record = {"t": t if t is not None else time.monotonic_ns(), "kind": kind, "name": name}
+        rec: Record = {
+            "t": t if t is not None else time.monotonic_ns(),
+            "wall": time.time(),
+            "kind": kind,
+            "name": name,
+        }
         if src:
             rec["src"] = src
         if dst:
@@ -61,6 +77,8 @@ class Trace:
         self.records.append(rec)
         if self._sink:
             self._sink.write(json.dumps(rec) + "\n")
+        for observer in self._observers:
+            observer(rec)
         return rec
 
     def since(self, t_ns: int) -> list[Record]:
