@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -128,11 +130,38 @@ class Service(Strict):
         return value
 
 
+def _signal_name(value: str) -> str:
+    name = value.upper() if value.upper().startswith("SIG") else f"SIG{value.upper()}"
+    if name not in signal.Signals.__members__ or name in ("SIGKILL", "SIGSTOP"):
+        raise ValueError(f"expected a signal name such as SIGTERM or SIGINT, got {value!r}")
+    return name
+
+
+class Limits(Strict):
+    """Resource limits, written to the VNFC's cgroup (memory.max, cpu.max, pids.max) before it
+    starts; they need cgroup containment and those controllers (``nfvha check`` says)."""
+
+    memory_max: str | None = Field(None, pattern=r"^(max|[0-9]+[KMGT]?)$")  # bytes, or 256M
+    cpu_max: str | None = Field(None, pattern=r"^(max|[0-9]+)( [0-9]+)?$")  # "QUOTA PERIOD" µs
+    pids_max: PositiveInt | None = None
+
+    def files(self) -> dict[str, str]:
+        """The cgroup files to write, and what."""
+        values = {"memory.max": self.memory_max, "cpu.max": self.cpu_max}
+        values["pids.max"] = str(self.pids_max) if self.pids_max else None
+        return {file: value for file, value in values.items() if value is not None}
+
+
 class Vnfc(Strict):
     name: Name
     command: Command
     env: dict[str, str] = {}
     vm: Name | None = None  # with hosts declared: its VM (default: a VM of its own)
+    # The graceful stop (cleanup_grace_ms, a deliberate shutdown) sends this, SIGKILL after.
+    stop_signal: Annotated[str, AfterValidator(_signal_name)] = "SIGTERM"
+    user: str | None = None  # run as this user (name or uid) and group: needs root
+    group: str | None = None
+    limits: Limits = Limits()
 
 
 class Repair(Strict):

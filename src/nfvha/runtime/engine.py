@@ -34,9 +34,10 @@ from nfvha.core.placement import Placement, plan
 from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
 from nfvha.drivers import leftovers
+from nfvha.drivers.containment import VnfcCgroups
 from nfvha.drivers.health import HealthMonitor, network_probe
 from nfvha.drivers.nfvi import NfviDriver, VmUnreachable
-from nfvha.drivers.process import ProcessDriver
+from nfvha.drivers.process import ProcessDriver, StartSpec
 from nfvha.drivers.store import DiskStore, StoreError
 from nfvha.runtime import journal, paths
 from nfvha.runtime.connections import Connections
@@ -103,7 +104,10 @@ class Engine(d.Drivers):
         self.started = asyncio.Event()
         self.stopped = asyncio.Event()
         self.record = leftovers.GroupRecord(self.runtime_dir / leftovers.RECORD)
-        self.procs = ProcessDriver(self._on_exit, state_dir / "logs", self.record)
+        # Each VNFC of this machine in a cgroup of its own when possible (a detached daemon
+        # stays in it); else process groups, and `containment` says why (run warns).
+        zones, self.containment = VnfcCgroups.open(deployment.name)
+        self.procs = ProcessDriver(self._on_exit, state_dir / "logs", self.record, zones)
         self._servers: list[asyncio.AbstractServer] = []
         self.connections = Connections(trace)  # of the component and control sockets
         self._refusals = Throttle(trace, burst=REFUSALS_TRACED)
@@ -225,6 +229,9 @@ class Engine(d.Drivers):
             await leftovers.remove_leftover_cgroup(self.nfvi.cgroups, self.trace)
         keep = frozenset(e["pgid"] for e in adoptable)
         await leftovers.remove_leftover_groups(record, self.trace, keep=keep)
+        if self.procs.zones is not None:
+            adopted = frozenset(e["vnfc"] for e in adoptable)
+            await leftovers.remove_leftover_zones(self.procs.zones, adopted, self.trace)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)  # its stale sockets and record
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -273,7 +280,7 @@ class Engine(d.Drivers):
         runs, as the active it was."""
         names = {e["vnfc"] for e in entries}
         for entry in entries:
-            self.procs.adopt(entry["vnfc"], entry["pgid"])
+            self.procs.adopt(entry["vnfc"], entry["pgid"], entry.get("cgroup"))
         self.trace.record("note", "Adopting", src="nfvha", data={"vnfcs": sorted(names)})
         sdk = {n for n in names if self.vnfs[self.owner[n]].spec.sdk}
         lease = max(self.vnfs[self.owner[n]].spec.policies.role_lease_ms for n in names) / 1000
@@ -459,7 +466,10 @@ class Engine(d.Drivers):
         try:
             vm = self.placement.vnfc_vm[name] if self.placement else None
             if vm is None:
-                pid = await self.procs.spawn(name, spec.command, env, self.base_dir)
+                how = StartSpec(
+                    signal.Signals[spec.stop_signal], spec.user, spec.group, spec.limits.files()
+                )
+                pid = await self.procs.spawn(name, spec.command, env, self.base_dir, how)
             else:
                 pid = await self.nfvi.start_vnfc(vm, name, spec.command, env, self.base_dir)
                 self.procs.adopt(name, pid)
