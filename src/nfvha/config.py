@@ -63,29 +63,112 @@ def parse_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class HealthCheck(Strict):
-    """How a hung VNFC is found: SDK heartbeat, or udp/tcp/exec probes for components without it."""
+def _hex(value: str) -> str:
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"expected hex digits (pairs, spaces allowed), got {value!r}") from None
+    return value
 
-    kind: Literal["sdk", "udp", "tcp", "exec"] = "sdk"
+
+Hex = Annotated[str, AfterValidator(_hex)]
+
+
+class HealthCheck(Strict):
+    """How a hung VNFC is found: the SDK's heartbeat, or a probe for a component without it.
+
+    ``tcp`` only connects: the kernel completes a connection to the listening socket of a
+    stopped (hung) process, so it sees a crash but never a hang. ``http``, ``dns`` and ``udp``
+    speak the protocol and do see one; ``exec`` sees what its command checks."""
+
+    kind: Literal["sdk", "udp", "tcp", "http", "dns", "exec"] = "sdk"
     interval_ms: PositiveInt = 50
     failure_threshold: PositiveInt = 3
-    timeout_ms: PositiveInt | None = None  # defaults to the interval
-    address: str | None = None  # udp/tcp target; defaults to the service address
-    send: str = "GET 0"  # udp payload
-    expect: str = "OK"  # udp answer prefix
+    # One probe's time to answer; defaults to the interval and may not exceed it: probes go
+    # out twice per interval, so a longer one would only pile up probes (and exec processes).
+    timeout_ms: PositiveInt | None = None
+    address: str | None = None  # udp/tcp/http/dns target; defaults to the service address
+    send: str = "GET 0"  # udp payload (text)
+    expect: str = "OK"  # udp answer prefix (text)
+    send_hex: Hex | None = None  # udp payload (binary), instead of send
+    expect_hex: Hex | None = None  # udp answer prefix (binary), instead of expect
     command: Command | None = None  # exec: exit status 0 means healthy
+    method: str = Field("GET", pattern=r"^[A-Z]+$")  # http
+    path: str = Field("/", pattern=r"^/\S*$")  # http
+    expect_status: int = Field(200, ge=100, le=599)  # http
+    expect_body: str | None = None  # http: a substring of the body
+    query: str | None = None  # dns: the name asked for
+    query_type: str = "A"  # dns
+    expect_answer: str | None = None  # dns: a substring of the answer section
+    expect_rcode: str = "NOERROR"  # dns
 
     @model_validator(mode="after")
     def _kind_fields(self) -> HealthCheck:
+        fields = type(self).model_fields
+        # Compared with the defaults, not model_fields_set: a dumped model sets every field.
+        given = {f for f in fields if getattr(self, f) != fields[f].default}
+        foreign = sorted(given - _HEALTH_COMMON - _HEALTH_FIELDS[self.kind])
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)}: not used by a {self.kind} health check")
         if self.kind == "exec" and not self.command:
             raise ValueError("an exec health check needs 'command'")
+        if self.kind == "dns" and not self.query:
+            raise ValueError("a dns health check needs 'query' (the name to ask for)")
+        for text, binary in (("send", "send_hex"), ("expect", "expect_hex")):
+            if {text, binary} <= given:
+                raise ValueError(f"give '{text}' or '{binary}', not both")
+        if self.timeout_ms is not None and self.timeout_ms > self.interval_ms:
+            raise ValueError(
+                f"timeout_ms {self.timeout_ms} exceeds interval_ms {self.interval_ms}: "
+                "a probe must answer within its interval"
+            )
         if self.address is not None:
             parse_address(self.address)
+        if self.kind == "dns":
+            _dns_names(self.query_type, self.expect_rcode)
         return self
 
     @property
     def timeout_s(self) -> float:
         return (self.timeout_ms or self.interval_ms) / 1000
+
+    @property
+    def payload(self) -> bytes:
+        """What a udp check sends."""
+        return bytes.fromhex(self.send_hex) if self.send_hex is not None else self.send.encode()
+
+    @property
+    def answer_prefix(self) -> bytes:
+        """How a udp check's good answer begins."""
+        if self.expect_hex is not None:
+            return bytes.fromhex(self.expect_hex)
+        return self.expect.encode()
+
+
+_HEALTH_COMMON = {"kind", "interval_ms", "failure_threshold", "timeout_ms"}
+_HEALTH_FIELDS: dict[str, set[str]] = {
+    "sdk": set(),
+    "udp": {"address", "send", "expect", "send_hex", "expect_hex"},
+    "tcp": {"address"},
+    "http": {"address", "method", "path", "expect_status", "expect_body"},
+    "dns": {"address", "query", "query_type", "expect_answer", "expect_rcode"},
+    "exec": {"command"},
+}
+
+
+def _dns_names(query_type: str, rcode: str) -> None:
+    import dns.exception
+    import dns.rcode
+    import dns.rdatatype
+
+    try:
+        dns.rdatatype.from_text(query_type)
+    except dns.exception.DNSException:
+        raise ValueError(f"query_type {query_type!r} is not a DNS record type") from None
+    try:
+        dns.rcode.from_text(rcode)
+    except dns.exception.DNSException:
+        raise ValueError(f"expect_rcode {rcode!r} is not a DNS rcode (e.g. NOERROR)") from None
 
 
 class Policies(Strict):
@@ -286,7 +369,9 @@ class Vnf(Strict):
                     "without the SDK a spare cannot wait idle: use spare_start: on_demand"
                 )
             if self.policies.health_check.kind == "sdk":
-                raise ValueError("without the SDK choose a udp, tcp or exec health check")
+                raise ValueError(
+                    "without the SDK choose a udp, tcp, http, dns or exec health check"
+                )
         return self
 
     def _check_sync(self) -> None:
@@ -441,3 +526,18 @@ def load(path: str | Path) -> tuple[Deployment, Path]:
         return Deployment.model_validate(raw), path.resolve().parent
     except ValidationError as exc:
         raise invalid(path, exc) from None
+
+
+def warnings(deployment: Deployment) -> list[str]:
+    """What is valid but probably not meant: one line each, the path inside the file first."""
+    return _health_warnings(deployment)
+
+
+def _health_warnings(deployment: Deployment) -> list[str]:
+    return [
+        f"vnfs[{i}].policies.health_check.kind: tcp only connects, and the kernel completes a "
+        "connection to a hung (stopped) process's listening socket: a hang goes unseen; use a "
+        "check that speaks the protocol (http, dns, udp, exec)"
+        for i, vnf in enumerate(deployment.vnfs)
+        if vnf.policies.health_check.kind == "tcp"
+    ]

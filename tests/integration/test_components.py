@@ -235,9 +235,9 @@ def test_component_without_sdk_is_restarted(fault: str, tmp_path: Path) -> None:
                 "kind": "udp",
                 "send": "GET 0",
                 "expect": "OK",
-                "interval_ms": 100,
-                "timeout_ms": 250,
-                "failure_threshold": 3,
+                "interval_ms": 150,
+                "timeout_ms": 150,
+                "failure_threshold": 2,
             },
             "cleanup_grace_ms": 200,
         },
@@ -271,7 +271,7 @@ def test_component_without_sdk_is_restarted(fault: str, tmp_path: Path) -> None:
             expected = "ProcessExited" if fault == "vnfc-crash" else "HealthCheckFailed"
             assert recs[detected]["name"] == expected, context
             if fault == "vnfc-hang":
-                assert "3 health checks missed in a row" in recs[detected]["why"], context
+                assert "2 health checks missed in a row" in recs[detected]["why"], context
             isolated = index(recs, detected, kind="event", name="CleanupDone", src=vnfc, ok=True)
             restart = index(recs, isolated, kind="command", name="StartVnfc", dst=vnfc)
             started = index(recs, restart, kind="event", name="ProcessStarted", pid=new)

@@ -25,7 +25,7 @@ from tests.integration.support.trace import (
 )
 
 MODELS = ["2n", "n+m", "none"]
-HANG_HEALTH = {"interval_ms": 100, "timeout_ms": 200, "failure_threshold": 3}
+HANG_HEALTH = {"interval_ms": 150, "timeout_ms": 150, "failure_threshold": 2}
 
 
 def experiment(model: str, fault: str, tmp_path: Path, health: dict) -> Experiment:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nfvha import config as cfg
@@ -57,8 +58,15 @@ def call(sock: Path | None, payload: dict[str, Any]) -> dict[str, Any]:
 
 @commands.command()
 def check(config: Annotated[Path, typer.Argument(help="Deployment file (YAML).")]) -> None:
-    """Validate a deployment file; exit code 2 and the reason if it is not valid."""
+    """Validate a deployment file; exit code 2 and the reason if it is not valid. Warnings
+    (valid, but probably not meant) go to stderr and keep exit code 0."""
     deployment, _ = load_config(config)
+    for warning in cfg.warnings(deployment):
+        err.print(
+            f"[yellow]warning:[/yellow] {config}: {escape(warning)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"{config}: valid ({len(deployment.vnfs)} VNF)", highlight=False)
 
 

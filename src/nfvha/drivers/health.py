@@ -1,7 +1,11 @@
 """Health checks: periodic probes of a VNFC, reported as pass/fail.
 
 Kinds: ``sdk`` (a ping answered by the component's SDK), ``udp`` (send a datagram, expect an
-answer starting with a prefix), ``tcp`` (a connection is accepted), ``exec`` (a command exits 0).
+answer starting with a prefix), ``http`` (a request answered with the expected status, and
+body), ``dns`` (a query answered with the expected rcode, and answer), ``exec`` (a command exits
+0 within its timeout), ``tcp`` (a connection is accepted). ``tcp`` cannot see a hang: the
+kernel completes the handshake on the listening socket of a stopped process, so only the
+protocol checks (and sdk) tell a hung daemon from a healthy one.
 
 Timing is a heartbeat's, as keepalived's master-down timer: a miss is counted at every whole
 interval without a good answer since the last one. Probes go out twice per interval, whatever
@@ -94,9 +98,13 @@ class HealthMonitor:
 def network_probe(spec: HealthCheck, service_address: str) -> Probe:
     host, port = parse_address(spec.address or service_address)
     if spec.kind == "udp":
-        return lambda: _udp(host, port, spec.send.encode(), spec.expect.encode())
+        return lambda: _udp(host, port, spec.payload, spec.answer_prefix)
     if spec.kind == "tcp":
         return lambda: _tcp(host, port)
+    if spec.kind == "http":
+        return lambda: _http(host, port, spec)
+    if spec.kind == "dns":
+        return lambda: _dns(host, port, spec)
     if spec.kind == "exec":
         assert spec.command
         return lambda: _exec(spec.command)
@@ -122,6 +130,69 @@ async def _tcp(host: str, port: int) -> str | None:
     except OSError as exc:
         return exc.strerror or str(exc)
     writer.close()
+    return None
+
+
+async def _http(host: str, port: int, spec: HealthCheck) -> str | None:
+    """One HTTP/1.1 request on a connection of its own (closed by the server after it)."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    try:
+        request = (
+            f"{spec.method} {spec.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "User-Agent: nfvha-health\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(request.encode())
+        await writer.drain()
+        status_line = await reader.readline()
+        # The rest (headers, then body) only when the body is checked: up to the server's close.
+        rest = await _read_to_end(reader, 1 << 16) if spec.expect_body is not None else b""
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        writer.close()
+    return _http_verdict(status_line, rest, spec)
+
+
+async def _read_to_end(reader: asyncio.StreamReader, limit: int) -> bytes:
+    data = b""
+    while len(data) < limit and (chunk := await reader.read(limit - len(data))):
+        data += chunk
+    return data
+
+
+def _http_verdict(status_line: bytes, answer: bytes, spec: HealthCheck) -> str | None:
+    parts = status_line.split()
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return f"not an HTTP answer: {status_line[:40]!r}"
+    if int(parts[1]) != spec.expect_status:
+        return f"status {int(parts[1])}, expected {spec.expect_status}"
+    if spec.expect_body is not None and spec.expect_body.encode() not in answer:
+        return f"body without {spec.expect_body!r}"
+    return None
+
+
+async def _dns(host: str, port: int, spec: HealthCheck) -> str | None:
+    import dns.asyncquery
+    import dns.exception
+    import dns.message
+    import dns.rcode
+
+    assert spec.query
+    query = dns.message.make_query(spec.query, spec.query_type)
+    try:
+        # The monitor's wait_for bounds it; dnspython wants a timeout of its own as well.
+        answer = await dns.asyncquery.udp(query, host, port=port, timeout=spec.timeout_s)
+    except (OSError, dns.exception.DNSException) as exc:
+        return str(exc) or type(exc).__name__
+    rcode = dns.rcode.to_text(answer.rcode())
+    if rcode != spec.expect_rcode.upper():
+        return f"rcode {rcode}, expected {spec.expect_rcode.upper()}"
+    text = "\n".join(rrset.to_text() for rrset in answer.answer)
+    if spec.expect_answer is not None and spec.expect_answer not in text:
+        return f"answer without {spec.expect_answer!r}: {text[:80]!r}"
     return None
 
 
