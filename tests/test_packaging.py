@@ -25,3 +25,11 @@ def test_unit_restarts_the_manager_and_leaves_the_vnfcs_running() -> None:
     assert service["Restart"] == "on-failure"
     assert service["KillMode"] == "process"
     assert service["ExecStart"].split()[1:3] == ["run", "/etc/nfvha/%i.yaml"]
+
+
+def test_unit_is_notified_and_watched() -> None:
+    """nfvha run speaks sd_notify (READY=1, WATCHDOG=1): the unit must expect it."""
+    service = section(UNIT.read_text(), "Service")
+    assert service["Type"] == "notify"
+    assert service["NotifyAccess"] == "main"  # the leader, never its standby manager
+    assert service["WatchdogSec"]
