@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
+import threading
 
 import pytest
 
@@ -73,23 +75,71 @@ def test_probe_get_does_not_count(standalone_counter) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_probe_against_nothing() -> None:
-    result = probe_json(
-        f"udp://127.0.0.1:{free_udp_port()}", "--interval-ms", "5", "--duration", "0.3"
+@pytest.mark.parametrize("kind", ["udp", "tcp", "http", "dns"])
+def test_probe_against_nothing_fails(kind: str) -> None:
+    """Nobody answered at all: exit 1 and say so, whatever the JSON says."""
+    port = free_udp_port()
+    target = {"http": f"http://127.0.0.1:{port}/", "dns": f"dns://127.0.0.1:{port}/a.test"}.get(
+        kind, f"{kind}://127.0.0.1:{port}"
     )
+    done = cli("probe", target, "--json", "--interval-ms", "5", "--duration", "0.3")
+    assert done.returncode == 1, done.stderr
+    assert f"nobody answered at {target}" in done.stderr
+    result = json.loads(done.stdout)
+    assert result["kind"] == kind
     assert result["sent"] > 0
     assert result["answered"] == 0
     assert result["runs"] == []
     assert result["lost"] == 0 and result["max_total"] == 0
+    if kind in ("tcp", "http"):  # a connection to a closed port is refused, and counted
+        assert result["error_kinds"] == {"refused": result["errors"]} and result["errors"] > 0
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("target", ["bad-url", "tcp://127.0.0.1:7000"])
+def test_probe_tcp_one_request_per_connection() -> None:
+    """A line server that answers each connection's request: every answer is good."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        stop = threading.Event()
+        seen: list[bytes] = []
+
+        def serve() -> None:
+            server.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    seen.append(conn.recv(100))
+                    conn.sendall(b"hello\n")
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            port = server.getsockname()[1]
+            result = probe_json(
+                f"tcp://127.0.0.1:{port}", "--interval-ms", "10", "--duration", "0.5"
+            )
+        finally:
+            stop.set()
+            thread.join()
+    assert result["kind"] == "tcp" and result["errors"] == 0
+    assert 0 < result["answered"] == len(seen) <= result["sent"]
+    assert all(req.startswith(b"INC ") and req.endswith(b"\n") for req in seen)
+    assert [r["vnfc"] for r in result["runs"]] == [f"127.0.0.1:{port}"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "target", ["bad-url", "ftp://127.0.0.1:7000", "http://127.0.0.1/", "dns://127.0.0.1:53"]
+)
 def test_probe_bad_target(target: str) -> None:
     done = cli("probe", target, "--duration", "0.1")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert "expected udp://HOST:PORT" in done.stderr
+    assert "udp://HOST:PORT" in done.stderr
     assert repr(target) in done.stderr
 
 

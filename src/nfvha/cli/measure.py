@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from enum import StrEnum
@@ -27,12 +28,18 @@ class Op(StrEnum):
 
 @commands.command()
 def probe(
-    target: Annotated[str, typer.Argument(help="udp://HOST:PORT of the service.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="udp://HOST:PORT (the counter), tcp://HOST:PORT, http://HOST:PORT/PATH or "
+            "dns://HOST:PORT/NAME."
+        ),
+    ],
     interval_ms: Annotated[float, typer.Option(help="Milliseconds between requests.")] = 1.0,
     duration: Annotated[
         float, typer.Option(help="Seconds to run (SIGINT or SIGTERM stops it earlier, reporting).")
     ] = 5.0,
-    op: Annotated[Op, typer.Option(help="Request to send.")] = Op.INC,
+    op: Annotated[Op, typer.Option(help="Request to send (udp, tcp).")] = Op.INC,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     answers_out: Annotated[
         Path | None, typer.Option(help="Write every good answer as CSV: t_ns,seq,total,vnfc.")
@@ -41,28 +48,50 @@ def probe(
         int,
         typer.Option(min=1, help="Source ports to send from in turn (SO_REUSEPORT spreads them)."),
     ] = 4,
+    timeout_ms: Annotated[
+        float, typer.Option(help="tcp, http: a connection's time to answer.")
+    ] = 1000.0,
 ) -> None:
-    """Act as the consumer: measure outage, lost acknowledged increments, and who answered."""
+    """Act as the consumer: measure outage, errors, lost acknowledged increments, and who
+    answered. Exit code 1 when nobody answered at all."""
     from nfvha.lab import probe as probe_mod
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
     try:
-        if answers_out:
-            with open(answers_out, "w") as out:
-                result = probe_mod.run(
-                    target, interval_ms, duration, op.value, answers_out=out, sockets=sockets
-                )
-        else:
-            result = probe_mod.run(target, interval_ms, duration, op.value, sockets=sockets)
+        with open(answers_out, "w") if answers_out else contextlib.nullcontext() as out:
+            result = probe_mod.run(
+                target,
+                interval_ms,
+                duration,
+                op.value,
+                answers_out=out,
+                sockets=sockets,
+                timeout_ms=timeout_ms,
+            )
     except probe_mod.ProbeError as exc:
         raise fail(str(exc), code=2) from None
     if as_json:
         print(json.dumps(result.to_json()))
-        return
+    else:
+        _print_probe(result)
+    if result.answered == 0:
+        raise fail(
+            f"nobody answered at {target}: {result.sent} requests in {result.duration_s:.1f} s, "
+            f"no good answer ({_errors(result)})"
+        )
+
+
+def _errors(result: Any) -> str:
+    kinds = ", ".join(f"{what} {n}" for what, n in sorted(result.error_kinds.items()))
+    return f"errors {result.errors}" + (f": {kinds}" if kinds else "")
+
+
+def _print_probe(result: Any) -> None:
     order = " → ".join(r.vnfc for r in result.runs) or "nobody"
+    outage = f"{result.outage_ms:.1f} ms" if result.answered else "no good answer at all"
     console.print(
-        f"sent {result.sent}, good answers {result.answered}, errors {result.errors}\n"
-        f"outage (longest gap between good answers): {result.outage_ms:.1f} ms\n"
+        f"sent {result.sent}, good answers {result.answered}, {_errors(result)}\n"
+        f"outage (longest gap between good answers): {outage}\n"
         f"lost acknowledged increments: {result.lost}\n"
         f"answered by: {order}\n"
         f"two actives (interleaved answers): {'YES' if result.interleaved else 'no'}",
