@@ -94,7 +94,7 @@ def test_stale_control_socket_is_not_a_running_deployment(
     assert stale.exists()
 
     alone = cli("status")
-    assert alone.returncode == 1, alone.stdout + alone.stderr
+    assert alone.returncode == 3, alone.stdout + alone.stderr  # UNKNOWN
     assert "no running deployment" in alone.stderr, alone.stderr
 
     name, config, _ = config_2n(tmp_path)

@@ -490,7 +490,7 @@ def nfvi_steady(status: dict[str, Any]) -> bool:
 
 def status_json() -> dict[str, Any]:
     done = cli("status", "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode in (0, 1, 2), done.stderr  # Nagios codes of a deployment that answers
     return json.loads(done.stdout)
 
 
