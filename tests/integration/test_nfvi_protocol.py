@@ -115,8 +115,8 @@ def test_garbage_on_the_nfvi_socket_is_refused_traced_and_not_acted_on(tmp_path:
 @pytest.mark.timeout(60)
 def test_an_agent_refuses_a_malformed_command_and_lives_on(runtime_dir: Path, tmp_path) -> None:
     """A guest agent against a stand-in for the driver: garbage, a command for a host agent and
-    a start_vnfc with a bad env are refused (on its stderr); a good start_vnfc still works; when
-the driver's connection goes, the agent reconnects."""
+        a start_vnfc with a bad env are refused (on its stderr); a good start_vnfc still works; when
+    the driver's connection goes, the agent reconnects."""
     sock = runtime_dir / "nfvi.sock"
     ran = tmp_path / "ran"
 

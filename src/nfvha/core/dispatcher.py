@@ -201,6 +201,10 @@ class Dispatcher:
     vnfm: Vnfm = field(init=False)
     vim: Vim | None = field(init=False, default=None)
     _queue: deque[tuple[str, Traced]] = field(init=False, default_factory=deque)
+    # A new manager taking over (set by its runtime until ``adopt``): news of VMs for the HA
+    # managers waits, since they do not know yet which VNFCs run; it is handled after.
+    adopting: bool = False
+    _held: list[tuple[str, Traced]] = field(init=False, default_factory=list)
     _degraded: dict[str, bool] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -237,6 +241,7 @@ class Dispatcher:
             out.append(Record("note", "ManagerStarted", self.label(name), why=decision.why))
             for cmd in decision.commands:
                 self._route(name, cmd, now, out)
+        self._release_held()
         return out + self._drain(now)
 
     def adopt(
@@ -260,7 +265,14 @@ class Dispatcher:
             out.append(Record("note", "ManagerAdopted", self.label(name), why=decision.why))
             for cmd in decision.commands:
                 self._route(name, cmd, now, out)
+        self._release_held()
         return out + self._drain(now)
+
+    def _release_held(self) -> None:
+        """Adopted (or nothing to adopt): what happened to VMs meanwhile is handled now."""
+        self.adopting = False
+        self._queue.extend(self._held)
+        self._held = []
 
     def operate(self, vnf: str, verb: str, now: float, on: bool = True) -> list[Output]:
         """An operator's verb for a whole VNF: ``switchover`` or ``maintenance`` (``on``).
@@ -312,6 +324,10 @@ class Dispatcher:
         return out
 
     def _handle(self, target: str, event: Traced, now: float, out: list[Output]) -> None:
+        if self.adopting and target in self.ha and isinstance(event, m.VmLost | m.VmRestored):
+            self._held.append((target, event))
+            out.append(Record("note", "HeldUntilAdopted", self.label(target), "", event.fields()))
+            return
         manager = self._manager(target)
         if manager is None:
             return

@@ -234,6 +234,10 @@ class Engine(d.Drivers):
             await leftovers.remove_leftover_zones(self.procs.zones, adopted, self.trace)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)  # its stale sockets and record
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        # Recorded again at once: if this manager dies before it has adopted them, the next
+        # one finds the same VNFCs to adopt (and the same escalations).
+        self.record.carry_over(adoptable, escalated)
+        self.dispatcher.adopting = bool(adoptable)
         with contextlib.suppress(FileNotFoundError):
             self.component_socket.unlink()
         self._servers.append(

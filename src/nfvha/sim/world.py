@@ -553,8 +553,8 @@ class Simulation(d.Drivers):
         self._link_peer(c)  # an active no longer: no more direct writes
 
     def _takeover(self) -> None:
-        """A new manager leads (its start, as the runtime's ``Engine.start``): it deletes the
-        dead one's record (kept: the escalations, and whether VNFC groups were listed), then
+        """A new manager leads (its start, as the runtime's ``Engine.start``): it records
+        again at once what the dead one had recorded (VNFC groups and escalations), then
         with hosts starts its NFVI (``_nfvi_start``) and only then adopts the VNFCs still
         running; without hosts it adopts them at once."""
         if self.leading or self.nfvi_starting:
@@ -565,9 +565,13 @@ class Simulation(d.Drivers):
             hook = getattr(obs, "on_takeover", None)
             if hook is not None:
                 hook(self)
-        recorded, self.recorded = self.recorded, False
-        escalated, self.escalated = self.escalated, []
-        adoptable = recorded and any(c.alive for c in self.vnfcs.values())
+        escalated = list(self.escalated)
+        adoptable = self.recorded and any(c.alive for c in self.vnfcs.values())
+        # Recorded again at once (Engine.start): a manager that dies before it adopts them
+        # leaves the next the same VNFCs to adopt; meanwhile news of VMs waits for adoption.
+        self.recorded = adoptable
+        self.escalated = escalated if adoptable else []
+        self.dispatcher.adopting = adoptable
         if self.placement is None:
             self.leading = True
             self._adopt_vnfcs(escalated if adoptable else [])
