@@ -80,12 +80,6 @@ class GroupRecord:
         self.escalated = list(escalated)
         self._write()
 
-    def carry_over(self, groups: list[dict[str, Any]], escalated: list[str]) -> None:
-        """A new manager records at once what it is about to adopt from the dead one."""
-        self.groups = {entry["pgid"]: dict(entry) for entry in groups}
-        self.escalated = list(escalated)
-        self._write()
-
     def set_escalated(self, names: list[str]) -> None:
         if names != self.escalated:
             self.escalated = names
