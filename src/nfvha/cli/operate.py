@@ -60,14 +60,36 @@ def call(sock: Path | None, payload: dict[str, Any]) -> dict[str, Any]:
 def check(config: Annotated[Path, typer.Argument(help="Deployment file (YAML).")]) -> None:
     """Validate a deployment file; exit code 2 and the reason if it is not valid. Warnings
     (valid, but probably not meant) go to stderr and keep exit code 0."""
-    deployment, _ = load_config(config)
+    deployment, base_dir = load_config(config)
     for warning in cfg.warnings(deployment):
         err.print(
             f"[yellow]warning:[/yellow] {config}: {escape(warning)}",
             highlight=False,
             soft_wrap=True,
         )
+cape(warning)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    running = paths.socket_answers(paths.control_socket(deployment.name))
+    state = (base_dir / deployment.state_dir) if deployment.state_dir else None
+    state = state or paths.default_state_dir(deployment.name)
+    preflight_or_exit(config, deployment, base_dir, state, ports_held_ok=running)
     console.print(f"{config}: valid ({len(deployment.vnfs)} VNF)", highlight=False)
+
+
+def preflight_or_exit(
+    config: Path, dep: cfg.Deployment, base_dir: Path, state: Path, *, ports_held_ok: bool
+) -> None:
+    """Print what will fail (errors) or may (warnings); exit 2 on an error."""
+    from nfvha.runtime.preflight import preflight
+
+    findings = preflight(dep, base_dir, state, ports_held_ok=ports_held_ok)
+    for f in findings:
+        label = "[red]error:[/red]" if f.level == "error" else "[yellow]warning:[/yellow]"
+        err.print(f"{label} {escape(f.line(config))}", highlight=False, soft_wrap=True)
+    if any(f.level == "error" for f in findings):
+        raise typer.Exit(2)
 
 
 @commands.command()
@@ -107,6 +129,8 @@ def run(
         if deployment.state_dir
         else paths.default_state_dir(deployment.name)
     )
+    if not standby:  # a standby taking over must not be stopped by what changed since
+        preflight_or_exit(config, deployment, base_dir, state, ports_held_ok=_left(deployment))
     again = [str(config), "--state-dir", str(state), *(["--trace", str(trace)] if trace else [])]
     try:
         asyncio.run(
@@ -181,6 +205,16 @@ async def _run(
     err.print(
         f"nfvha: {deployment.name} stopped; every process it started is gone.", highlight=False
     )
+
+
+def _left(dep: cfg.Deployment) -> bool:
+    """Whether a run that died left VNFCs (to adopt or remove): they may hold the ports."""
+    from nfvha.drivers import leftovers
+
+    try:
+        return bool(leftovers.read_record(paths.runtime_dir(dep.name) / leftovers.RECORD))
+    except OSError:
+        return True  # a record nfvha cannot read: the engine says so
 
 
 class StandbyManager:

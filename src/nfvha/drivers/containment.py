@@ -74,8 +74,11 @@ def _delegated(path: Path) -> bool:
 
 
 def controllers(base: Path) -> set[str]:
-    """The controllers the hierarchy of ``base`` offers (memory, cpu, pids, ...)."""
-    for path in (base, *base.parents):
+    """The controllers the VNFC cgroups under ``base`` can have: as root, all the hierarchy
+    offers (nfvha enables them down the path); else those of the delegated parent."""
+    mount = next((m for m in CGROUP2_MOUNTS if m in base.parents), None)
+    start = mount if mount is not None and os.geteuid() == 0 else base
+    for path in (start, *start.parents):
         with contextlib.suppress(OSError):
             return set((path / "cgroup.controllers").read_text().split())
     return set()
