@@ -67,10 +67,6 @@ def check(config: Annotated[Path, typer.Argument(help="Deployment file (YAML).")
             highlight=False,
             soft_wrap=True,
         )
-cape(warning)}",
-            highlight=False,
-            soft_wrap=True,
-        )
     running = paths.socket_answers(paths.control_socket(deployment.name))
     state = (base_dir / deployment.state_dir) if deployment.state_dir else None
     state = state or paths.default_state_dir(deployment.name)
