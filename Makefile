@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo test lint bench clean etcd
+.PHONY: demo test lint bench clean etcd daemons
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,21 @@ etcd:
 	    service etcd stop >/dev/null 2>&1; update-rc.d etcd disable >/dev/null 2>&1; true; \
 	  fi; }
 
+# dnsmasq and HAProxy for the real-daemon tests: Debian's packages, installed when missing (as
+# root). Both packages enable (and where services may start, start) a system instance on ports
+# 53 and 80: those are stopped and disabled, so only the tests' own instances, on free ports, run.
+daemons:
+	@PATH="$$PATH:/usr/sbin:/sbin"; command -v dnsmasq >/dev/null && command -v haproxy >/dev/null || { \
+	  if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "dnsmasq or haproxy is missing: as root, apt-get install dnsmasq haproxy (their tests are skipped)"; \
+	  else \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y dnsmasq haproxy || exit 1; \
+	    for s in dnsmasq haproxy; do \
+	      systemctl disable $$s >/dev/null 2>&1; systemctl stop $$s >/dev/null 2>&1; \
+	      service $$s stop >/dev/null 2>&1; update-rc.d $$s disable >/dev/null 2>&1; \
+	    done; true; \
+	  fi; }
+
 demo: $(STAMP)
 	$(BIN)/nfvha demo
 
@@ -35,7 +50,7 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict src/nfvha/core
 
 # pytest exits 5 when it collects no tests; make stops on any non-zero exit, so that fails too.
-test: lint etcd
+test: lint etcd daemons
 	$(BIN)/python -m pytest
 
 # All benchmarks (about 10 minutes), then the README's tables regenerated from their results.
