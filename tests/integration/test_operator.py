@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.support.consumers import udp_request
 from tests.integration.support.deployments import config_2n
@@ -180,3 +181,41 @@ def test_verbs_name_what_is_wrong(tmp_path: Path, runtime_dir: Path, nfvha_runs)
         done = cli(*args, "--socket", str(run.socket))
         assert done.returncode == code and text in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+@pytest.mark.timeout(120)
+def test_reload_changes_in_place_and_restarts_only_the_vnfc_that_changed(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    run, address, active, standby, pids = start(tmp_path, runtime_dir, nfvha_runs)
+    config = next(tmp_path.glob("*.yaml"))
+    raw = yaml.safe_load(config.read_text())
+    vnf = raw["vnfs"][0]
+
+    # Policies only: applied in place, nothing restarted.
+    vnf["policies"]["restart_max"] = 7
+    config.write_text(yaml.safe_dump(raw))
+    assert "updated in place: counter; restarting: -" in verb(run, "reload")
+    status = run.status() or {}
+    assert {c["name"]: c["pid"] for c in status["vnfs"][0]["vnfcs"]} == pids
+
+    # The active's definition: it alone is restarted, after handing over.
+    next(c for c in vnf["vnfcs"] if c["name"] == active)["env"] = {"RELOADED": "1"}
+    config.write_text(yaml.safe_dump(raw))
+    assert f"restarting: {active}" in verb(run, "reload")
+    status = run.wait_status(
+        lambda st: steady(st) and vnfc_view(st, active)["pid"] != pids[active], "restarted"
+    )
+    assert vnfc_view(status, standby)["pid"] == pids[standby]
+    assert status["vnfs"][0]["service"]["active"] == [standby]
+    assert udp_request(address, "INC", 1) is not None
+
+    # What shapes the deployment is refused, naming it; a broken file too; nothing changes.
+    vnf["service"]["address"] = "127.0.0.1:1"
+    config.write_text(yaml.safe_dump(raw))
+    done = cli("reload", "--socket", str(run.socket))
+    assert done.returncode == 1 and "'service' changed" in done.stderr, done.stderr
+    config.write_text("vnfs: [")
+    done = cli("reload", "--socket", str(run.socket))
+    assert done.returncode == 1 and "not valid YAML" in done.stderr, done.stderr
+    assert (run.status() or {})["vnfs"][0]["service"]["up"]

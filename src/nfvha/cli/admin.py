@@ -1,7 +1,7 @@
 """The operator's verbs on a running deployment, as Pacemaker users know them: clear, restart,
-stop and start a VNFC; switch a VNF over; maintenance on or off. Thin: the HA manager decides
-(core/ha.py), the trace records each request (an ``OperatorRequest`` event or an ``Operator``
-note) and what followed."""
+stop and start a VNFC; switch a VNF over; maintenance on or off; reload the configuration.
+Thin: the HA manager decides (core/ha.py), the trace records each request (an
+``OperatorRequest`` event, an ``Operator`` or ``Reloaded`` note) and what followed."""
 
 from __future__ import annotations
 
@@ -66,3 +66,14 @@ def maintenance(
     'off' handles what failed meanwhile."""
     call(socket, {"op": "vnf", "verb": "maintenance", "vnf": vnf, "on": mode == "on"})
     console.print(f"maintenance {mode}: {vnf}", highlight=False)
+
+
+@commands.command()
+def reload(socket: SocketOpt = None) -> None:
+    """Read the deployment file again: policies, repair and hooks change in place, a VNFC
+    whose definition changed is restarted alone (an active hands over first); anything else
+    (VNFs, VNFCs, redundancy, addresses, state sync, hosts) needs a restart and is refused."""
+    answer = call(socket, {"op": "reload"})
+    updated = ", ".join(answer["updated"]) or "-"
+    restart = ", ".join(answer["restart"]) or "-"
+    console.print(f"reloaded: updated in place: {updated}; restarting: {restart}", highlight=False)

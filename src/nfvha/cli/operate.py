@@ -130,7 +130,15 @@ def run(
     again = [str(config), "--state-dir", str(state), *(["--trace", str(trace)] if trace else [])]
     try:
         asyncio.run(
-            _run(deployment, base_dir, state, trace, standby, again if standby_manager else None)
+            _run(
+                deployment,
+                base_dir,
+                state,
+                trace,
+                standby,
+                again if standby_manager else None,
+                config=config,
+            )
         )
     except OSError as exc:
         raise fail(f"{deployment.name}: {exc}") from None
@@ -143,6 +151,7 @@ async def _run(
     trace_path: Path | None,
     standby: bool,
     standby_args: list[str] | None,
+    config: Path | None = None,
 ) -> None:
     from nfvha.runtime.engine import Engine
     from nfvha.runtime.leadership import LocalLock
@@ -162,6 +171,7 @@ async def _run(
         raise OSError("another manager leads this deployment")
     trace = Trace(trace_path)
     engine = Engine(deployment, base_dir, trace, state_dir)
+    engine.config_path = config  # read again by `nfvha reload`
     if not standby:
         err.print(
             f"nfvha: running {deployment.name}; control socket "

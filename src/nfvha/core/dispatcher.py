@@ -274,6 +274,11 @@ class Dispatcher:
         self._queue.extend(self._held)
         self._held = []
 
+    def reconfigure(self, spec: Vnf) -> None:
+        """A reload: the VNF's new spec, changed only in what applies in place."""
+        self.specs[spec.name] = spec
+        self.ha[spec.name].reconfigure(spec)
+
     def operate(self, vnf: str, verb: str, now: float, on: bool = True) -> list[Output]:
         """An operator's verb for a whole VNF: ``switchover`` or ``maintenance`` (``on``).
         Raises ha.OperatorRefused, before anything changes, when it cannot be done now."""

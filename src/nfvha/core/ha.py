@@ -122,6 +122,14 @@ class HAManager:
 
     # --- entry points -------------------------------------------------------------------------
 
+    def reconfigure(self, vnf: Vnf) -> None:
+        """A reload changed what applies in place (policies, repair, hooks): used from the
+        next decision on; the failures counted so far stay."""
+        self.vnf = vnf
+        for c in self.vnfcs.values():
+            c.intensity.max_restarts = vnf.policies.restart_max
+            c.intensity.probation_s = vnf.policies.restart_probation_s
+
     def start(self, now: float) -> Decision:
         """Start the VNFCs that should run from the beginning."""
         r = self.vnf.redundancy

@@ -5,7 +5,8 @@ One JSON request per connection, one JSON answer: ``{"op": "status"}``,
 vnfc-resume, vm-crash, vm-hang, host-crash; the 0.1 names are still taken),
 ``{"op": "trace", "since": NS}``, an operator's verb for a VNFC
 ``{"op": "vnfc", "verb": "clear"|"restart"|"stop"|"start", "vnfc": NAME}`` or a VNF
-``{"op": "vnf", "verb": "switchover"|"maintenance", "vnf": NAME, "on": BOOL}``.
+``{"op": "vnf", "verb": "switchover"|"maintenance", "vnf": NAME, "on": BOOL}``, and
+``{"op": "reload"}``.
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": TEXT}``. Requests are validated
 (pydantic) before anything acts on them; a bad one is answered with what is wrong, never with a
 traceback. A client that sends no full line within ``READ_TIMEOUT_S``, or a line over
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from nfvha import faults
+from nfvha.config import ConfigError
 from nfvha.core.ha import OperatorRefused
 
 if TYPE_CHECKING:
@@ -78,12 +80,18 @@ class VnfRequest(_Request):
     on: bool = True
 
 
+class ReloadRequest(_Request):
+    """Read the deployment file again and apply what changed (runtime/reload.py)."""
+
+    op: Literal["reload"]
+
+
 Request = Annotated[
-    StatusRequest | TraceRequest | FaultRequest | VnfcRequest | VnfRequest,
+    StatusRequest | TraceRequest | FaultRequest | VnfcRequest | VnfRequest | ReloadRequest,
     Field(discriminator="op"),
 ]
 REQUEST = TypeAdapter(Request)
-OPS = ("status", "trace", "fault", "vnfc", "vnf")
+OPS = ("status", "trace", "fault", "vnfc", "vnf", "reload")
 
 
 def problem(exc: ValidationError) -> str:
@@ -137,7 +145,7 @@ class ControlServer:
             return _error(problem(exc))
         try:
             return {"ok": True, **self._do(request)}
-        except (LookupError, ProcessLookupError, OperatorRefused) as exc:  # no such; gone
+        except (LookupError, ProcessLookupError, OperatorRefused, ConfigError) as exc:
             return _error(str(exc.args[0]) if exc.args else repr(exc))
         except Exception as exc:  # a bug: answered and traced, the server keeps serving
             self.engine.trace.record(
@@ -158,6 +166,8 @@ class ControlServer:
             return self.engine.operate(request.verb, request.vnfc)
         if isinstance(request, VnfRequest):
             return self.engine.operate(request.verb, request.vnf, request.on)
+        if isinstance(request, ReloadRequest):
+            return self.engine.reload()
         if request.kind in faults.NFVI and self.engine.nfvi is None:
             raise LookupError(f"fault {request.kind!r} needs hosts and VMs in the deployment")
         return self.engine.inject(request.kind, request.target)

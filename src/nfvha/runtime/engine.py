@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from nfvha.config import Deployment, Vnf
+from nfvha.config import load as load_config
 from nfvha.core import checkpoint as ck
 from nfvha.core import dispatcher as d
 from nfvha.core import messages as m
 from nfvha.core import vim as v
-from nfvha.core.ha import HAManager, Life, Resumed, Role
+from nfvha.core.ha import HAManager, Life, OperatorRefused, Resumed, Role
 from nfvha.core.messages import Traced
 from nfvha.core.placement import Placement, plan
 from nfvha.core.vim import Vim
@@ -39,7 +40,7 @@ from nfvha.drivers.health import HealthMonitor, network_probe
 from nfvha.drivers.nfvi import NfviDriver, VmUnreachable
 from nfvha.drivers.process import ProcessDriver, StartSpec
 from nfvha.drivers.store import DiskStore, StoreError
-from nfvha.runtime import journal, paths
+from nfvha.runtime import journal, paths, reload
 from nfvha.runtime.connections import Connections
 from nfvha.runtime.hooks import HookRunner
 from nfvha.runtime.metrics import Metrics
@@ -94,6 +95,7 @@ class Engine(d.Drivers):
             raise OSError(f"already running: {control} answers")  # its VNFCs are not leftovers
         self.component_socket = self.runtime_dir / "components.sock"
         self.state_dir = state_dir
+        self.config_path: Path | None = None  # the deployment file, read again by a reload
         self.links: dict[str, Link] = {}
         self.monitors: dict[str, HealthMonitor] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -671,6 +673,56 @@ class Engine(d.Drivers):
             outputs = self.dispatcher.feed(self.owner[target], event, now)
         d.execute(outputs, self)
         return {"verb": verb, "target": target}
+
+    def reload(self) -> dict[str, Any]:
+        """Read the deployment file again; apply in place what can be, restart only the VNFCs
+        whose definition changed (one at a time, an active handing over first). Raises
+        ConfigError or OperatorRefused, before anything changes, when it cannot be applied."""
+        if self.config_path is None:
+            raise OperatorRefused("this manager does not know its deployment file")
+        new, _ = load_config(self.config_path)
+        change = reload.plan(self.deployment, new)
+        if change.refused:
+            raise OperatorRefused(
+                f"{self.config_path}: {'; '.join(change.refused)}: needs a restart of nfvha run"
+            )
+        self.deployment = new
+        specs = {v.name: v for v in new.vnfs}
+        for name, vnf in self.vnfs.items():
+            vnf.spec = specs[name]
+            self.dispatcher.reconfigure(specs[name])
+        for name in change.updated:  # a new health check takes effect now
+            for vnfc in [c.name for c in specs[name].vnfcs if c.name in self.monitors]:
+                self._watch(self.vnfs[name], vnfc, True)
+        self.hooks.hooks = {v.name: v.hooks for v in new.vnfs if v.hooks is not None}
+        data = {"updated": change.updated, "restart": [n for _, n in change.restart]}
+        self.trace.record("note", "Reloaded", src="operator", data=data)
+        if change.restart:
+            self._spawn_task(self._roll(change.restart))
+        return data
+
+    async def _roll(self, items: list[tuple[str, str]]) -> None:
+        """Restart each VNFC in turn, the active last and after a switchover when it has a
+        standby, each once its VNF serves again with it back (or a bound on waiting)."""
+        items = sorted(items, key=lambda item: self._is_active(*item))
+        for vnf, name in items:
+            mgr = self.vnfs[vnf].manager
+            if self._is_active(vnf, name) and mgr.vnf.redundancy.model == "2n":
+                with contextlib.suppress(OperatorRefused):  # no standby: restarted in place
+                    self.operate("switchover", vnf)
+                    await self._until(lambda n=name, g=mgr: g.vnfcs[n].role is Role.STANDBY)
+            self.operate("restart", name)
+            await self._until(lambda n=name, g=mgr: g.vnfcs[n].life is Life.RUNNING)
+            await self._until(lambda g=mgr: bool(g.snapshot()["service"]["up"]))  # type: ignore[index]
+
+    def _is_active(self, vnf: str, name: str) -> bool:
+        return self.vnfs[vnf].manager.vnfcs[name].role is Role.ACTIVE
+
+    @staticmethod
+    async def _until(cond: Any, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not cond() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     def inject(self, kind: str, target: str) -> dict[str, Any]:
         """Fault injection (nfvha.faults.RUNTIME): a VNFC by signal, a VM or host by the NFVI."""
