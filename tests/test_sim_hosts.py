@@ -12,6 +12,7 @@ from nfvha.lab.scenario import load as load_scenario
 from nfvha.sim import faults as fs
 from nfvha.sim.runner import random_schedule, simulate
 from nfvha.sim.world import ADOPT_WAIT_S
+from tests.test_sim import after
 
 CRASH = "manager-crash"
 
@@ -21,16 +22,6 @@ def deployment(name: str = "uc2", **policies) -> Deployment:
     for vnf in raw["vnfs"]:
         vnf["policies"].update(policies)
     return Deployment.model_validate(raw)
-
-
-def after(records: list[dict], t: float, name: str, **data) -> list[dict]:
-    return [
-        r
-        for r in records
-        if r["t"] >= t * 1e9
-        and r["name"] == name
-        and all(r.get("data", {}).get(k) == v for k, v in data.items())
-    ]
 
 
 def test_a_manager_crash_with_hosts_adopts_every_agent_and_restarts_nothing() -> None:
