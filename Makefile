@@ -54,11 +54,12 @@ test: lint etcd daemons
 	$(BIN)/python -m pytest
 
 # All benchmarks (about 10 minutes), then the README's tables regenerated from their results.
-bench: $(STAMP) etcd
+bench: $(STAMP) etcd daemons
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/scenarios.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/manager.py
+	$(BIN)/python bench/daemons.py
 	$(BIN)/python bench/tables.py --write
 
 clean:

@@ -44,6 +44,7 @@ import provenance
 import run
 import yaml
 
+from nfvha.config import read_mapping
 from nfvha.lab.experiment import consumer_view
 from nfvha.lab.stats import summary as stats
 from nfvha.runtime.control import ControlError, request
@@ -274,17 +275,23 @@ def processes_of(runtime_dir: Path) -> list[int]:
 
 
 class Deployment:
-    """`nfvha run` of a copy of the 2n example, everything it needs in one temporary directory
-    (its runtime directory there too: its processes are found by their environment)."""
+    """`nfvha run` of a copy of the 2n example (or of the deployment file ``source``: files its
+    commands name beside it are the caller's to put in ``work``), everything it needs in one
+    temporary directory (its runtime directory there too: its processes are found by their
+    environment)."""
 
     def __init__(
         self,
         work: Path,
         edit: Callable[[dict[str, Any]], None] | None = None,
         standby_manager: bool = True,
+        source: Path | None = None,
     ) -> None:
-        deployment, _ = run.bench_deployment("2n")
-        raw = deployment.model_dump(mode="json")
+        if source is None:
+            deployment, _ = run.bench_deployment("2n")
+            raw = deployment.model_dump(mode="json")
+        else:
+            raw = read_mapping(source)
         if edit is not None:
             edit(raw)
         self.name = raw["name"] = f"bench-manager-{uuid.uuid4().hex[:8]}"

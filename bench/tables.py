@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+import daemons
 import manager
 import provenance
 import run
@@ -54,6 +55,7 @@ RENDER = {
     "scale": scale_table,
     "manager": manager.table,
     "sync": sync.table,
+    "daemons": daemons.table,
 }
 
 
