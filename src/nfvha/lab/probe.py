@@ -192,7 +192,7 @@ def run(
         if where.kind in ("udp", "dns"):
             client = Datagrams(where, op, tally, answers_out, stack, sel, sockets)
         else:
-            client = Connections(where, op, tally, answers_out, sel, int(timeout_ms * 1e6))
+            client = ConnectionPerRequest(where, op, tally, answers_out, sel, int(timeout_ms * 1e6))
             stack.callback(client.close_all)
         _loop(client, sel, result, int(interval_ms * 1e6))
     return result
@@ -331,7 +331,7 @@ class _Exchange:
     answer: bytes = b""
 
 
-class Connections(Client):
+class ConnectionPerRequest(Client):
     """tcp and http: one connection per request, non-blocking, given up at its deadline."""
 
     def __init__(
