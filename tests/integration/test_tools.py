@@ -183,3 +183,34 @@ def test_systemd_hears_ready_watchdog_and_stopping_from_the_leader_only(
         assert senders == {run.proc.pid}  # the standby manager never spoke for the unit
     finally:
         notify.close()
+
+
+def test_a_run_that_joins_a_led_deployment_is_ready_at_once_and_takes_over(
+    tmp_path: Path, runtime_dir: Path, nfvha_runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The systemd unit's mode (--join): restarted while the deployment is led (its leader
+    died, its standby leads), nfvha run joins as the standby instead of failing the unit."""
+    name, config, address = config_2n(tmp_path)
+    (tmp_path / "leader").mkdir()
+    leader = NfvhaRun(config, name, runtime_dir, tmp_path / "leader", standby_manager=False)
+    nfvha_runs.append(leader)
+    leader.wait_steady()
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+        monkeypatch.setenv("WATCHDOG_USEC", "100000")
+        joined = NfvhaRun(config, name, runtime_dir, tmp_path, extra=("--join",))
+        nfvha_runs.append(joined)
+        senders: set[int] = set()
+        notify.until("READY=1", senders)  # at once: the services are up under the leader
+        assert joined.proc.poll() is None and senders == {joined.proc.pid}
+
+        leader.proc.kill()
+        leader.proc.wait()
+        status = joined.wait_status(
+            lambda st: st["manager_pid"] == joined.proc.pid and steady(st), "the joined one leads"
+        )
+        assert status["vnfs"][0]["service"]["up"]
+        assert joined.stop() == 0, joined.stderr
+    finally:
+        notify.close()

@@ -110,6 +110,14 @@ def run(
     standby: Annotated[
         bool, typer.Option(hidden=True, help="Run as the standby: wait to lead.")
     ] = False,
+    join: Annotated[
+        bool,
+        typer.Option(
+            help="If the deployment is already led, join it as a standby manager (and tell "
+            "systemd it is ready) instead of refusing: the systemd unit's mode, so that a "
+            "restart after the leader died does not fail while its standby leads."
+        ),
+    ] = False,
 ) -> None:
     """Run a deployment in the foreground until SIGINT or SIGTERM, then stop all it started.
 
@@ -118,7 +126,10 @@ def run(
     """
     deployment, base_dir = load_config(config)
     sock = paths.control_socket(deployment.name)
-    if not standby and paths.socket_answers(sock):  # a dead run's socket: its place is taken
+    joined = not standby and join and paths.socket_answers(sock)
+    if joined:
+        standby = True  # a manager leads it: wait to lead, as its hot standby does
+    elif not standby and paths.socket_answers(sock):  # a dead run's socket: its place is taken
         raise fail(f"deployment {deployment.name} is already running: {sock} answers")
     state = state_dir or (
         (base_dir / deployment.state_dir)
@@ -138,10 +149,24 @@ def run(
                 standby,
                 again if standby_manager else None,
                 config=config,
+                joined=joined,
             )
         )
     except OSError as exc:
         raise fail(f"{deployment.name}: {exc}") from None
+
+
+def _ready_while_waiting() -> asyncio.Future[None] | None:
+    """A manager that joined a running deployment (``--join``) is ready at once: the services
+    are up under the leader; its watchdog pings show that it is alive, waiting to lead."""
+    from nfvha.runtime.sdnotify import SdNotify
+
+    systemd = SdNotify.from_env()
+    if systemd is None:
+        return None
+    started = asyncio.Event()
+    started.set()
+    return asyncio.ensure_future(systemd.run(started, lambda: True))
 
 
 async def _run(
@@ -152,6 +177,7 @@ async def _run(
     standby: bool,
     standby_args: list[str] | None,
     config: Path | None = None,
+    joined: bool = False,
 ) -> None:
     from nfvha.runtime.engine import Engine
     from nfvha.runtime.leadership import LocalLock
@@ -164,8 +190,13 @@ async def _run(
     lock = LocalLock(paths.leader_lock(deployment.name))
     if standby:
         err.print(f"nfvha: standby manager of {deployment.name}: waiting to lead", highlight=False)
-        if not await lock.wait_to_lead(stop):
-            return
+        waiting = _ready_while_waiting() if joined else None
+        try:
+            if not await lock.wait_to_lead(stop):
+                return
+        finally:
+            if waiting is not None:
+                waiting.cancel()
         err.print(f"nfvha: taking over {deployment.name}", highlight=False)
     elif not lock.try_lead():
         raise OSError("another manager leads this deployment")
@@ -181,7 +212,8 @@ async def _run(
         )
     standbys = StandbyManager(standby_args) if standby_args is not None else None
     engine_stop = asyncio.Event()
-    systemd = None if standby else SdNotify.from_env()  # only the leader speaks for the unit
+    # Only the leader speaks for the unit; one that joined it (--join) is the unit's own process.
+    systemd = None if standby and not joined else SdNotify.from_env()
     notifying = (
         asyncio.ensure_future(systemd.run(engine.started, engine.all_up)) if systemd else None
     )

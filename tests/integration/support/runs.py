@@ -41,6 +41,7 @@ class NfvhaRun:
         work: Path,
         *,
         standby_manager: bool = True,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.socket = runtime_dir / name / "control.sock"
@@ -58,6 +59,7 @@ class NfvhaRun:
                     "--trace",
                     str(self.trace_path),
                     *([] if standby_manager else ["--no-standby-manager"]),
+                    *extra,
                 ],
                 stdout=out,
                 stderr=err,
