@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nfvha.drivers.containment import ENV_SWITCH
 from tests.integration.support.cgroups import cgroup_v2_writable, leftover_cgroups
@@ -96,13 +97,18 @@ def restarted(run: NfvhaRun, failures: int) -> dict:
 
 @needs_cgroups
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("in_vm", [False, True], ids=["this-machine", "in-a-vm"])
 def test_a_detached_daemon_is_isolated_through_its_cgroup(
-    tmp_path: Path, runtime_dir: Path, nfvha_runs, no_cgroup_left
+    in_vm: bool, tmp_path: Path, runtime_dir: Path, nfvha_runs, no_cgroup_left
 ) -> None:
     """Kill the started process, then hang the detached server: each time the server is gone
     before the restart (the new one binds the very port, which the old one held), and at the
-    stop nothing of it is left."""
+    stop nothing of it is left. In a VM the VNFC has a cgroup of its own inside the VM's."""
     name, config, address, pidfile = daemon_config(tmp_path)
+    if in_vm:
+        raw = yaml.safe_load(config.read_text())
+        raw["hosts"] = [{"name": "host-1"}]
+        config.write_text(yaml.safe_dump(raw))
     no_cgroup_left.append(name)
     run = NfvhaRun(config, name, runtime_dir, tmp_path, standby_manager=False)
     nfvha_runs.append(run)

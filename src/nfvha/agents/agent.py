@@ -106,7 +106,8 @@ class Agent:
                 with contextlib.suppress(OSError):
                     os.setpriority(os.PRIO_PROCESS, pid, msg["nice"])
         else:
-            self._spawn(msg["argv"], "vnfc", msg["vnfc"], msg["env"], msg["cwd"], msg["req"])
+            argv = in_cgroup(msg["cgroup"], msg["argv"]) if msg["cgroup"] else msg["argv"]
+            self._spawn(argv, "vnfc", msg["vnfc"], msg["env"], msg["cwd"], msg["req"])
 
     def _spawn(
         self,

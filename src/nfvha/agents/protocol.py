@@ -2,7 +2,8 @@
 
 agent -> driver                               driver -> agent
   hello        {kind, name, pid}                start_vm    {vm, cgroup, nice}          (host)
-  hb           {}                               start_vnfc  {req, vnfc, argv, env, cwd} (guest)
+  hb           {}                               start_vnfc  {req, vnfc, argv, env, cwd, cgroup?}
+                                                            (guest)
   vm_started   {name, req, pid}     (host)
   vm_failed    {name, req, reason}  (host)
   vm_exited    {name, pid, status}  (host)
@@ -78,6 +79,7 @@ class DriverStartVnfc(NfviMessage):
     argv: list[str] = Field(min_length=1)
     env: dict[str, str]
     cwd: str
+    cgroup: str | None = None  # the VNFC's own cgroup inside its VM's: it holds what detaches
 
 
 FromAgent = AgentHello | AgentBeat | AgentStarted | AgentFailed | AgentExited

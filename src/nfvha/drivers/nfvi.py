@@ -264,17 +264,32 @@ class NfviDriver:
 
     # --- VNFCs ----------------------------------------------------------------------------------
 
+    def vnfc_zone(self, vm: str, name: str) -> Path:
+        """A VNFC's own cgroup inside its VM's (``vnfc-NAME``: no guest is named so): a daemon
+        that detaches stays in it, and its cleanup is confirmed by it."""
+        return self.zone_of[vm] / f"vnfc-{name}"
+
     async def start_vnfc(self, vm: str, name: str, argv: list[str], env: dict, cwd: Path) -> int:
-        """Ask the VM's guest agent to start a VNFC. Raises VmUnreachable when the guest is not
-        connected, goes away, or does not answer within ``RPC_TIMEOUT_S``."""
+        """Ask the VM's guest agent to start a VNFC, in its own cgroup (``vnfc_zone``). Raises
+        VmUnreachable when the guest is not connected, goes away, or does not answer within
+        ``RPC_TIMEOUT_S``."""
         link = self.links.get(("guest", vm))
         if link is None or link.closed:
             raise VmUnreachable(f"VM {vm} is not connected")
+        zone = self.vnfc_zone(vm, name)
+        zone.mkdir(exist_ok=True)
         req = next(self._ids)
         answer = asyncio.get_running_loop().create_future()
         self._rpc[req] = (vm, answer)
         self._send(
-            ("guest", vm), "start_vnfc", req=req, vnfc=name, argv=argv, env=env, cwd=str(cwd)
+            ("guest", vm),
+            "start_vnfc",
+            req=req,
+            vnfc=name,
+            argv=argv,
+            env=env,
+            cwd=str(cwd),
+            cgroup=str(zone),
         )
         try:
             return await asyncio.wait_for(answer, RPC_TIMEOUT_S)

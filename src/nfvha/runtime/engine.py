@@ -478,7 +478,7 @@ class Engine(d.Drivers):
                 pid = await self.procs.spawn(name, spec.command, env, self.base_dir, how)
             else:
                 pid = await self.nfvi.start_vnfc(vm, name, spec.command, env, self.base_dir)
-                self.procs.adopt(name, pid)
+                self.procs.adopt(name, pid, str(self.nfvi.vnfc_zone(vm, name)))
         except VmUnreachable as exc:
             event = m.StartFailed(vnfc=name, reason=str(exc), vm_unreachable=True, token=token)
             self.feed(vnf.spec.name, event)
