@@ -59,6 +59,7 @@ bench: $(STAMP) etcd daemons
 	$(BIN)/python bench/scenarios.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/manager.py
+	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/daemons.py
 	$(BIN)/python bench/tables.py --write
 
