@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.support.cgroups import leftover_cgroups
 from tests.integration.support.etcd import etcd_cluster  # noqa: F401  (a fixture, found here)
 from tests.integration.support.processes import kill_and_reap, processes_of
 
@@ -19,7 +20,8 @@ _SOCKET_TAIL = len("/it-xxxxxxxx/components.sock")
 @pytest.fixture(autouse=True)
 def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """NFVHA_RUNTIME_DIR for this test only; at teardown, any process whose environment points
-    into it (a VNFC, an `nfvha run`, a probe) is killed and reaped, and the test errors."""
+    into it (a VNFC, an `nfvha run`, a probe) is killed and reaped, and the test errors; the
+    cgroups of its deployments that are still there are removed."""
     wanted = tmp_path / "rt"
     short = None
     if len(str(wanted)) + _SOCKET_TAIL > 100:
@@ -30,6 +32,8 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     yield wanted
     leftovers = processes_of(wanted)
     kill_and_reap(leftovers)
+    # What a manager the test killed left in cgroups (the next run would have removed it).
+    leftover_cgroups({p.name.removesuffix(".lock") for p in wanted.iterdir()})
     if short is not None:
         shutil.rmtree(short, ignore_errors=True)
     if leftovers:
