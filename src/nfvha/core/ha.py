@@ -314,9 +314,10 @@ class HAManager:
                 + revived_text,
             )
         old_role = c.role
-        if self.switching and c.name in self.switching:  # a switchover cut short
-            old_role = Role.ACTIVE if self.switching[0] == c.name else old_role
-            self.switching = None
+        if self.switching and self.switching[0] == c.name:  # stepping down, it failed:
+            old_role, self.switching = Role.ACTIVE, None  # its standby takes over as usual
+        elif self.switching and self.switching[1] == c.name:  # the standby taking over failed:
+            self.switching = (self.switching[0], "")  # the old active is made active again
         c.life, c.role, c.confirmed, c.pid = Life.STOPPED, Role.NONE, False, None
         commands: list[m.Message] = []
         successor = None
@@ -498,12 +499,13 @@ class HAManager:
     def _hand_over(self, old: VnfcState) -> Decision:
         """The old active confirmed it no longer serves: its successor takes over."""
         assert self.switching is not None
-        new = self.vnfcs[self.switching[1]]
-        self.switching = None
-        if new.life is not Life.RUNNING or new.role is not Role.STANDBY:  # it failed meanwhile
+        successor, self.switching = self.switching[1], None
+        new = self.vnfcs.get(successor)
+        # Failed meanwhile (being isolated, or a new life of it that holds nothing yet).
+        if new is None or new.life is not Life.RUNNING or new.role is not Role.STANDBY:
             return Decision(
                 (self._assign(old, Role.ACTIVE),),
-                f"switchover: {new.name} is {new.life}; {old.name} stays active",
+                f"switchover: its successor failed; {old.name} stays active",
             )
         return Decision(
             (self._assign(new, Role.ACTIVE),),
@@ -657,6 +659,7 @@ class HAManager:
         if r.model == "none":
             return Role.ACTIVE
         holders = sum(1 for c in self.vnfcs.values() if c.role is Role.ACTIVE)
+        holders += 1 if self.switching else 0  # the active stepping down holds it still
         if r.model == "2n":
             return Role.ACTIVE if holders == 0 else Role.STANDBY
         return Role.ACTIVE if holders < r.active else Role.SPARE
