@@ -43,6 +43,22 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
         (('"127.0.0.1:7000"', '"localhost"'), "vnfs[0].service.address", "HOST:PORT"),
         (("{name: b,", "{name: a,"), "vnfs[0]", "unique"),
         (("redundancy: {model: 2n}", "redundancy: {model: 2n}\n    sdk: false"), "vnfs[0]", "SDK"),
+        (("model: 2n}", "model: 2n}\n    state_sync: sideways"), "vnfs[0].state_sync", "'direct'"),
+        (
+            ("model: 2n}", "model: 2n}\n    state_sync: store\n    state_store: {etcd: 'x:y'}"),
+            "vnfs[0].state_store.etcd",
+            "HOST:PORT",
+        ),
+        (
+            ("model: 2n}", "model: 2n}\n    state_store: {prefix: relative}"),
+            "vnfs[0].state_store.prefix",
+            "pattern",
+        ),
+        (
+            ("model: 2n}", "model: 2n}\n    policies: {restart_backoff_ms: -1}"),
+            "vnfs[0].policies.restart_backoff_ms",
+            "greater than or equal to 0",
+        ),
     ],
 )
 def test_bad_config_names_file_and_path(tmp_path: Path, change, where: str, what: str) -> None:
@@ -63,3 +79,25 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError, match="cannot read"):
         config.load(tmp_path / "nope.yaml")
+
+
+def test_state_sync_defaults_and_what_does_not_fit(tmp_path: Path) -> None:
+    dep, _ = config.load(write(tmp_path, GOOD))
+    assert (dep.vnfs[0].sync, dep.vnfs[0].service_mode) == ("direct", "replicated")
+    store = GOOD.replace("model: 2n}", "model: 2n}\n    state_sync: store")
+    dep, _ = config.load(write(tmp_path, store))
+    assert dep.vnfs[0].service_mode == "external"
+    single = GOOD.replace("model: 2n", "model: none").replace(
+        '      - {name: b, command: ["nfvha-counter"]}\n', ""
+    )
+    dep, _ = config.load(write(tmp_path, single))
+    assert (dep.vnfs[0].sync, dep.vnfs[0].service_mode) == ("manager", "checkpoint")
+    for text, what in [
+        (single.replace("model: none}", "model: none}\n    state_sync: direct"), "model 2n"),
+        (
+            single.replace("model: none}", "model: none}\n    state: none\n    state_sync: store"),
+            "keeps no state",
+        ),
+    ]:
+        with pytest.raises(config.ConfigError, match=what):
+            config.load(write(tmp_path, text))

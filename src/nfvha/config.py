@@ -378,7 +378,10 @@ class Vnf(Strict):
         if self.state_sync is None:
             return
         if self.state_mode == "none":
-            raise ValueError(f"state_sync {self.state_sync!r} needs a stateful VNF (state: none)")
+            raise ValueError(
+                f"state_sync {self.state_sync!r} needs a stateful VNF; this one keeps no state "
+                f"(model {self.redundancy.model}, state: none)"
+            )
         if self.state_sync == "direct" and self.redundancy.model != "2n":
             raise ValueError("state_sync 'direct' needs a standby to sync with: model 2n")
 
