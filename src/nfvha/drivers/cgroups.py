@@ -65,13 +65,16 @@ class Cgroups:
             return False
 
     async def kill_and_confirm(self, path: Path, timeout_s: float = 5.0) -> bool:
-        self.kill(path)
+        """``cgroup.kill`` until the zone is empty: a process that moves itself in after a kill
+        (an agent or VNFC wrapper started a moment before) is not killed by that kill."""
         deadline = time.monotonic() + timeout_s
-        while self.populated(path):
+        while True:
+            self.kill(path)
+            if not self.populated(path):
+                return True
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.0005)
-        return True
 
     async def remove(self) -> None:
         await self.kill_and_confirm(self.root)

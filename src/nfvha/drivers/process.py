@@ -296,9 +296,16 @@ class ProcessDriver:
         seen += VnfcCgroups.members(zone)
         if not await VnfcCgroups.kill_and_confirm(zone, kill_wait_s):
             return False, f"cgroup {zone} still populated {kill_wait_s:g} s after cgroup.kill"
-        if child is not None:  # its pidfd is readable now: its exit is on its way to _reap
-            with contextlib.suppress(TimeoutError):
+        if child is not None and not child.exited.done():
+            # Started a moment ago, it may not be in its cgroup yet (its wrapper moves itself
+            # in, then execs): its own group is killed too, and its exit is what confirms it.
+            _signal_group(child.pid, signal.SIGKILL)
+            try:
                 await asyncio.wait_for(asyncio.shield(child.exited), kill_wait_s)
+            except TimeoutError:
+                return False, f"pid {child.pid} still alive {kill_wait_s:g} s after SIGKILL"
+            if not await VnfcCgroups.kill_and_confirm(zone, kill_wait_s):  # it got in, then
+                return False, f"cgroup {zone} still populated after its leader was killed"
         reap_ours(seen)
         for pgid in [g for g, n in self.groups.items() if n == name]:
             reap_group(pgid)  # the leader's zombie (kept with WNOWAIT until now)
