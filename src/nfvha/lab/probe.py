@@ -416,8 +416,10 @@ class ConnectionPerRequest(Client):
     def _done(self, ex: _Exchange, error: str | None) -> None:
         if error is not None:
             self.tally.error(error)
-        self.pending.pop(ex.seq, None)
-        self.sel.unregister(ex.sock)
+        if self.pending.get(ex.seq) is ex:
+            del self.pending[ex.seq]
+        with contextlib.suppress(KeyError, ValueError):  # never registered, or already not
+            self.sel.unregister(ex.sock)
         ex.sock.close()
 
     def next_deadline(self) -> float:
