@@ -64,13 +64,15 @@ class Cgroups:
         except FileNotFoundError:
             return False
 
-    async def kill_and_confirm(self, path: Path, timeout_s: float = 5.0) -> bool:
-        """``cgroup.kill`` until the zone is empty: a process that moves itself in after a kill
-        (an agent or VNFC wrapper started a moment before) is not killed by that kill."""
+    @staticmethod
+    async def kill_and_confirm(path: Path, timeout_s: float = 5.0) -> bool:
+        """``cgroup.kill`` until the cgroup is empty (True), or False after ``timeout_s``: a
+        process that moves itself in after a kill (an agent or VNFC wrapper started a moment
+        before) is not killed by that kill. A cgroup that does not exist holds nothing."""
         deadline = time.monotonic() + timeout_s
         while True:
-            self.kill(path)
-            if not self.populated(path):
+            Cgroups.kill(path)
+            if not Cgroups.populated(path):
                 return True
             if time.monotonic() > deadline:
                 return False

@@ -156,21 +156,7 @@ class VnfcCgroups:
             await asyncio.sleep(0.001)
         return True
 
-    @staticmethod
-    async def kill_and_confirm(path: Path, timeout_s: float) -> bool:
-        """``cgroup.kill`` until the cgroup is empty: a process that moves itself in after a
-        kill (a VNFC's wrapper, started a moment before) is not killed by that kill."""
-        if not path.exists():
-            return True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            Cgroups.kill(path)
-            if not Cgroups.populated(path):
-                return True
-            if loop.time() > deadline:
-                return False
-            await asyncio.sleep(0.001)
+    kill_and_confirm = staticmethod(Cgroups.kill_and_confirm)
 
     def populated(self) -> list[str]:
         """The VNFCs whose cgroup holds processes now."""

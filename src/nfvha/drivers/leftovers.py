@@ -34,11 +34,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nfvha.drivers.cgroups import Cgroups
 from nfvha.drivers.containment import VnfcCgroups
 from nfvha.drivers.process import group_processes, kill_group, proc_stat
 
 if TYPE_CHECKING:
-    from nfvha.drivers.cgroups import Cgroups
     from nfvha.runtime.trace import Trace
 
 RECORD = "vnfcs.json"
@@ -170,22 +170,26 @@ async def remove_leftover_zones(zones: VnfcCgroups, keep: frozenset[str], trace:
             await _remove_zone(zones.path(vnfc), vnfc, trace)
 
 
+async def kill_leftover_cgroup(path: Path, why: str = WHY) -> list[int] | None:
+    """Kill what a dead run left in the cgroup tree at ``path``: the pids it held, or None if
+    it held nothing. Raises OSError when the kernel does not confirm it empty."""
+    if not Cgroups.populated(path):
+        return None
+    pids = cgroup_pids(path)
+    if not await Cgroups.kill_and_confirm(path, KILL_WAIT_S):
+        raise OSError(f"cgroup {path}, {why}, is still populated after cgroup.kill")
+    return pids
+
+
 async def _remove_zone(zone: Path, vnfc: str, trace: Trace) -> None:
-    pids = VnfcCgroups.members(zone)
-    if not pids:
-        return
-    if not await VnfcCgroups.kill_and_confirm(zone, KILL_WAIT_S):
-        raise OSError(f"cgroup {zone} of {vnfc}, {WHY}, is still populated after cgroup.kill")
-    data = {"vnfc": vnfc, "cgroup": str(zone), "pids": pids}
-    trace.record("note", "LeftoverRemoved", src="nfvha", data=data, why=WHY)
+    pids = await kill_leftover_cgroup(zone)
+    if pids is not None:
+        data = {"vnfc": vnfc, "cgroup": str(zone), "pids": pids}
+        trace.record("note", "LeftoverRemoved", src="nfvha", data=data, why=WHY)
 
 
 async def remove_leftover_cgroup(cgroups: Cgroups, trace: Trace) -> None:
-    root = cgroups.root
-    if not cgroups.populated(root):
-        return
-    pids = cgroup_pids(root)
-    if not await cgroups.kill_and_confirm(root, KILL_WAIT_S):
-        raise OSError(f"cgroup {root}, {WHY}, is still populated after cgroup.kill")
-    data = {"cgroup": str(root), "pids": pids}
-    trace.record("note", "LeftoverRemoved", src="nfvha", data=data, why=WHY)
+    pids = await kill_leftover_cgroup(cgroups.root)
+    if pids is not None:
+        data = {"cgroup": str(cgroups.root), "pids": pids}
+        trace.record("note", "LeftoverRemoved", src="nfvha", data=data, why=WHY)

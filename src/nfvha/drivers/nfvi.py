@@ -33,6 +33,7 @@ from nfvha.core import vim as v
 from nfvha.core.heartbeat import AgentKind, Heartbeats
 from nfvha.core.messages import Traced
 from nfvha.core.placement import Placement, standby_name
+from nfvha.drivers import leftovers
 from nfvha.drivers.cgroups import Cgroups, in_cgroup
 from nfvha.runtime.connections import Connections
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, encode
@@ -138,11 +139,10 @@ class NfviDriver:
         return adopted
 
     async def _remove_zone(self, zone: Path) -> None:
-        if not (zone.exists() and self.cgroups.populated(zone)):
-            return
-        if not await self.cgroups.kill_and_confirm(zone):
-            raise OSError(f"cgroup {zone} of a dead manager is still populated")
-        self.note("LeftoverRemoved", f"{zone}: its agent did not come back to be adopted")
+        why = "its agent did not come back to be adopted"
+        pids = await leftovers.kill_leftover_cgroup(zone, why)
+        if pids is not None:
+            self.note("LeftoverRemoved", f"{zone}: {why} (pids {pids})")
 
     async def _boot_host(self, host: str) -> None:
         waiter = self._expect("host", host)

@@ -18,14 +18,15 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 
+from nfvha.sdk.peer import unix_address
+
 VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 READY_POLL_S = 0.01  # how often the services are looked at until all are up
 
 
 class SdNotify:
     def __init__(self, address: str, watchdog_usec: int | None) -> None:
-        # A leading "@" names a socket in the abstract namespace.
-        self.address = "\0" + address[1:] if address.startswith("@") else address
+        self.address = unix_address(address)  # "@": the abstract namespace
         self.watchdog_usec = watchdog_usec
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
