@@ -44,16 +44,17 @@ SERVER = textwrap.dedent(
     """
 )
 
-# One request, retried every 100 ms for up to 2 s; prints the answer or nothing.
+# One request (default "ping"), retried every 100 ms for up to 2 s; prints the answer or nothing.
 CLIENT = textwrap.dedent(
     """
     import socket, sys, time
     addr, port = sys.argv[1], int(sys.argv[2])
+    payload = sys.argv[3].encode() if len(sys.argv) > 3 else b"ping"
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(0.1)
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
-        s.sendto(b"ping", (addr, port))
+        s.sendto(payload, (addr, port))
         try:
             print(s.recv(512).decode())
             break
@@ -72,15 +73,20 @@ def in_ns(node: Node, script: str, *args: str) -> list[str]:
 
 
 def ask(consumer: Node, address: str) -> str | None:
-    """The answer of the echo server at ``address`` to the consumer, or None."""
-    out = subprocess.run(
-        in_ns(consumer, CLIENT, address, str(PORT)),
+    """The name of the echo server answering at ``address`` to the consumer, or None."""
+    out = request(consumer, address, "ping")
+    return out.split()[0] if out else None
+
+
+def request(consumer: Node, address: str, payload: str) -> str:
+    """The answer at ``address`` to ``payload`` sent from the consumer ("" if none in 2 s)."""
+    return subprocess.run(
+        in_ns(consumer, CLIENT, address, str(PORT), payload),
         capture_output=True,
         text=True,
         timeout=10,
         check=True,
     ).stdout.strip()
-    return out.split()[0] if out else None
 
 
 @pytest.fixture
@@ -125,15 +131,6 @@ def serve(servers: list[subprocess.Popen[str]], node: Node, address: str) -> Non
     assert p.stdout.readline().strip() == "ready"
 
 
-def neighbour_mac(consumer: Node, ip: str) -> str | None:
-    with network._rtnl(consumer.netns) as ipr:
-        for n in ipr.get_neighbours(family=2):
-            if n.get("NDA_DST") == ip:
-                mac: str | None = n.get("NDA_LLADDR")
-                return mac
-    return None
-
-
 def test_nodes_and_consumer_reach_each_other(net: ProviderNetwork, servers: list) -> None:
     a, b, consumer = net.add_node("a"), net.add_node("b"), net.add_node("consumer")
     assert [a.address, b.address, consumer.address] == ["10.77.0.1", "10.77.0.2", "10.77.0.3"]
@@ -160,7 +157,7 @@ def test_vip_moves_and_the_consumer_follows_at_once(net: ProviderNetwork, server
     assert claim_a.changed and len(claim_a.garp) == network.GARP_COUNT
     assert net.holder(VIP) == a
     assert ask(consumer, VIP) == "a"
-    assert neighbour_mac(consumer, VIP) == a.mac
+    assert net.neighbour_mac(consumer, VIP) == a.mac
 
     release_a = net.release(a, VIP)
     assert release_a.changed and net.holder(VIP) is None
@@ -169,9 +166,9 @@ def test_vip_moves_and_the_consumer_follows_at_once(net: ProviderNetwork, server
     # The consumer's entry for the VIP was fresh (REACHABLE, A's MAC): only the gratuitous ARP
     # can change it now; ARP's own timeouts are tens of seconds.
     deadline = time.monotonic() + 1.0
-    while neighbour_mac(consumer, VIP) != b.mac and time.monotonic() < deadline:
+    while net.neighbour_mac(consumer, VIP) != b.mac and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert neighbour_mac(consumer, VIP) == b.mac
+    assert net.neighbour_mac(consumer, VIP) == b.mac
     assert ask(consumer, VIP) == "b"
     assert net.holder(VIP) == b
     assert [c.action + ":" + c.node for c in net.changes] == ["claim:a", "release:a", "claim:b"]
@@ -185,6 +182,67 @@ def test_vip_moves_and_the_consumer_follows_at_once(net: ProviderNetwork, server
         net.holder(VIP)
     net.release(a, VIP)
     assert not net.release(a, VIP).changed
+
+
+def carrier(node: Node) -> bool:
+    with network._rtnl(node.netns) as ipr:
+        link = ipr.get_links(ipr.link_lookup(ifname=node.ifname)[0])[0]
+        return bool(link.get("IFLA_CARRIER"))
+
+
+def test_cut_and_heal_a_link(net: ProviderNetwork, servers: list) -> None:
+    a, b, consumer = net.add_node("a"), net.add_node("b"), net.add_node("consumer")
+    assert (a.port, b.port, consumer.port) == ("v1", "v2", "v3")
+    serve(servers, a, a.address)
+    serve(servers, b, b.address)
+    assert ask(consumer, a.address) == "a"
+    cut = net.cut(a)
+    # The node sees what a pulled cable looks like: no carrier; its address and server stay.
+    assert not carrier(a) and carrier(b)
+    assert ask(consumer, a.address) is None
+    assert ask(consumer, b.address) == "b"
+    assert servers[0].poll() is None
+    healed = net.heal(a)
+    assert cut < healed
+    assert carrier(a)
+    assert ask(consumer, a.address) == "a"
+
+
+def test_sampler_sees_what_holders_sees(net: ProviderNetwork) -> None:
+    a, b = net.add_node("a"), net.add_node("b")
+    with net.sampler(VIP) as sample:
+        assert sample() == []
+        net.claim(a, VIP)
+        assert sample() == ["a"]
+        net.claim(b, VIP)
+        assert sample() == ["a", "b"] == [n.name for n in net.holders(VIP)]
+        net.release(a, VIP)
+        assert sample() == ["b"]
+    with network.holder_sampler([a], VIP) as sample_a:
+        assert sample_a() == []
+
+
+def test_a_plain_responder_serves_whoever_holds_the_vip(
+    net: ProviderNetwork, servers: list
+) -> None:
+    """The example responder (no SDK) prestarted on the VIP in both nodes: only the holder
+    answers, in the probe's counter format, under its own name."""
+    a, b, consumer = net.add_node("a"), net.add_node("b"), net.add_node("consumer")
+    for node in (a, b):
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", node.netns, sys.executable, "-m", "nfvha.examples.responder"]
+            + ["--name", node.name, "--address", f"{VIP}:{PORT}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        servers.append(p)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    net.claim(a, VIP)
+    assert request(consumer, VIP, "GET 7") == "OK 7 0 a"
+    assert request(consumer, VIP, "PUT 7") == "ERR unknown request"
+    net.release(a, VIP)
+    net.claim(b, VIP)
+    assert request(consumer, VIP, "INC 8") == "OK 8 0 b"
 
 
 def test_remove_leaves_nothing(deployment: str, servers: list) -> None:

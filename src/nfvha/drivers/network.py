@@ -17,10 +17,14 @@ Contracts:
   port of the bridge; ``eth0`` has the next free address of the subnet (from the first host on).
   Interface names are short and live inside the namespaces, so the 15-character limit and
   clashes between runs never arise.
+- ``cut(node)``/``heal(node)`` set the node's bridge port (``Node.port``) down/up: a real link
+  cut, seen inside the node as loss of carrier on ``eth0``; ``neighbour_mac(node, ip)`` reads
+  the node's ARP entry (whether a consumer followed a VIP).
 - ``claim(node, vip)`` adds ``vip/prefix`` to the node's ``eth0`` and sends ``GARP_COUNT``
   gratuitous ARP announcements from it; ``release(node, vip)`` deletes the address;
-  ``holders(vip)``/``holder(vip)`` read who has it now from the kernel. Each claim and release
-  returns a ``VipChange`` (also appended to ``changes``) for the caller's trace.
+  ``holders(vip)``/``holder(vip)`` read who has it now from the kernel (``sampler(vip)`` too,
+  fast enough to sample every few ms). Each claim and release returns a ``VipChange`` (also
+  appended to ``changes``) for the caller's trace.
 - ``remove()`` kills the processes still inside its namespaces (a server left in one would keep
   the namespace alive, unlisted), deletes the veths and the bridge, then the namespaces; it is
   idempotent. ``remove_leftovers(deployment)`` does the same for every namespace of that
@@ -75,6 +79,7 @@ class Node:
     address: str  # without prefix
     prefixlen: int
     mac: str
+    port: str = ""  # the bridge-side end of its veth, in the network's namespace
 
 
 @dataclass
@@ -171,6 +176,11 @@ def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def enter_netns(fd: int) -> None:
+    """Move the calling thread (or a forked child before its exec) into the namespace ``fd``."""
+    _setns(fd)
 
 
 def in_namespace(netns: str, fn: Callable[[], T]) -> T:
@@ -346,6 +356,25 @@ def remove_leftovers(deployment: str) -> list[str]:
     return _remove_namespaces(namespaces_of(deployment))
 
 
+@contextlib.contextmanager
+def holder_sampler(nodes: list[Node], ip: str) -> Iterator[Callable[[], list[str]]]:
+    """A fast ``holders`` for sampling every few ms: a function giving the names of the nodes
+    whose interface has ``ip`` now, read through one netlink socket per node kept open (opening
+    one costs milliseconds). The nodes may be any namespaces' (another manager's); use the
+    function from one thread."""
+    with contextlib.ExitStack() as stack:
+        sockets = [(n.name, stack.enter_context(_rtnl(n.netns))) for n in nodes]
+
+        def sample() -> list[str]:
+            return [
+                name
+                for name, ipr in sockets
+                if any(a.get("IFA_ADDRESS") == ip for a in ipr.get_addr(family=socket.AF_INET))
+            ]
+
+        yield sample
+
+
 # --- the provider network --------------------------------------------------------------------
 
 
@@ -353,7 +382,10 @@ class ProviderNetwork:
     """A bridge in its own namespace and the nodes plugged into it. Use as a context manager,
     or call ``remove()``."""
 
-    def __init__(self, deployment: str, subnet: str = DEFAULT_SUBNET) -> None:
+    def __init__(
+        self, deployment: str, subnet: str = DEFAULT_SUBNET, reserved: list[str] | None = None
+    ) -> None:
+        """``reserved``: addresses never given to a node (the virtual IPs)."""
         ok, why = available()
         if not ok:
             raise NetworkUnavailable(why)
@@ -363,6 +395,7 @@ class ProviderNetwork:
         self.netns = f"{PREFIX}{self.tag}-net"
         self.nodes: dict[str, Node] = {}
         self.changes: list[VipChange] = []
+        self.reserved = set(reserved or [])
         self._made: list[str] = []  # namespaces, in creation order
         self._ports = 0
         if self.netns in _listnetns():
@@ -403,6 +436,7 @@ class ProviderNetwork:
     def _free_address(self) -> ipaddress.IPv4Address:
         used = {n.address for n in self.nodes.values()}
         used |= {c.vip for c in self.changes}  # a VIP ever claimed here is not handed out
+        used |= self.reserved
         for host in self.subnet.hosts():
             if str(host) not in used:
                 return host
@@ -440,7 +474,7 @@ class ProviderNetwork:
                 _remove_namespaces([netns])
                 self._made.remove(netns)
             raise
-        node = Node(name, netns, NODE_IF, str(address), self.subnet.prefixlen, mac)
+        node = Node(name, netns, NODE_IF, str(address), self.subnet.prefixlen, mac, port)
         self.nodes[name] = node
         return node
 
@@ -498,6 +532,13 @@ class ProviderNetwork:
         ip, _ = self._vip(vip)
         return [n for n in self.nodes.values() if self._has(n, ip)]
 
+    def sampler(
+        self, vip: str, nodes: list[Node] | None = None
+    ) -> contextlib.AbstractContextManager[Callable[[], list[str]]]:
+        """``holder_sampler`` of this network's nodes (or of ``nodes``)."""
+        ip, _ = self._vip(vip)
+        return holder_sampler(list(self.nodes.values()) if nodes is None else nodes, ip)
+
     def holder(self, vip: str) -> Node | None:
         """The node that has the VIP now, None when nobody has; ``RuntimeError`` when two
         have."""
@@ -505,6 +546,32 @@ class ProviderNetwork:
         if len(held) > 1:
             raise RuntimeError(f"{vip} is held by {len(held)} nodes: {[n.name for n in held]}")
         return held[0] if held else None
+
+    # --- link faults ---
+
+    def cut(self, node: Node) -> int:
+        """Set the node's bridge port down: a real link cut (its ``eth0`` loses carrier, its
+        processes and addresses stay). CLOCK_MONOTONIC ns when done."""
+        return self._port_state(node, "down")
+
+    def heal(self, node: Node) -> int:
+        """Set the node's bridge port up again (forwarding at once: the bridge runs no STP)."""
+        return self._port_state(node, "up")
+
+    def _port_state(self, node: Node, state: str) -> int:
+        with _rtnl(self.netns) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname=node.port)[0], state=state)
+        return time.monotonic_ns()
+
+    def neighbour_mac(self, node: Node, ip: str) -> str | None:
+        """The MAC address ``node``'s neighbour (ARP) table has for ``ip`` now, None if none:
+        whom a consumer sends to after a VIP moved."""
+        with _rtnl(node.netns) as ipr:
+            for entry in ipr.get_neighbours(family=socket.AF_INET):
+                mac: str | None = entry.get("NDA_LLADDR")
+                if entry.get("NDA_DST") == ip and mac:
+                    return mac
+        return None
 
     # --- teardown ---
 
