@@ -13,7 +13,10 @@ Contracts:
   A failed connection is retried on another server (``retries``, ``option redispatch 1``), so a
   server that died but is not yet seen down by the checks costs the consumer a retry, not an
   error; HAProxy waits min(``timeout connect``, 1 s) before retrying, so ``connect_timeout_ms``
-  bounds that delay.
+  bounds that delay. Options: ``Server.disabled`` starts a slot with an address in
+  maintenance; ``checks=False`` leaves out HAProxy's checks (the pool is only what the runtime
+  API sets); ``monitor`` adds a frontend on that address whose ``GET /healthz`` HAProxy answers
+  itself (a check of this instance alone); ``bind_options`` go on the frontend's bind line.
 - ``LoadBalancer.start()`` writes the configuration, has HAProxy check it (``-c``), starts
   ``haproxy -db -f CFG`` in a session and process group of its own (output to
   ``RUNTIME_DIR/haproxy.log``) and returns once the admin socket answers; it raises
@@ -103,6 +106,7 @@ class Server:
 
     name: str
     address: str | None = None
+    disabled: bool = False  # starts in maintenance (out of the pool) until set ready
 
     def __post_init__(self) -> None:
         _name(self.name, "server name")
@@ -125,9 +129,18 @@ class HaproxyConfig:
     timeout_ms: int = 10_000  # client and server inactivity
     retries: int = 3
     backend: str = "pool"
+    checks: bool = True  # False: no health checks; the pool is what the runtime API sets
+    # A second frontend on this address whose GET /healthz HAProxy answers itself (200), so
+    # that a check of this very instance does not depend on the pool or on another instance.
+    monitor: str | None = None
+    bind_options: str = ""  # appended to the frontend's bind line, e.g. "freebind" for a VIP
 
     def __post_init__(self) -> None:
         _split(self.frontend)
+        if self.monitor is not None:
+            _split(self.monitor)
+        if not re.match(r"^[a-z0-9 -]*$", self.bind_options):
+            raise ValueError(f"bind_options {self.bind_options!r}: bind keywords only")
         _name(self.backend, "backend name")
         if not self.servers:
             raise ValueError("a backend needs at least one server slot")
@@ -162,23 +175,33 @@ class HaproxyConfig:
             "    option redispatch 1",
             "",
             "frontend service",
-            f"    bind {self.frontend}",
+            f"    bind {self.frontend} {self.bind_options}".rstrip(),
             f"    default_backend {self.backend}",
             "",
-            f"backend {self.backend}",
-            "    balance roundrobin",
         ]
-        if self.mode == "http":
+        if self.monitor is not None:
+            lines += [
+                "frontend monitor",
+                "    mode http",
+                f"    bind {self.monitor}",
+                "    monitor-uri /healthz",
+                "",
+            ]
+        lines += [f"backend {self.backend}", "    balance roundrobin"]
+        if self.mode == "http" and self.checks:
             lines += [
                 f"    option httpchk GET {self.check_path}",
                 f"    http-check expect status {self.check_status}",
             ]
-        lines.append(f"    default-server {check}")
+        if self.checks:
+            lines.append(f"    default-server {check}")
         for s in self.servers:
             if s.address is None:
                 lines.append(f"    server {s.name} {PLACEHOLDER} disabled")
             else:
-                lines.append(f"    server {s.name} {s.address}")
+                lines.append(
+                    f"    server {s.name} {s.address}" + (" disabled" if s.disabled else "")
+                )
         return "\n".join(lines) + "\n"
 
 
