@@ -49,13 +49,34 @@ def probe(
         typer.Option(min=1, help="Source ports to send from in turn (SO_REUSEPORT spreads them)."),
     ] = 4,
     timeout_ms: Annotated[
-        float, typer.Option(help="tcp, http: a connection's time to answer.")
+        float,
+        typer.Option(help="tcp, http: a connection's time to answer (long-lived: each request's)."),
     ] = 1000.0,
+    long_lived: Annotated[
+        bool,
+        typer.Option(
+            "--long-lived",
+            help="tcp: keep connections open instead of one per request; each sends a request "
+            "every interval and reads the answers. A reset, end of file or timeout counts in "
+            "'resets'; the connection is reopened at once ('reconnects').",
+        ),
+    ] = False,
+    connections: Annotated[
+        int, typer.Option(min=1, help="With --long-lived: how many connections to keep open.")
+    ] = 1,
+    netns: Annotated[
+        str | None,
+        typer.Option(
+            help="Make the probe's sockets in this network namespace (a name in ip netns list)."
+        ),
+    ] = None,
 ) -> None:
     """Act as the consumer: measure outage, errors, lost acknowledged increments, and who
     answered. Exit code 1 when nobody answered at all."""
     from nfvha.lab import probe as probe_mod
 
+    if connections != 1 and not long_lived:
+        raise fail("--connections applies to --long-lived connections only", code=2)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
     try:
         with open(answers_out, "w") if answers_out else contextlib.nullcontext() as out:
@@ -67,6 +88,8 @@ def probe(
                 answers_out=out,
                 sockets=sockets,
                 timeout_ms=timeout_ms,
+                connections=connections if long_lived else 0,
+                netns=netns,
             )
     except probe_mod.ProbeError as exc:
         raise fail(str(exc), code=2) from None
@@ -91,7 +114,13 @@ def _print_probe(result: Any) -> None:
     outage = f"{result.outage_ms:.1f} ms" if result.answered else "no good answer at all"
     console.print(
         f"sent {result.sent}, good answers {result.answered}, {_errors(result)}\n"
-        f"outage (longest gap between good answers): {outage}\n"
+        + (
+            f"long-lived connections {result.connections}: resets {result.resets}, "
+            f"reconnects {result.reconnects}\n"
+            if result.connections
+            else ""
+        )
+        + f"outage (longest gap between good answers): {outage}\n"
         f"lost acknowledged increments: {result.lost}\n"
         f"answered by: {order}\n"
         f"two actives (interleaved answers): {'YES' if result.interleaved else 'no'}",

@@ -13,6 +13,18 @@ Kinds, by the target's scheme: ``udp://HOST:PORT`` speaks the counter (``INC``/`
 ``dns://HOST:PORT/NAME`` sends a query (good: NOERROR with an answer) from the same datagram
 sockets; ``tcp://HOST:PORT`` and ``http://HOST:PORT/PATH`` open one connection per request
 (good: any answer; an HTTP 2xx status). Errors are counted by what went wrong.
+
+Long-lived connections (``connections=N``, tcp only): N connections are kept open, each sends
+a request (a line) every interval and reads the answers (a line each, in order; requests are
+pipelined, not held back while one is unanswered). An established connection that sees a
+reset, an end of file or its oldest request unanswered past the timeout counts in ``resets``
+(and in ``error_kinds`` by kind); it is reopened at once, and each reopened connection that
+gets through counts in ``reconnects``. A reopening that fails (refused: nobody listens yet) is
+an error and is retried at the next interval; requests made while a connection is opening go
+out when it opens. Requests unanswered when a connection is lost are lost with it.
+
+``netns``: every socket is created inside that network namespace (``ip netns`` name); a socket
+keeps its namespace, so the probe itself runs in this process's namespace, in this thread.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import os
 import selectors
 import socket
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import IO
 from urllib.parse import urlsplit
@@ -30,6 +43,7 @@ from urllib.parse import urlsplit
 DEFAULT_SOCKETS = 4  # source ports; see the module's docstring
 DEFAULT_TIMEOUT_MS = 1000.0  # tcp/http: a connection's time to answer
 MAX_PENDING = 256  # tcp/http: connections open at once (a hung server must not exhaust fds)
+SOCKET_BATCH = 32  # sockets made at once in another namespace (one thread enters it per batch)
 KINDS = ("udp", "tcp", "http", "dns")
 
 
@@ -102,6 +116,10 @@ class ProbeResult:
     runs: list[AnswerRun] = field(default_factory=list)
     kind: str = "udp"
     error_kinds: dict[str, int] = field(default_factory=dict)  # what went wrong, how often
+    connections: int = 0  # tcp: long-lived connections kept open (0: one per request)
+    resets: int = 0  # long-lived connections lost (reset, end of file, timeout)
+    reconnects: int = 0  # long-lived connections opened again after a reset
+    netns: str = ""  # the network namespace of the probe's sockets ("": this process's)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -178,24 +196,114 @@ def run(
     answers_out: IO[str] | None = None,
     sockets: int = DEFAULT_SOCKETS,
     timeout_ms: float = DEFAULT_TIMEOUT_MS,
+    connections: int = 0,
+    netns: str | None = None,
 ) -> ProbeResult:
+    """Probe ``target`` for ``duration_s``; ``connections`` > 0: that many long-lived tcp
+    connections instead of one per request; ``netns``: make the sockets in that namespace."""
     where = parse_target(target)
+    _check(where, interval_ms, duration_s, timeout_ms, sockets, connections)
+    result = ProbeResult(
+        target,
+        op,
+        interval_ms,
+        duration_s,
+        sockets=sockets,
+        kind=where.kind,
+        connections=connections,
+        netns=netns or "",
+    )
+    tally = Tally(result, int(interleave_window_ms * 1e6))
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(SocketSource(netns))
+        sel = stack.enter_context(selectors.DefaultSelector())
+        client: Client
+        if where.kind in ("udp", "dns"):
+            client = Datagrams(where, op, tally, answers_out, source, stack, sel, sockets)
+        elif connections:
+            client = LongLived(
+                where, op, tally, answers_out, source, sel, int(timeout_ms * 1e6), connections
+            )
+            stack.callback(client.close_all)
+        else:
+            client = ConnectionPerRequest(
+                where, op, tally, answers_out, source, sel, int(timeout_ms * 1e6)
+            )
+            stack.callback(client.close_all)
+        _loop(client, sel, result, int(interval_ms * 1e6))
+    return result
+
+
+def _check(
+    where: Target,
+    interval_ms: float,
+    duration_s: float,
+    timeout_ms: float,
+    sockets: int,
+    connections: int,
+) -> None:
     if interval_ms <= 0 or duration_s <= 0 or timeout_ms <= 0:
         raise ProbeError("interval, duration and timeout must be positive")
     if sockets < 1:
         raise ProbeError("the probe needs at least one socket")
-    result = ProbeResult(target, op, interval_ms, duration_s, sockets=sockets, kind=where.kind)
-    tally = Tally(result, int(interleave_window_ms * 1e6))
-    with contextlib.ExitStack() as stack:
-        sel = stack.enter_context(selectors.DefaultSelector())
-        client: Client
-        if where.kind in ("udp", "dns"):
-            client = Datagrams(where, op, tally, answers_out, stack, sel, sockets)
-        else:
-            client = ConnectionPerRequest(where, op, tally, answers_out, sel, int(timeout_ms * 1e6))
-            stack.callback(client.close_all)
-        _loop(client, sel, result, int(interval_ms * 1e6))
-    return result
+    if connections < 0:
+        raise ProbeError("the number of long-lived connections cannot be negative")
+    if connections and where.kind != "tcp":
+        raise ProbeError(f"long-lived connections are for tcp:// targets, not {where.kind}://")
+
+
+class SocketSource:
+    """Makes the probe's sockets: in this process's network namespace, or in ``netns``. There,
+    a short-lived thread enters the namespace to make them (``network.in_namespace``), so they
+    are made in batches; the spare ones are closed at the end. A socket keeps its namespace
+    whichever thread uses it."""
+
+    def __init__(self, netns: str | None) -> None:
+        self.netns = netns
+        self.spare: dict[int, list[socket.socket]] = {}
+        if netns is not None:
+            self._check(netns)
+
+    @staticmethod
+    def _check(netns: str) -> None:
+        from nfvha.drivers import network
+
+        if not netns or "/" in netns or netns in (".", ".."):
+            raise ProbeError(f"bad network namespace name {netns!r}")
+        try:
+            network.in_namespace(netns, lambda: None)
+        except FileNotFoundError:
+            raise ProbeError(
+                f"no network namespace {netns!r} (ip netns list shows those there are)"
+            ) from None
+        except OSError as exc:
+            raise ProbeError(f"cannot enter network namespace {netns!r}: {exc}") from None
+
+    def new(self, kind: int) -> socket.socket:
+        """An IPv4 socket of ``kind``; OSError if it cannot be made."""
+        if self.netns is None:
+            return socket.socket(socket.AF_INET, kind)
+        spare = self.spare.setdefault(kind, [])
+        if not spare:
+            spare.extend(self._batch(self.netns, kind))
+        return spare.pop()
+
+    @staticmethod
+    def _batch(netns: str, kind: int) -> list[socket.socket]:
+        from nfvha.drivers import network
+
+        return network.in_namespace(
+            netns, lambda: [socket.socket(socket.AF_INET, kind) for _ in range(SOCKET_BATCH)]
+        )
+
+    def __enter__(self) -> SocketSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for spare in self.spare.values():
+            for sock in spare:
+                sock.close()
+        self.spare.clear()
 
 
 def _loop(
@@ -207,8 +315,7 @@ def _loop(
     try:
         while (now := time.monotonic_ns()) < end:
             if now >= next_send:
-                result.sent += 1
-                client.send(result.sent)
+                result.sent += client.send(result.sent + 1)
                 next_send += interval_ns
                 if now - next_send > 10 * interval_ns:  # we were descheduled: no burst
                     next_send = now + interval_ns
@@ -225,12 +332,21 @@ def _loop(
 
 
 class Client:
-    """Sends request ``seq`` and folds what comes back into the tally."""
+    """Sends requests from ``seq`` on and folds what comes back into the tally."""
 
-    def __init__(self, where: Target, op: str, tally: Tally, answers_out: IO[str] | None) -> None:
+    def __init__(
+        self,
+        where: Target,
+        op: str,
+        tally: Tally,
+        answers_out: IO[str] | None,
+        source: SocketSource,
+    ) -> None:
         self.where, self.op, self.tally, self.answers_out = where, op, tally, answers_out
+        self.source = source
 
-    def send(self, seq: int) -> None:
+    def send(self, seq: int) -> int:
+        """Sends this interval's requests, numbered from ``seq``; how many (failed ones too)."""
         raise NotImplementedError
 
     def ready(self, key: selectors.SelectorKey, mask: int) -> None:
@@ -265,19 +381,21 @@ class Datagrams(Client):
         op: str,
         tally: Tally,
         answers_out: IO[str] | None,
+        source: SocketSource,
         stack: contextlib.ExitStack,
         sel: selectors.BaseSelector,
         sockets: int,
     ) -> None:
-        super().__init__(where, op, tally, answers_out)
-        self.socks = [_open(stack, sel, where.host) for _ in range(sockets)]
+        super().__init__(where, op, tally, answers_out, source)
+        self.socks = [_open(stack, sel, source, where.host) for _ in range(sockets)]
 
-    def send(self, seq: int) -> None:
+    def send(self, seq: int) -> int:
         sock = self.socks[seq % len(self.socks)]
         try:
             sock.sendto(self._request(seq), (self.where.host, self.where.port))
         except OSError as exc:
             self.tally.error(_reason(exc))
+        return 1
 
     def _request(self, seq: int) -> bytes:
         if self.where.kind == "udp":
@@ -340,27 +458,27 @@ class ConnectionPerRequest(Client):
         op: str,
         tally: Tally,
         answers_out: IO[str] | None,
+        source: SocketSource,
         sel: selectors.BaseSelector,
         timeout_ns: int,
     ) -> None:
-        super().__init__(where, op, tally, answers_out)
+        super().__init__(where, op, tally, answers_out, source)
         self.sel, self.timeout_ns = sel, timeout_ns
         self.pending: dict[int, _Exchange] = {}  # by seq: in order of their deadlines
 
-    def send(self, seq: int) -> None:
+    def send(self, seq: int) -> int:
         if len(self.pending) >= MAX_PENDING:
             self.tally.error("too many unanswered connections")
-            return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        code = sock.connect_ex((self.where.host, self.where.port))
-        if code not in (0, errno.EINPROGRESS):
-            sock.close()
-            self.tally.error(_reason(OSError(code, os.strerror(code))))
-            return
+            return 1
+        try:
+            sock = _connect(self.source, self.where)
+        except OSError as exc:
+            self.tally.error(_reason(exc))
+            return 1
         ex = _Exchange(sock, seq, time.monotonic_ns() + self.timeout_ns)
         self.pending[seq] = ex
         self.sel.register(sock, selectors.EVENT_WRITE, data=ex)
+        return 1
 
     def ready(self, key: selectors.SelectorKey, mask: int) -> None:
         ex: _Exchange = key.data
@@ -390,7 +508,7 @@ class ConnectionPerRequest(Client):
 
     def _request(self, seq: int) -> bytes:
         if self.where.kind == "tcp":
-            return b"%s %d\n" % (self.op.encode(), seq)
+            return _line(self.op, seq)
         w = self.where
         return (
             f"GET {w.path} HTTP/1.1\r\nHost: {w.host}:{w.port}\r\n"
@@ -438,13 +556,188 @@ class ConnectionPerRequest(Client):
             self._done(ex, None)
 
 
+class LongLived(Client):
+    """tcp: ``connections`` connections kept open, each sending a request every interval and
+    reading the answers in order; a lost one is reopened at once (see the module's docstring)."""
+
+    def __init__(
+        self,
+        where: Target,
+        op: str,
+        tally: Tally,
+        answers_out: IO[str] | None,
+        source: SocketSource,
+        sel: selectors.BaseSelector,
+        timeout_ns: int,
+        connections: int,
+    ) -> None:
+        super().__init__(where, op, tally, answers_out, source)
+        self.sel, self.timeout_ns = sel, timeout_ns
+        self.conns = [_Connection() for _ in range(connections)]
+        for conn in self.conns:
+            self._open(conn)
+
+    def send(self, seq: int) -> int:
+        deadline = time.monotonic_ns() + self.timeout_ns
+        for i, conn in enumerate(self.conns):
+            if conn.sock is None and not self._open(conn):
+                continue  # the failed opening is this request's error
+            conn.waiting.append((seq + i, deadline))
+            conn.out += _line(self.op, seq + i)
+            if conn.established:
+                self._flush(conn)
+        return len(self.conns)
+
+    def _open(self, conn: _Connection) -> bool:
+        """Starts opening ``conn``; False, the error counted, if that failed at once."""
+        try:
+            conn.sock = _connect(self.source, self.where)
+        except OSError as exc:
+            self.tally.error(_reason(exc))
+            return False
+        conn.events = selectors.EVENT_WRITE  # writable: the connection is open (or failed)
+        self.sel.register(conn.sock, conn.events, data=conn)
+        return True
+
+    def ready(self, key: selectors.SelectorKey, mask: int) -> None:
+        conn: _Connection = key.data
+        if conn.sock is not key.fileobj:
+            return  # closed by an earlier event of the same select
+        if not conn.established:
+            self._opened(conn)
+            return
+        if mask & selectors.EVENT_WRITE:
+            self._flush(conn)
+        if mask & selectors.EVENT_READ and conn.sock is key.fileobj:
+            self._read(conn)
+
+    def _opened(self, conn: _Connection) -> None:
+        assert conn.sock is not None
+        code = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:  # never open, so no reset: retried at the next interval
+            self._drop(conn)
+            self.tally.error(_reason(OSError(code, os.strerror(code))))
+            return
+        conn.established = True
+        if conn.was_lost:
+            conn.was_lost = False
+            self.tally.result.reconnects += 1
+        self._flush(conn)
+
+    def _flush(self, conn: _Connection) -> None:
+        """Writes what it can of the requests; waits for writability for the rest."""
+        assert conn.sock is not None
+        if conn.out:
+            try:
+                conn.out = conn.out[conn.sock.send(conn.out) :]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self._lost(conn, _reason(exc))
+                return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+        if events != conn.events:
+            conn.events = events
+            self.sel.modify(conn.sock, events, data=conn)
+
+    def _read(self, conn: _Connection) -> None:
+        assert conn.sock is not None
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(conn, _reason(exc))
+            return
+        if not data:
+            self._lost(conn, "closed")
+            return
+        t_ns = time.monotonic_ns()
+        *lines, conn.answer = (conn.answer + data).split(b"\n")
+        for line in lines:
+            if not conn.waiting:
+                self.tally.error("answer to no request")
+                continue
+            seq, _ = conn.waiting.popleft()
+            if not self.counter_answer(t_ns, line):  # any answer is good, as one per request
+                self.good(t_ns, seq, 0, self.where.label)
+
+    def _lost(self, conn: _Connection, why: str) -> None:
+        """An open connection failed: a reset, counted; reopened at once."""
+        self.tally.error(why)
+        self.tally.result.resets += 1
+        self._drop(conn)
+        conn.was_lost = True
+        self._open(conn)
+
+    def _drop(self, conn: _Connection) -> None:
+        """Closes ``conn``; its unanswered requests are lost with it."""
+        if conn.sock is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(conn.sock)
+            conn.sock.close()
+        conn.sock, conn.established, conn.events = None, False, 0
+        conn.waiting.clear()
+        conn.out = conn.answer = b""
+
+    def next_deadline(self) -> float:
+        return min((c.waiting[0][1] for c in self.conns if c.waiting), default=float("inf"))
+
+    def expire(self, now_ns: int) -> None:
+        for conn in self.conns:
+            if not conn.waiting or conn.waiting[0][1] > now_ns:
+                continue
+            if conn.established:
+                self._lost(conn, "timeout")
+            else:  # it never opened: no reset; retried at the next interval
+                self._drop(conn)
+                self.tally.error("timeout")
+
+    def close_all(self) -> None:
+        """At the end: requests still unanswered are neither good nor errors."""
+        for conn in self.conns:
+            self._drop(conn)
+
+
+@dataclass(slots=True, eq=False)
+class _Connection:
+    """A long-lived connection's state; ``waiting``: its requests not answered yet, oldest
+    first, as (seq, deadline); ``out``: requests not written yet; ``answer``: a partial line."""
+
+    sock: socket.socket | None = None
+    established: bool = False
+    was_lost: bool = False  # a reset happened: opening again is a reconnect
+    events: int = 0  # what the selector waits for
+    waiting: deque[tuple[int, int]] = field(default_factory=deque)
+    out: bytes = b""
+    answer: bytes = b""
+
+
+def _line(op: str, seq: int) -> bytes:
+    """A tcp request: a line, answered by a line."""
+    return b"%s %d\n" % (op.encode(), seq)
+
+
+def _connect(source: SocketSource, where: Target) -> socket.socket:
+    """A non-blocking stream socket connecting to ``where``; OSError if that failed at once."""
+    sock = source.new(socket.SOCK_STREAM)
+    sock.setblocking(False)
+    code = sock.connect_ex((where.host, where.port))
+    if code not in (0, errno.EINPROGRESS):
+        sock.close()
+        raise OSError(code, os.strerror(code))
+    return sock
+
+
 def _reason(exc: OSError) -> str:
     names = {errno.ECONNREFUSED: "refused", errno.ECONNRESET: "reset", errno.ETIMEDOUT: "timeout"}
     return names.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
 
 
-def _open(stack: contextlib.ExitStack, sel: selectors.BaseSelector, host: str) -> socket.socket:
-    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+def _open(
+    stack: contextlib.ExitStack, sel: selectors.BaseSelector, source: SocketSource, host: str
+) -> socket.socket:
+    sock = stack.enter_context(source.new(socket.SOCK_DGRAM))
     sock.setblocking(False)
     sock.bind(("127.0.0.1" if host.startswith("127.") else "", 0))
     sel.register(sock, selectors.EVENT_READ, data=sock)  # key.data: the socket, as a socket
