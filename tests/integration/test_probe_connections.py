@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -23,10 +24,12 @@ from nfvha.drivers.network import ProviderNetwork
 from tests.integration.support.deployments import free_udp_port
 from tests.integration.support.processes import kill_and_reap
 from tests.integration.support.runs import NFVHA, cli
+from tests.integration.support.waiting import wait_for_sync
 
 # Answers each request line "OP SEQ" with the counter's "OK SEQ 0 NAME" (NAME "peer" means
 # the client's address as the server sees it), on tcp (any number of connections) and udp,
-# on the same port. Prints "ready" once listening and "served N" once N answers are sent.
+# on the same port. Prints "ready" once listening, "served N" once N answers are sent, and
+# "connection K served N" once its Kth tcp connection (from 1, in accept order) sent N.
 SERVER = textwrap.dedent(
     """
     import selectors, socket, sys
@@ -47,37 +50,45 @@ SERVER = textwrap.dedent(
         who = peer[0] if name == "peer" else name
         return f"OK {seq} 0 {who}".encode()
 
-    def served(count):
+    def served(count, k=None):
         global total
         total += count
         if total - count < report <= total:
             print(f"served {report}", flush=True)
+        if k is not None:
+            counts[k] += count
+            if counts[k] - count < report <= counts[k]:
+                print(f"connection {k} served {report}", flush=True)
 
     print("ready", flush=True)
-    buffers = {}
+    buffers, counts = {}, {}
     while True:
         for key, _ in sel.select():
             sock = key.fileobj
             if sock is listener:
                 conn, peer = listener.accept()
-                buffers[conn] = (b"", peer)
+                buffers[conn] = (b"", peer, len(counts) + 1)
+                counts[len(counts) + 1] = 0
                 sel.register(conn, selectors.EVENT_READ)
             elif sock is udp:
                 data, peer = udp.recvfrom(512)
                 udp.sendto(answer(data, peer), peer)
                 served(1)
             else:
-                data = sock.recv(4096)
+                pending, peer, k = buffers[sock]
+                try:
+                    data = sock.recv(4096)
+                    *lines, rest = (pending + data).split(b"\\n")
+                    buffers[sock] = (rest, peer, k)
+                    sock.sendall(b"".join(answer(line, peer) + b"\\n" for line in lines))
+                except OSError:  # the client gave up on this connection
+                    data = b""
                 if not data:
                     sel.unregister(sock)
                     sock.close()
                     del buffers[sock]
                     continue
-                pending, peer = buffers[sock]
-                *lines, rest = (pending + data).split(b"\\n")
-                buffers[sock] = (rest, peer)
-                sock.sendall(b"".join(answer(line, peer) + b"\\n" for line in lines))
-                served(len(lines))
+                served(len(lines), k)
     """
 )
 
@@ -113,11 +124,15 @@ class Server:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
 
-    def expect(self, line: str) -> None:
-        """Blocks until the server prints ``line`` (the test's timeout bounds the wait)."""
+    def expect(self, wanted: Callable[[str], bool] | str) -> str:
+        """Blocks until the server prints a line that is (or satisfies) ``wanted``, skipping
+        others (the test's timeout bounds the wait); that line."""
         assert self.proc.stdout is not None
-        got = self.proc.stdout.readline().strip()
-        assert got == line, f"server said {got!r} (exit {self.proc.poll()}), expected {line!r}"
+        while line := self.proc.stdout.readline():
+            line = line.strip()
+            if line == wanted or (callable(wanted) and wanted(line)):
+                return line
+        raise AssertionError(f"server exited ({self.proc.poll()}) without saying {wanted!r}")
 
     def kill(self) -> None:
         self.proc.kill()
@@ -198,6 +213,53 @@ def test_long_lived_connections_survive_a_server_restart(
     assert result["outage_ms"] == pytest.approx((runs[1]["from_ns"] - runs[0]["to_ns"]) / 1e6)
     assert result["answered"] == runs[0]["count"] + runs[1]["count"] <= result["sent"]
     assert result["lost"] == 0 and not result["interleaved"]
+
+
+def accept_queue(port: int) -> int:
+    """Connections the kernel completed on the listener at 127.0.0.1:``port`` that are not
+    accepted yet (/proc/net/tcp shows a listener's accept queue as its rx_queue)."""
+    local = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        for row in f.read().splitlines()[1:]:
+            fields = row.split()
+            if fields[1] == local and fields[3] == "0A":  # LISTEN
+                return int(fields[4].split(":")[1], 16)
+    return 0
+
+
+def reopened_and_served(line: str) -> bool:
+    """A connection after the first one has been answered REPORT_AFTER times."""
+    said = re.fullmatch(rf"connection (\d+) served {REPORT_AFTER}", line)
+    return said is not None and int(said[1]) > 1
+
+
+@pytest.mark.timeout(60)
+def test_a_hung_server_times_long_lived_connections_out(servers: Servers) -> None:
+    """A stopped server answers nothing, but its kernel still completes connections: the
+    probe's request times out (a reset), the connection is reopened (a reconnect) into the
+    listener's queue; once the server goes on, a reopened connection is answered."""
+    port = free_udp_port()
+    server = servers.start("127.0.0.1", port, "only")
+    # A connection given up unanswered carries at most timeout / interval + 1 requests: 11,
+    # fewer than REPORT_AFTER, so only a connection the probe kept gets that many answers.
+    probe = Probe(
+        f"tcp://127.0.0.1:{port}", "--long-lived", "--interval-ms", "5", "--timeout-ms", "50"
+    )
+    try:
+        server.expect(f"served {REPORT_AFTER}")
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_for_sync(lambda: accept_queue(port) >= 1, "the probe reopening its connection")
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        server.expect(reopened_and_served)
+        result = probe.stop()
+    finally:
+        probe.kill()
+    assert result["resets"] >= 1 and result["reconnects"] >= 1, result
+    assert result["error_kinds"].get("timeout", 0) >= 1, result
+    assert [r["vnfc"] for r in result["runs"]] == ["only"]
+    assert 0 < result["outage_from_ns"] < result["outage_to_ns"] < result["runs"][0]["to_ns"]
 
 
 @pytest.mark.timeout(60)
