@@ -25,16 +25,17 @@ etcd:
 	    service etcd stop >/dev/null 2>&1; update-rc.d etcd disable >/dev/null 2>&1; true; \
 	  fi; }
 
-# dnsmasq and HAProxy for the real-daemon tests: Debian's packages, installed when missing (as
-# root). Both packages enable (and where services may start, start) a system instance on ports
-# 53 and 80: those are stopped and disabled, so only the tests' own instances, on free ports, run.
+# dnsmasq, HAProxy and keepalived for the real-daemon tests and benchmarks: Debian's packages,
+# installed when missing (as root). They enable (and where services may start, start) a system
+# instance (dnsmasq on port 53, HAProxy on 80, keepalived's VRRP): those are stopped and disabled,
+# so only the tests' own instances, on free ports or in their own namespaces, run.
 daemons:
-	@PATH="$$PATH:/usr/sbin:/sbin"; command -v dnsmasq >/dev/null && command -v haproxy >/dev/null || { \
+	@PATH="$$PATH:/usr/sbin:/sbin"; command -v dnsmasq >/dev/null && command -v haproxy >/dev/null && command -v keepalived >/dev/null || { \
 	  if [ "$$(id -u)" -ne 0 ]; then \
-	    echo "dnsmasq or haproxy is missing: as root, apt-get install dnsmasq haproxy (their tests are skipped)"; \
+	    echo "dnsmasq, haproxy or keepalived is missing: as root, apt-get install dnsmasq haproxy keepalived (their tests are skipped)"; \
 	  else \
-	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y dnsmasq haproxy || exit 1; \
-	    for s in dnsmasq haproxy; do \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y dnsmasq haproxy keepalived || exit 1; \
+	    for s in dnsmasq haproxy keepalived; do \
 	      systemctl disable $$s >/dev/null 2>&1; systemctl stop $$s >/dev/null 2>&1; \
 	      service $$s stop >/dev/null 2>&1; update-rc.d $$s disable >/dev/null 2>&1; \
 	    done; true; \
@@ -61,6 +62,7 @@ bench: $(STAMP) etcd daemons
 	$(BIN)/python bench/manager.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/daemons.py
+	$(BIN)/python bench/vip.py
 	$(BIN)/python bench/tables.py --write
 
 clean:

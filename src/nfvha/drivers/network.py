@@ -62,6 +62,7 @@ KILL_WAIT_S = 5.0
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
 ARPOP_REQUEST = 1
+NLMSG_ERROR = 2
 CLONE_NEWNET = 0x40000000
 
 T = TypeVar("T")
@@ -375,6 +376,17 @@ def holder_sampler(nodes: list[Node], ip: str) -> Iterator[Callable[[], list[str
         yield sample
 
 
+def neighbour_mac(netns: str, ip: str) -> str | None:
+    """The MAC address the neighbour (ARP) table of ``netns`` has for ``ip`` now, None if none:
+    whom a consumer sends to after a VIP moved."""
+    with _rtnl(netns) as ipr:
+        for entry in ipr.get_neighbours(family=socket.AF_INET):
+            mac: str | None = entry.get("NDA_LLADDR")
+            if entry.get("NDA_DST") == ip and mac:
+                return mac
+    return None
+
+
 # --- the provider network --------------------------------------------------------------------
 
 
@@ -383,9 +395,15 @@ class ProviderNetwork:
     or call ``remove()``."""
 
     def __init__(
-        self, deployment: str, subnet: str = DEFAULT_SUBNET, reserved: list[str] | None = None
+        self,
+        deployment: str,
+        subnet: str = DEFAULT_SUBNET,
+        reserved: list[str] | None = None,
+        attach: bool = False,
     ) -> None:
-        """``reserved``: addresses never given to a node (the virtual IPs)."""
+        """``reserved``: addresses never given to a node (the virtual IPs). ``attach``: take
+        over the network a manager that died built (its nodes come back with ``add_node``),
+        instead of building one; a new one is built if there is none."""
         ok, why = available()
         if not ok:
             raise NetworkUnavailable(why)
@@ -398,6 +416,10 @@ class ProviderNetwork:
         self.reserved = set(reserved or [])
         self._made: list[str] = []  # namespaces, in creation order
         self._ports = 0
+        self._attached = attach and self.netns in _listnetns()
+        if self._attached:
+            self._made = namespaces_of(deployment)
+            return
         if self.netns in _listnetns():
             raise FileExistsError(
                 errno.EEXIST,
@@ -450,6 +472,8 @@ class ProviderNetwork:
         if name in self.nodes:
             raise ValueError(f"node {name!r} exists")
         netns = f"{PREFIX}{self.tag}-{name}"
+        if self._attached and netns in _listnetns():
+            return self._adopt_node(name, netns)
         address = self._free_address()
         self._ports += 1
         port = f"v{self._ports}"
@@ -475,6 +499,17 @@ class ProviderNetwork:
                 self._made.remove(netns)
             raise
         node = Node(name, netns, NODE_IF, str(address), self.subnet.prefixlen, mac, port)
+        self.nodes[name] = node
+        return node
+
+    def _adopt_node(self, name: str, netns: str) -> Node:
+        """A node a manager that died made: read back from its namespace."""
+        with _rtnl(netns) as ipr:
+            eth = ipr.link_lookup(ifname=NODE_IF)[0]
+            mac = ipr.get_links(eth)[0].get("IFLA_ADDRESS")
+            first = ipr.get_addr(index=eth, family=socket.AF_INET)[0]  # added before any VIP
+            address, prefixlen = first.get("IFA_ADDRESS"), first["prefixlen"]
+        node = Node(name, netns, NODE_IF, address, prefixlen, mac)
         self.nodes[name] = node
         return node
 
@@ -564,14 +599,8 @@ class ProviderNetwork:
         return time.monotonic_ns()
 
     def neighbour_mac(self, node: Node, ip: str) -> str | None:
-        """The MAC address ``node``'s neighbour (ARP) table has for ``ip`` now, None if none:
-        whom a consumer sends to after a VIP moved."""
-        with _rtnl(node.netns) as ipr:
-            for entry in ipr.get_neighbours(family=socket.AF_INET):
-                mac: str | None = entry.get("NDA_LLADDR")
-                if entry.get("NDA_DST") == ip and mac:
-                    return mac
-        return None
+        """``neighbour_mac`` of the node's namespace."""
+        return neighbour_mac(node.netns, ip)
 
     # --- teardown ---
 
@@ -587,3 +616,85 @@ class ProviderNetwork:
         self._made.clear()
         self.nodes.clear()
         return removed
+
+
+class VipMover:
+    """Claims and releases of virtual IPs on the failover path, in microseconds: each node's
+    rtnetlink and packet sockets are opened once (made inside its namespace, they act there
+    from any thread) and a claim or release is one netlink request and its ack; a claim sends
+    one announcement at once (``announce`` repeats it). Thread-safe enough for one caller at a
+    time; pyroute2's own IPRoute is not used here because it forks a helper per namespace and
+    costs milliseconds per call."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[str, tuple[socket.socket, socket.socket, int]] = {}
+        self._seq = 0
+
+    def warm(self, node: Node) -> None:
+        """Open the node's sockets now, off the failover path."""
+        self._of(node)
+
+    def _of(self, node: Node) -> tuple[socket.socket, socket.socket, int]:
+        if node.netns not in self._sockets:
+
+            def make() -> tuple[socket.socket, socket.socket, int]:
+                rt = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
+                rt.bind((0, 0))
+                packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # send only
+                packet.bind((node.ifname, 0))
+                return rt, packet, socket.if_nametoindex(node.ifname)
+
+            self._sockets[node.netns] = in_namespace(node.netns, make)
+        return self._sockets[node.netns]
+
+    def _request(self, node: Node, kind: int, ip: str, prefixlen: int, flags: int) -> int:
+        """One RTM_NEWADDR/RTM_DELADDR with an ack; the kernel's errno (0: done)."""
+        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+
+        rt, _, index = self._of(node)
+        self._seq += 1
+        msg = ifaddrmsg()
+        msg["family"], msg["prefixlen"], msg["index"] = socket.AF_INET, prefixlen, index
+        msg["attrs"] = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
+        msg["header"]["type"] = kind
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
+        msg["header"]["sequence_number"] = self._seq
+        msg.encode()
+        rt.send(msg.data)
+        while True:  # nlmsghdr (length, type, flags, seq, pid), then nlmsgerr's error
+            _, kind_, _, seq, _, error = struct.unpack_from("=IHHIIi", rt.recv(65536))
+            if kind_ == NLMSG_ERROR and seq == self._seq:
+                return -error
+
+    def announce(self, node: Node, ip: str) -> int:
+        """One gratuitous ARP for ``ip`` from the node; its CLOCK_MONOTONIC ns."""
+        self._of(node)[1].send(garp_frame(node.mac, ip))
+        return time.monotonic_ns()
+
+    def claim(self, node: Node, ip: str, prefixlen: int) -> VipChange:
+        from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
+        from pyroute2.netlink.rtnl import RTM_NEWADDR
+
+        error = self._request(node, RTM_NEWADDR, ip, prefixlen, NLM_F_CREATE | NLM_F_EXCL)
+        if error not in (0, errno.EEXIST):  # EEXIST: held already; announced again
+            raise OSError(error, f"claim {ip} on {node.name}: {os.strerror(error)}")
+        t = time.monotonic_ns()
+        change = VipChange("claim", ip, node.name, node.netns, node.ifname, node.mac, not error, t)
+        change.garp = [self.announce(node, ip)]
+        return change
+
+    def release(self, node: Node, ip: str, prefixlen: int) -> VipChange:
+        from pyroute2.netlink.rtnl import RTM_DELADDR
+
+        error = self._request(node, RTM_DELADDR, ip, prefixlen, 0)
+        if error not in (0, errno.EADDRNOTAVAIL):  # not held: nothing to do
+            raise OSError(error, f"release {ip} on {node.name}: {os.strerror(error)}")
+        t = time.monotonic_ns()
+        return VipChange("release", ip, node.name, node.netns, node.ifname, node.mac, not error, t)
+
+    def close(self) -> None:
+        for rt, packet, _ in self._sockets.values():
+            rt.close()
+            packet.close()
+        self._sockets.clear()
