@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import shlex
+import shutil
 import signal
 from collections import Counter
 from pathlib import Path
@@ -19,6 +21,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -34,6 +37,7 @@ StateSync = Literal["direct", "manager", "shared_storage", "store"]
 # What the manager's checkpoint service does for a VNF; "external": the components write a
 # shared log or etcd themselves, and the manager is not in the path.
 ServiceMode = Literal["replicated", "checkpoint", "none", "external"]
+NetworkMode = Literal["loopback", "netns"]  # the mode in use ("auto" resolved)
 
 
 class ConfigError(Exception):
@@ -201,16 +205,40 @@ class Redundancy(Strict):
     spare_start: Literal["prestarted", "on_demand"] = "prestarted"
 
 
+def _ipv4(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise ValueError(f"expected an IPv4 address such as 10.77.0.100, got {value!r}") from None
+
+
+def _ipv4_network(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Network(value))
+    except ValueError:
+        raise ValueError(f"expected an IPv4 network such as 10.77.0.0/24, got {value!r}") from None
+
+
 class Service(Strict):
     name: Name
     protocol: Literal["udp", "tcp"] = "udp"
     address: str
+    # A virtual IP on the provider network (network mode netns): the active claims it as part
+    # of becoming active, and consumers reach the service at vip:<port of address>. Loopback
+    # mode serves ``address`` itself.
+    vip: Annotated[str, AfterValidator(_ipv4)] | None = None
 
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
         parse_address(value)
         return value
+
+    def address_in(self, mode: NetworkMode) -> str:
+        """Where consumers reach the service in this network mode."""
+        if mode == "netns" and self.vip is not None:
+            return f"{self.vip}:{parse_address(self.address)[1]}"
+        return self.address
 
 
 def _signal_name(value: str) -> str:
@@ -322,6 +350,19 @@ class StateLocation(Strict):
         return value
 
 
+class LoadBalancing(Strict):
+    """Active/active service access (section 3.1 of the seed): HAProxy, itself HA (an implicit
+    2n VNF ``<vnf>-lb``), in front of the actives of an n+m VNF. ``pool``: ``vnfc`` (case 1),
+    one server per VNFC; ``vm`` (case 2, needs hosts), one server per VM a VNFC runs in.
+    ``checks``: HAProxy checks the servers too, and a server it marks DOWN is a failed health
+    check of its VNFC (the LB as cluster manager). See nfvha.core.pool."""
+
+    kind: Literal["haproxy"] = "haproxy"
+    pool: Literal["vnfc", "vm"] = "vnfc"
+    checks: bool = False
+    check_interval_ms: PositiveInt = 100
+
+
 class Vnf(Strict):
     name: Name
     redundancy: Redundancy
@@ -337,6 +378,13 @@ class Vnf(Strict):
     sdk: bool = True  # False: plain processes, supervised and health-checked only
     repair: Repair = Repair()
     hooks: Hooks | None = None
+    load_balancer: LoadBalancing | None = None  # n+m only; see LoadBalancing
+    _balances: str | None = PrivateAttr(None)  # the implicit LB VNF: the VNF it balances
+
+    @property
+    def balances(self) -> str | None:
+        """The VNF whose pool this one balances (the implicit ``<vnf>-lb``), else None."""
+        return self._balances
 
     @model_validator(mode="after")
     def _consistent(self) -> Vnf:
@@ -354,7 +402,7 @@ class Vnf(Strict):
                 f"model n+m with active={r.active} spare={r.spare} needs "
                 f"{r.active + r.spare} VNFCs, got {count}"
             )
-        allowed = {"2n": {"replicated"}, "n+m": {"none"}, "none": {"checkpoint", "none"}}
+        allowed = {"2n": {"replicated", "none"}, "n+m": {"none"}, "none": {"checkpoint", "none"}}
         if self.state is not None and self.state not in allowed[r.model]:
             raise ValueError(
                 f"state {self.state!r} does not fit model {r.model} "
@@ -362,8 +410,16 @@ class Vnf(Strict):
             )
         self._check_sync()
         if not self.sdk:
-            if r.model == "2n" or self.state == "checkpoint":
-                raise ValueError("a stateful VNF needs the SDK (sdk: true) to sync its state")
+            if self.state_mode != "none":
+                raise ValueError(
+                    "a stateful VNF needs the SDK (sdk: true) to sync its state"
+                    + (": without it, a 2n hot standby is 'state: none'" if r.model == "2n" else "")
+                )
+            if r.model == "2n" and self.service.vip is None:
+                raise ValueError(
+                    "a 2n hot standby without the SDK needs service.vip: both daemons run bound "
+                    "to the virtual IP, and only its holder (the active) receives traffic"
+                )
             if r.model == "n+m" and r.spare_start == "prestarted" and r.spare:
                 raise ValueError(
                     "without the SDK a spare cannot wait idle: use spare_start: on_demand"
@@ -424,6 +480,18 @@ class Reliability(Strict):
     host: HostReliability | None = None  # hosts only crash
 
 
+class Network(Strict):
+    """Where the VNFCs (or VMs) and consumers live on the network.
+
+    loopback: every process on this machine's loopback (no privileges needed). netns: each VNFC
+    (or, with hosts, each VM) in a network namespace of its own on a bridge, consumers in one
+    of theirs, virtual IPs moved with gratuitous ARP (needs root and ``ip netns``). auto: netns
+    where this machine can, loopback elsewhere; the mode in use is printed at start."""
+
+    mode: Literal["loopback", "netns", "auto"] = "loopback"
+    subnet: Annotated[str, AfterValidator(_ipv4_network)] = "10.77.0.0/24"
+
+
 class Deployment(Strict):
     name: Name
     vnfs: list[Vnf] = Field(min_length=1)
@@ -434,6 +502,7 @@ class Deployment(Strict):
     nfvi: Nfvi = Nfvi()
     reliability: Reliability | None = None  # for 'nfvha predict'
     metrics: MetricsEndpoint | None = None  # absent: no metrics endpoint
+    network: Network = Network()
 
     @model_validator(mode="after")
     def _unique(self) -> Deployment:
@@ -444,8 +513,21 @@ class Deployment(Strict):
         addresses = [v.service.address for v in self.vnfs]
         if len(set(addresses)) != len(addresses):
             raise ValueError("two services share one address")
+        self._check_vips()
         self._check_nfvi()
         return self
+
+    def _check_vips(self) -> None:
+        vips = [v.service.vip for v in self.vnfs if v.service.vip is not None]
+        dupes = repeated(vips)
+        if dupes:
+            raise ValueError(f"a virtual IP belongs to one service, repeated: {', '.join(dupes)}")
+        subnet = ipaddress.IPv4Network(self.network.subnet)
+        for ip in map(ipaddress.IPv4Address, vips):
+            if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
+                raise ValueError(
+                    f"virtual IP {ip} is not a host address of network.subnet {subnet}"
+                )
 
     def _check_nfvi(self) -> None:
         hosts = [h.name for h in self.hosts]
@@ -526,9 +608,136 @@ def load(path: str | Path) -> tuple[Deployment, Path]:
     path = Path(path)
     raw = read_mapping(path)
     try:
-        return Deployment.model_validate(raw), path.resolve().parent
+        deployment = Deployment.model_validate(raw)
     except ValidationError as exc:
         raise invalid(path, exc) from None
+    return with_load_balancers(deployment, path), path.resolve().parent
+
+
+def load_balancer_problems(dep: Deployment) -> list[str]:
+    """What is wrong with the ``load_balancer`` blocks: one line each, path first."""
+    problems: list[str] = []
+    names = {v.name for v in dep.vnfs} | {c.name for v in dep.vnfs for c in v.vnfcs}
+    ports: dict[int, str] = {}
+    for i, vnf in enumerate(dep.vnfs):
+        lb, at = vnf.load_balancer, f"vnfs[{i}].load_balancer"
+        if lb is None:
+            continue
+        if vnf.redundancy.model != "n+m":
+            problems.append(
+                f"{at}: needs model n+m (N actives behind one address), not {vnf.redundancy.model}"
+            )
+        if vnf.service.protocol != "tcp":
+            problems.append(
+                f"{at}: HAProxy balances tcp (and http over it), not {vnf.service.protocol}: "
+                "set service.protocol: tcp"
+            )
+        if vnf.policies.health_check.address is not None:
+            problems.append(
+                f"vnfs[{i}].policies.health_check.address: each pooled VNFC is checked on its "
+                "own backend address; leave it out"
+            )
+        taken = sorted(names & {lb_vnf_name(vnf.name), *lb_vnfc_names(vnf.name)})
+        if taken or len(lb_vnfc_names(vnf.name)[0]) > 63:
+            problems.append(
+                f"{at}: its load balancer is the VNF {lb_vnf_name(vnf.name)} with VNFCs "
+                f"{', '.join(lb_vnfc_names(vnf.name))}: "
+                + (f"{', '.join(taken)} already taken" if taken else "a name over 63 characters")
+            )
+        port = parse_address(vnf.service.address)[1]
+        if port in ports:
+            problems.append(
+                f"vnfs[{i}].service.address: port {port} is the port of {ports[port]} too: "
+                "the backends of load-balanced VNFs on loopback differ only by port"
+            )
+        ports.setdefault(port, vnf.name)
+        if lb.pool == "vm":
+            problems += _vm_pool_problems(dep, i)
+    return problems
+
+
+def _vm_pool_problems(dep: Deployment, i: int) -> list[str]:
+    vnf = dep.vnfs[i]
+    if not dep.hosts:
+        return [
+            f"vnfs[{i}].load_balancer.pool: vm needs hosts: the pool's servers are the VMs "
+            "the VNFCs run in; declare 'hosts' (or use pool: vnfc)"
+        ]
+    shared = repeated([c.vm for c in vnf.vnfcs if c.vm is not None])
+    if shared:
+        return [
+            f"vnfs[{i}].vnfcs: with pool: vm each VNFC runs in a VM of its own (a VM is one "
+            f"server of the pool); shared: {', '.join(shared)}"
+        ]
+    return []
+
+
+def lb_vnf_name(vnf: str) -> str:
+    return f"{vnf}-lb"
+
+
+def lb_vnfc_names(vnf: str) -> tuple[str, str]:
+    return f"{vnf}-lb-a", f"{vnf}-lb-b"
+
+
+LB_CONFIG = "haproxy.cfg"
+
+
+def lb_config_path(runtime_dir: Path, lb_vnfc: str) -> Path:
+    """Where nfvha writes the configuration of one HAProxy instance of a load balancer."""
+    return runtime_dir / "lb" / lb_vnfc / LB_CONFIG
+
+
+def with_load_balancers(dep: Deployment, source: Path | str = "") -> Deployment:
+    """The deployment with the implicit load-balancer VNF of every ``load_balancer`` block
+    (a ConfigError, naming the file, for each problem). The LB VNF ``<vnf>-lb`` is 2n, without
+    the SDK, stateless: two HAProxy instances, both carrying the pool (the passive is hot),
+    each checked on its own monitor address. The service's virtual IP moves to it (the LB
+    pair holds the address consumers use). It is built unvalidated: it shares its service
+    address with the pooled VNF by design, and a 2n hot standby without the SDK is
+    otherwise accepted only with a virtual IP."""
+    problems = load_balancer_problems(dep)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
+    if not any(v.load_balancer for v in dep.vnfs):
+        return dep
+    from nfvha.runtime.paths import runtime_dir  # the sockets' place; paths imports nothing
+
+    binary = shutil.which("haproxy", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    vnfs: list[Vnf] = []
+    for vnf in dep.vnfs:
+        if vnf.load_balancer is None:
+            vnfs.append(vnf)
+            continue
+        service = vnf.service.model_copy(update={"vip": None})
+        vnfs.append(vnf.model_copy(update={"service": service}))
+        vnfs.append(_lb_vnf(vnf, runtime_dir(dep.name), binary or "haproxy"))
+    return dep.model_copy(update={"vnfs": vnfs})
+
+
+def _lb_vnf(vnf: Vnf, rundir: Path, binary: str) -> Vnf:
+    name = lb_vnf_name(vnf.name)
+    vnfcs = [
+        Vnfc(name=c, command=[binary, "-db", "-f", str(lb_config_path(rundir, c))])
+        for c in lb_vnfc_names(vnf.name)
+    ]
+    check = HealthCheck(kind="http", path="/healthz", interval_ms=100, failure_threshold=3)
+    lb = Vnf.model_construct(
+        name=name,
+        redundancy=Redundancy(model="2n"),
+        service=Service(
+            name=f"{vnf.service.name}-lb",
+            protocol="tcp",
+            address=vnf.service.address,
+            vip=vnf.service.vip,
+        ),
+        vnfcs=vnfcs,
+        policies=Policies(health_check=check, cleanup_grace_ms=200),
+        state="none",
+        sdk=False,
+    )
+    lb._balances = vnf.name
+    return lb
 
 
 def warnings(deployment: Deployment) -> list[str]:

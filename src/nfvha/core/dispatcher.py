@@ -117,6 +117,8 @@ class Drivers(ABC):
       processes: the dispatcher confirms those itself (rule 4).
     - ``watch_health``: start or stop health checks; answers ``HealthCheckPassed/Failed``.
     - ``set_timer``: answers ``TimerExpired`` after the delay.
+    - ``service_address``: claim or release a virtual IP, done before the next command runs;
+      a claim that fails answers ``ErrorReported`` for the VNFC.
     Infrastructure — the VIM's commands, answered by VIM events (``VmUp``, ``HostFenced``...):
     - ``nfvi_command``.
     Checkpoint data path — fire and forget; durability comes back through the dispatcher's
@@ -142,6 +144,9 @@ class Drivers(ABC):
 
     @abstractmethod
     def set_timer(self, vnf: str, cmd: m.SetTimer) -> None: ...
+
+    @abstractmethod
+    def service_address(self, vnf: str, cmd: m.ClaimAddress | m.ReleaseAddress) -> None: ...
 
     @abstractmethod
     def nfvi_command(self, cmd: Traced) -> None: ...
@@ -185,6 +190,8 @@ def _do(out: Do, drivers: Drivers) -> None:
         drivers.watch_health(out.source, cmd)
     elif isinstance(cmd, m.SetTimer):
         drivers.set_timer(out.source, cmd)
+    elif isinstance(cmd, (m.ClaimAddress, m.ReleaseAddress)):
+        drivers.service_address(out.source, cmd)
 
 
 @dataclass

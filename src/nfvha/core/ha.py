@@ -27,6 +27,12 @@ Rules (design brief 1, 2, 5, 6; each has tests in tests/test_core_ha.py):
    stay active (no reassignment), a stale claim is isolated; standbys are resynchronised. A
    running VNFC that did not resume within its lease may be an active cut off from everyone:
    it is isolated before anyone else is made active. VNFCs that are gone are started.
+10. The service address (a virtual IP, ``service.vip``) has at most one holder. The VNFC made
+   active claims it just before its assignment (``ClaimAddress``); every VNFC releases it
+   before its cleanup (a no-op where not held: a new manager does not know who held it), and
+   the holder before any other role (``ReleaseAddress``). Since a role moves only once its
+   holder is isolated (rule 1), the old holder has released it before the new one claims it.
+   An adopted active claims it again: the claim re-announces it.
 
 Theory of operation: every VNFC has a life (stopped, starting, running, failed = being cleaned
 up, escalated) and a role (none, active, standby, spare). The runtime feeds events with the
@@ -112,6 +118,7 @@ class HAManager:
     switching: tuple[str, str] | None = field(default=None, init=False)
     maintenance: bool = field(default=False, init=False)
     unattended: dict[str, str] = field(default_factory=dict, init=False)  # VNFC -> failure
+    address_holder: str | None = field(default=None, init=False)  # rule 10
 
     def __post_init__(self) -> None:
         p = self.vnf.policies
@@ -192,7 +199,8 @@ class HAManager:
         revived, _ = self._revive_stranded(besides="") if self._pooled() else ([], "")
         started = revived or [cmd for n in gone for cmd in self._start(self.vnfcs[n])]
         commands += started + kept_escalated
-        return Decision(tuple(commands), self._adopted_text(keep, resumed, suspects, gone))
+        decision = Decision(tuple(commands), self._adopted_text(keep, resumed, suspects, gone))
+        return self._with_address(decision)
 
     def _keep_escalated(
         self, escalated: Collection[str], running: Mapping[str, int]
@@ -240,7 +248,7 @@ class HAManager:
         if self.maintenance and event.name in UNATTENDED:
             return self._unattended(vnfc, event)
         decision: Decision = handler(vnfc, event, now)
-        return decision
+        return self._with_address(decision)
 
     # --- events -------------------------------------------------------------------------------
 
@@ -491,9 +499,11 @@ class HAManager:
             raise OperatorRefused("switchover needs a serving active and a confirmed standby")
         old, new = running[Role.ACTIVE][0], running[Role.STANDBY][0]
         self.switching = (old.name, new.name)
-        return Decision(
-            (self._assign(old, Role.STANDBY),),
-            f"switchover: {old.name} hands over to {new.name}; it steps down first",
+        return self._with_address(
+            Decision(
+                (self._assign(old, Role.STANDBY),),
+                f"switchover: {old.name} hands over to {new.name}; it steps down first",
+            )
         )
 
     def _hand_over(self, old: VnfcState) -> Decision:
@@ -527,7 +537,7 @@ class HAManager:
             decision = self._fail(self.vnfcs[name], reason, now, responsive=False)
             commands += decision.commands
             texts.append(decision.why)
-        return Decision(tuple(commands), "; ".join(texts))
+        return self._with_address(Decision(tuple(commands), "; ".join(texts)))
 
     def _unattended(self, c: VnfcState, e: m.Message) -> Decision:
         if isinstance(e, m.ProcessExited):
@@ -701,6 +711,28 @@ class HAManager:
             return f"n+m: {r.active} active, {r.spare} spare ({r.spare_start})"
         return {"2n": "2n: active/standby", "none": "no redundancy"}[r.model]
 
+    def _with_address(self, decision: Decision) -> Decision:
+        """Rule 10: the claims and releases of the service's virtual IP that the decision's
+        assignments and cleanups call for, each placed just before the command that needs it."""
+        vip = self.vnf.service.vip
+        if vip is None:
+            return decision
+        address, out = str(vip), list[Traced]()
+        for cmd in decision.commands:
+            if isinstance(cmd, (m.AssignRole, m.KeepRole)) and cmd.role == "active":
+                out.append(m.ClaimAddress(vnfc=cmd.vnfc, address=address))
+                self.address_holder = cmd.vnfc
+            # Before any cleanup, held or not: a new manager does not know who held it.
+            elif isinstance(cmd, m.Cleanup) or (
+                isinstance(cmd, m.AssignRole) and cmd.vnfc == self.address_holder
+            ):
+                assert isinstance(cmd, m.Message)
+                out.append(m.ReleaseAddress(vnfc=cmd.vnfc, address=address))
+                if cmd.vnfc == self.address_holder:
+                    self.address_holder = None
+            out.append(cmd)
+        return Decision(tuple(out), decision.why)
+
     # --- views --------------------------------------------------------------------------------
 
     def active_holders(self) -> list[str]:
@@ -716,6 +748,8 @@ class HAManager:
                 "name": self.vnf.service.name,
                 "protocol": self.vnf.service.protocol,
                 "address": self.vnf.service.address,
+                "vip": str(self.vnf.service.vip) if self.vnf.service.vip else None,
+                "vip_holder": self.address_holder,
                 "active": self._serving_actives(),
                 "up": bool(self._serving_actives()),
             },

@@ -167,6 +167,21 @@ class AssignRole(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimAddress(Message):
+    """Make the VNFC's node hold the service's virtual IP and announce it (gratuitous ARP).
+    Claiming an address held already announces it again."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseAddress(Message):
+    """Take the service's virtual IP off the VNFC's node; releasing one not held is a no-op."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeepRole(Message):
     """A VNFC adopted by a new manager keeps the role it held: nothing is sent to it; its
     checkpoint writes are accepted with its epoch."""

@@ -20,6 +20,8 @@ HA_COMMANDS = (
     m.AssignRole,
     m.KeepRole,
     m.WatchHealth,
+    m.ClaimAddress,
+    m.ReleaseAddress,
     *m.TO_VNFM,
 )
 VNFM_COMMANDS = (m.VmLost, m.VmRestored, v.RepairConsent, v.VmErrorReport)

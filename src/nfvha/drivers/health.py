@@ -23,8 +23,10 @@ import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from nfvha.config import HealthCheck, parse_address
+from nfvha.drivers.network import socket_in
 
 Probe = Callable[[], Awaitable[str | None]]  # None when healthy, else the reason
 
@@ -95,25 +97,48 @@ class HealthMonitor:
         self._answered.set()
 
 
-def network_probe(spec: HealthCheck, service_address: str) -> Probe:
+def network_probe(spec: HealthCheck, service_address: str, netns: str | None = None) -> Probe:
+    """``netns``: the checks' sockets live in that network namespace (the manager's port on a
+    provider network), so they take the network path a consumer's packets take."""
     host, port = parse_address(spec.address or service_address)
     if spec.kind == "udp":
-        return lambda: _udp(host, port, spec.payload, spec.answer_prefix)
+        return lambda: _udp(host, port, spec.payload, spec.answer_prefix, netns)
     if spec.kind == "tcp":
-        return lambda: _tcp(host, port)
+        return lambda: _tcp(host, port, netns)
     if spec.kind == "http":
-        return lambda: _http(host, port, spec)
+        return lambda: _http(host, port, spec, netns)
     if spec.kind == "dns":
-        return lambda: _dns(host, port, spec)
+        return lambda: _dns(host, port, spec, netns)
     if spec.kind == "exec":
         assert spec.command
         return lambda: _exec(spec.command)
     raise ValueError(f"{spec.kind} is not a network probe")
 
 
-async def _udp(host: str, port: int, payload: bytes, expect: bytes) -> str | None:
+def _socket(kind: int, netns: str | None) -> socket.socket:
+    if netns is None:
+        return socket.socket(socket.AF_INET, kind)
+    return socket_in(netns, socket.AF_INET, kind)
+
+
+async def _connect(host: str, port: int, netns: str | None) -> tuple[Any, Any]:
+    if netns is None:
+        return await asyncio.open_connection(host, port)
+    sock = _socket(socket.SOCK_STREAM, netns)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
+
+
+async def _udp(
+    host: str, port: int, payload: bytes, expect: bytes, netns: str | None = None
+) -> str | None:
     loop = asyncio.get_running_loop()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with _socket(socket.SOCK_DGRAM, netns) as sock:
         sock.setblocking(False)
         try:
             sock.connect((host, port))
@@ -124,19 +149,19 @@ async def _udp(host: str, port: int, payload: bytes, expect: bytes) -> str | Non
     return None if answer.startswith(expect) else f"unexpected answer {answer[:40]!r}"
 
 
-async def _tcp(host: str, port: int) -> str | None:
+async def _tcp(host: str, port: int, netns: str | None = None) -> str | None:
     try:
-        _, writer = await asyncio.open_connection(host, port)
+        _, writer = await _connect(host, port, netns)
     except OSError as exc:
         return exc.strerror or str(exc)
     writer.close()
     return None
 
 
-async def _http(host: str, port: int, spec: HealthCheck) -> str | None:
+async def _http(host: str, port: int, spec: HealthCheck, netns: str | None = None) -> str | None:
     """One HTTP/1.1 request on a connection of its own (closed by the server after it)."""
     try:
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await _connect(host, port, netns)
     except OSError as exc:
         return exc.strerror or str(exc)
     try:
@@ -174,17 +199,25 @@ def _http_verdict(status_line: bytes, answer: bytes, spec: HealthCheck) -> str |
     return None
 
 
-async def _dns(host: str, port: int, spec: HealthCheck) -> str | None:
+async def _dns(host: str, port: int, spec: HealthCheck, netns: str | None = None) -> str | None:
     import dns.asyncquery
     import dns.exception
     import dns.message
+    import dns.query
     import dns.rcode
 
     assert spec.query
     query = dns.message.make_query(spec.query, spec.query_type)
     try:
         # The monitor's wait_for bounds it; dnspython wants a timeout of its own as well.
-        answer = await dns.asyncquery.udp(query, host, port=port, timeout=spec.timeout_s)
+        if netns is None:
+            answer = await dns.asyncquery.udp(query, host, port=port, timeout=spec.timeout_s)
+        else:  # a blocking query on a socket of the namespace, in a thread
+            sock = _socket(socket.SOCK_DGRAM, netns)
+            with sock:
+                answer = await asyncio.to_thread(
+                    dns.query.udp, query, host, port=port, timeout=spec.timeout_s, sock=sock
+                )
     except (OSError, dns.exception.DNSException) as exc:
         return str(exc) or type(exc).__name__
     rcode = dns.rcode.to_text(answer.rcode())

@@ -36,13 +36,14 @@ import pwd
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from nfvha.drivers.cgroups import in_cgroup
 from nfvha.drivers.containment import VnfcCgroups, reap_ours
+from nfvha.drivers.network import NETNS_DIR, enter_netns
 
 if TYPE_CHECKING:
     from nfvha.drivers.leftovers import GroupRecord
@@ -58,6 +59,20 @@ class StartSpec:
     user: str | None = None
     group: str | None = None
     limits: dict[str, str] = field(default_factory=dict)
+    netns: str | None = None  # a network namespace (``ip netns`` name) to start it in
+
+
+@contextlib.contextmanager
+def _netns_fd(netns: str | None) -> Iterator[int | None]:
+    """An fd of the namespace, opened before the fork (the child only calls setns)."""
+    if netns is None:
+        yield None
+        return
+    fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def resolve_ids(user: str | None, group: str | None) -> tuple[int | None, int | None]:
@@ -217,7 +232,7 @@ class ProcessDriver:
                 uid = gid = None
             argv = in_cgroup(str(zone), argv)
         self._log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self._log_dir / f"{name}.log", "ab") as log:
+        with open(self._log_dir / f"{name}.log", "ab") as log, _netns_fd(how.netns) as ns:
             popen = subprocess.Popen(
                 argv,
                 env=env,
@@ -229,6 +244,9 @@ class ProcessDriver:
                 user=uid,
                 group=gid,
                 extra_groups=[] if uid is not None or gid is not None else None,
+                # In the child, before exec: the namespace is entered with no window outside.
+                preexec_fn=None if ns is None else (lambda: enter_netns(ns)),
+                pass_fds=() if ns is None else (ns,),
             )
         return popen, zone
 

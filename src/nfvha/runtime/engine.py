@@ -32,6 +32,7 @@ from nfvha.core import vim as v
 from nfvha.core.ha import HAManager, Life, OperatorRefused, Resumed, Role
 from nfvha.core.messages import Traced
 from nfvha.core.placement import Placement, plan
+from nfvha.core.pool import backend_address
 from nfvha.core.vim import Vim
 from nfvha.core.vnfm import Vnfm
 from nfvha.drivers import leftovers
@@ -44,7 +45,9 @@ from nfvha.runtime import journal, paths, reload
 from nfvha.runtime.connections import Connections
 from nfvha.runtime.hooks import HookRunner
 from nfvha.runtime.metrics import Metrics
+from nfvha.runtime.nodes import MGMT, Nodes
 from nfvha.runtime.outcomes import Outcomes
+from nfvha.runtime.pool import Pools
 from nfvha.runtime.sync import peer_address, sync_spec
 from nfvha.runtime.trace import Throttle, Trace
 from nfvha.sdk import ENV_ADDRESS, ENV_PEER, ENV_SOCKET, ENV_VNFC
@@ -129,12 +132,18 @@ class Engine(d.Drivers):
                 service.durable = (version, dict(state))
             self.vnfs[name] = VnfRuntime(spec, self.dispatcher.ha[name], service, store)
         self.nfvi: NfviDriver | None = None
+        self.nodes = Nodes(deployment, "loopback")  # the network mode, resolved in start()
         if self.placement is not None:
             self._add_nfvi(self.placement)
         # The tools around nfvha (stderr lines, metrics, notify hooks) read the trace.
         self.outcomes = Outcomes(deployment)
         self.metrics = Metrics(deployment) if deployment.metrics is not None else None
         self.hooks = HookRunner(deployment, base_dir, trace)
+        # Load balancers (runtime/pool.py): their pools follow the managers after every step.
+        vnfc_vm = dict(self.placement.vnfc_vm) if self.placement else None
+        self.pools = Pools(
+            deployment, self.dispatcher.ha, self.runtime_dir, trace, self.feed, vnfc_vm, self._vms
+        )
         trace.observe(self._observe)
 
     # The managers are the dispatcher's; these views keep the engine's readers simple.
@@ -250,6 +259,11 @@ class Engine(d.Drivers):
             )
         )
         self._servers.append(await ControlServer(self).start())
+        vm_of = dict(self.placement.vnfc_vm) if self.placement else None
+        self.nodes = await asyncio.to_thread(Nodes.open, self.deployment, vm_of, bool(adoptable))
+        self.trace.record(
+            "note", "NetworkUp", src="nfvha", data=self.nodes.snapshot(), why=self.nodes.describe()
+        )
         if self.metrics is not None and (endpoint := self.deployment.metrics) is not None:
             self.metrics.serve(endpoint.address, endpoint.port)
         self.trace.record(
@@ -262,6 +276,7 @@ class Engine(d.Drivers):
             # VNFCs whose VM could not be adopted went with it: nothing is left to adopt.
             adoptable = [e for e in adoptable if leftovers.runs_as_recorded(e)]
         self._spawn_task(self._renew_leases())
+        self.pools.start()
         if adoptable:
             await self._adopt(adoptable, escalated)
         else:
@@ -319,8 +334,10 @@ class Engine(d.Drivers):
             monitor.stop()
         grace = max(v.spec.policies.cleanup_grace_ms for v in self.vnfs.values()) / 1000
         await self.procs.shutdown(grace)
+        await self.pools.close()
         if self.nfvi is not None:
             await self.nfvi.shutdown()
+        await asyncio.to_thread(self.nodes.close)
         for task in list(self._tasks):
             task.cancel()
         for server in self._servers:
@@ -351,6 +368,7 @@ class Engine(d.Drivers):
         managers of every other VNF: it is traced and the engine goes on."""
         try:
             d.execute(step(time.monotonic()), self)
+            self.pools.reconcile()
         except Exception as exc:
             traceback.print_exc()
             src = self.label(target) if target else "nfvha"
@@ -392,7 +410,7 @@ class Engine(d.Drivers):
                 state=state,
                 version=self.vnfs[vnf].checkpoints.version,
                 sync=sync_spec(spec, self.deployment.name, self.state_dir),
-                address=spec.service.address,
+                address=self._listen_address(vnf, cmd.vnfc),
                 reuse_port=spec.redundancy.model == "n+m",
                 lease_ms=spec.policies.role_lease_ms,
             )
@@ -408,8 +426,35 @@ class Engine(d.Drivers):
             standby = service.standby
             link.send("peer", address=peer_address(self.runtime_dir, standby) if standby else None)
 
+    def _listen_address(self, vnf: str, vnfc: str) -> str:
+        """A pooled VNFC (or LB instance) listens on its own backend address; others on the
+        service address."""
+        spec = self.vnfs[vnf].spec
+        return backend_address(spec, vnfc) or self.nodes.listen_address(spec.service.address)
+
+    def _vms(self) -> dict[str, str]:
+        """The VIM's view of each VM (its life), for pools of VMs."""
+        vms = self.vim.snapshot()["vms"] if self.vim is not None else {}
+        return {name: vm["state"] for name, vm in vms.items()}  # type: ignore[attr-defined]
+
     def watch_health(self, vnf: str, cmd: m.WatchHealth) -> None:
         self._watch(self.vnfs[vnf], cmd.vnfc, cmd.on)
+
+    def service_address(self, vnf: str, cmd: m.ClaimAddress | m.ReleaseAddress) -> None:
+        """The virtual IP, moved now (netlink, then gratuitous ARP for a claim): before the
+        assignment that follows it. Loopback mode has no virtual IP: the VNFC binds."""
+        claim = isinstance(cmd, m.ClaimAddress)
+        try:
+            change = (self.nodes.claim if claim else self.nodes.release)(cmd.vnfc, cmd.address)
+        except OSError as exc:  # refused: it cannot serve at the address
+            reason = f"could not {'claim' if claim else 'release'} {cmd.address}: {exc}"
+            self.trace.record("note", "AddressFailed", src="network", dst=cmd.vnfc, why=reason)
+            if claim:
+                self.feed(vnf, m.ErrorReported(vnfc=cmd.vnfc, reason=reason))
+            return
+        if change is not None:
+            name = "AddressClaimed" if claim else "AddressReleased"
+            self.trace.record("event", name, src="network", dst=cmd.vnfc, data=change)
 
     def set_timer(self, vnf: str, cmd: m.SetTimer) -> None:
         expired = m.TimerExpired(vnfc=cmd.vnfc, timer=cmd.timer, token=cmd.token)
@@ -464,20 +509,26 @@ class Engine(d.Drivers):
             {
                 ENV_SOCKET: str(self.component_socket),
                 ENV_VNFC: name,
-                ENV_ADDRESS: vnf.spec.service.address,
+                ENV_ADDRESS: self._listen_address(vnf.spec.name, name),
             }
         )
         if vnf.spec.sync == "direct":
             env[ENV_PEER] = peer_address(self.runtime_dir, name)
         try:
+            self.pools.prepare(name)  # an LB instance: its configuration, with today's pool
             vm = self.placement.vnfc_vm[name] if self.placement else None
             if vm is None:
                 how = StartSpec(
-                    signal.Signals[spec.stop_signal], spec.user, spec.group, spec.limits.files()
+                    signal.Signals[spec.stop_signal],
+                    spec.user,
+                    spec.group,
+                    spec.limits.files(),
+                    self.nodes.vnfc_netns(name),
                 )
                 pid = await self.procs.spawn(name, spec.command, env, self.base_dir, how)
             else:
-                pid = await self.nfvi.start_vnfc(vm, name, spec.command, env, self.base_dir)
+                argv = self.nodes.in_netns(name, spec.command)
+                pid = await self.nfvi.start_vnfc(vm, name, argv, env, self.base_dir)
                 self.procs.adopt(name, pid, str(self.nfvi.vnfc_zone(vm, name)))
         except VmUnreachable as exc:
             event = m.StartFailed(vnfc=name, reason=str(exc), vm_unreachable=True, token=token)
@@ -493,6 +544,7 @@ class Engine(d.Drivers):
         self.feed(vnf.spec.name, m.ProcessStarted(vnfc=name, pid=pid))
 
     async def _cleanup(self, vnf_name: str, cmd: m.Cleanup) -> None:
+        await self.pools.excluded(vnf_name, cmd.vnfc)  # out of its load balancer's pool first
         ok, detail = await self.procs.cleanup(cmd.vnfc, cmd.grace_s)
         link = self.links.pop(cmd.vnfc, None)
         if link:
@@ -509,7 +561,12 @@ class Engine(d.Drivers):
         probe = (
             (lambda: self._sdk_ping(name))
             if spec.kind == "sdk"
-            else network_probe(spec, vnf.spec.service.address)
+            else network_probe(
+                spec,
+                backend_address(vnf.spec, name)
+                or self.nodes.check_address(name, vnf.spec.service.address),
+                self.nodes.netns(MGMT),
+            )
         )
 
         def report(ok: bool, reason: str) -> None:

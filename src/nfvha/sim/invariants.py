@@ -10,6 +10,7 @@ stops the run (``Violation``) with the virtual time and what was seen.
   (adopted), holds every acknowledged checkpoint; acknowledgements outlive the manager. A write
   is acknowledged as its VNF's state_sync says (the world's ``acked``): by the manager, by the
   standby peer to peer (direct), or by the VNF's store (shared_storage, store).
+- ``one-address-holder``: a service's virtual IP is on at most one VNFC's node at any time.
 - ``escalation``: the HA manager escalates exactly on the failure after the maximum within the
   probation time (counted here independently, from its Cleanup commands), never otherwise. A
   manager's counts die with it: the count starts afresh for each new manager (a VNFC it
@@ -37,6 +38,7 @@ from nfvha.core.messages import Traced
 NAMES = (
     "two-actives",
     "isolation-before-failover",
+    "one-address-holder",
     "acknowledged-state",
     "escalation",
     "scope",
@@ -113,6 +115,9 @@ class Invariants:
             if len(actives) > active_limit(sim, vnf):
                 names = ", ".join(c.name for c in actives)
                 raise Violation("two-actives", sim.now, f"{vnf}: {names} all alive and active")
+            if len(holders := sim.vip_holders[vnf]) > 1:
+                names = ", ".join(sorted(holders))
+                raise Violation("one-address-holder", sim.now, f"{vnf}: held by {names}")
             if not getattr(sim, "adopting", False) and (stranded := self._stranded(sim, vnf)):
                 raise Violation("stranded", sim.now, f"{vnf}: {stranded} stopped, not coming back")
 

@@ -238,6 +238,9 @@ class Simulation(d.Drivers):
         self.acked = dict.fromkeys(self.specs, 0)
         self.sync = {vnf.name: vnf.sync for vnf in deployment.vnfs}
         self.stores = {vnf: SimStore() for vnf, sync in self.sync.items() if sync in EXTERNAL}
+        # Virtual IPs on the nodes, as the kernel holds them: VNF -> the VNFCs whose node has
+        # it (a node keeps an address until it is released, dead process or not).
+        self.vip_holders: dict[str, set[str]] = {v.name: set() for v in deployment.vnfs}
         # (when, VNF, acknowledged, kept): acknowledged writes lost with every copy of them
         self.lost: list[tuple[float, str, int, int]] = []
         # ... and those the manager destroyed itself (direct sync: see _count_copies)
@@ -381,6 +384,12 @@ class Simulation(d.Drivers):
     def set_timer(self, vnf: str, cmd: m.SetTimer) -> None:
         expired = m.TimerExpired(vnfc=cmd.vnfc, timer=cmd.timer, token=cmd.token)
         self._tell(cmd.after_s, vnf, expired)
+
+    def service_address(self, vnf: str, cmd: m.ClaimAddress | m.ReleaseAddress) -> None:
+        if isinstance(cmd, m.ClaimAddress):
+            self.vip_holders[vnf].add(cmd.vnfc)
+        else:
+            self.vip_holders[vnf].discard(cmd.vnfc)
 
     def nfvi_command(self, cmd: Traced) -> None:
         handler = getattr(self, f"_do_{cmd.name}", None)
