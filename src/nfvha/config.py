@@ -704,6 +704,13 @@ def with_load_balancers(dep: Deployment, source: Path | str = "") -> Deployment:
     from nfvha.runtime.paths import runtime_dir  # the sockets' place; paths imports nothing
 
     binary = shutil.which("haproxy", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    for vnf in dep.vnfs:
+        sock = lb_config_path(runtime_dir(dep.name), lb_vnfc_names(vnf.name)[0]).parent
+        if vnf.load_balancer is not None and len(f"{sock}/admin.sock") > 97:
+            raise ConfigError(
+                f"{source}: the admin socket of {vnf.name}'s load balancer would be "
+                f"{sock}/admin.sock, over HAProxy's 97 bytes: set NFVHA_RUNTIME_DIR shorter"
+            )
     vnfs: list[Vnf] = []
     for vnf in dep.vnfs:
         if vnf.load_balancer is None:

@@ -58,7 +58,7 @@ SOCKET_NAME = "admin.sock"
 CONFIG_NAME = "haproxy.cfg"
 LOG_NAME = "haproxy.log"
 PLACEHOLDER = "127.0.0.1:1"  # the address of a slot configured without one (in maintenance)
-_UNIX_PATH_MAX = 107
+_UNIX_PATH_MAX = 97  # HAProxy's own limit for a stats socket path (the kernel's: 107)
 _PASSED = frozenset({"L4OK", "L6OK", "L7OK", "L7OKC", "PROCOK"})
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
