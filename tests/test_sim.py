@@ -428,3 +428,32 @@ def test_fuzz_with_manager_crashes_keeps_every_invariant(dep: Deployment) -> Non
     runs, failed = fuzz(dep, 200, duration=30, mean_gap=1.0)
     assert failed is None, (failed.seed, failed.violation)
     assert runs == 200
+
+
+class KeepsTheAddressOnCleanup(HAManager):
+    """Claims the virtual IP for a new active but never takes it off a failed one."""
+
+    def _with_address(self, decision: Decision) -> Decision:
+        decision = super()._with_address(decision)
+        kept = tuple(c for c in decision.commands if c.name != "ReleaseAddress")
+        return Decision(kept, decision.why)
+
+
+def test_the_virtual_ip_has_one_holder_and_the_check_fires_without_releases() -> None:
+    dep = example("vip-failover")
+    schedule = [crash(1.0, "vnfc-crash", "echo-a"), crash(3.0, "vnfc-hang", "echo-b")]
+    good = simulate(dep, 1, schedule)
+    assert good.ok, good.violation
+    claims = [r["dst"] for r in good.sim.records if r["name"] == "ClaimAddress"]
+    assert len(claims) >= 3 and claims[0] != claims[1]  # it moved with the active role
+    bad = simulate(dep, 1, schedule, policies=Policies(ha=KeepsTheAddressOnCleanup))
+    assert bad.violation is not None and bad.violation.name == "one-address-holder"
+
+
+def test_fuzz_a_virtual_ip_without_manager_crashes() -> None:
+    # With manager crashes drawn too, a schedule still ends with two holders (open point).
+    runs, failed = fuzz(
+        example("vip-failover"), 200, duration=20, mean_gap=0.7, kinds=NO_MANAGER_CRASH
+    )
+    assert failed is None, (failed.seed, failed.violation)
+    assert runs == 200

@@ -322,6 +322,12 @@ def status(
         f"deployment [bold]{answer['deployment']}[/bold]  manager pid {answer.get('manager_pid')}",
         highlight=False,
     )
+    if (network := answer.get("network", {})).get("mode") == "netns":
+        console.print(
+            f"network netns {network['subnet']}  consumers: ip netns exec "
+            f"{network['consumer_netns']} ...",
+            highlight=False,
+        )
     for vnf in answer["vnfs"]:
         svc = vnf["service"]
         health = "[green]up[/green]" if svc["up"] else "[red]DOWN[/red]"
@@ -332,8 +338,9 @@ def status(
         console.print(
             f"VNF [bold]{vnf['vnf']}[/bold]  model {vnf['model']}  state {vnf['state']}{sync}"
             f"{extra}\n"
-            f"  service {svc['name']} {svc['protocol']}://{svc['address']}  {health}  "
-            f"active: {', '.join(svc['active']) or '-'}",
+            f"  service {svc['name']} {svc['protocol']}://{svc.get('reach', svc['address'])}"
+            f"  {health}  active: {', '.join(svc['active']) or '-'}"
+            + (f"  VIP held by {svc['vip_holder'] or '-'}" if svc.get("vip_holder") else ""),
             highlight=False,
         )
         placement = answer.get("placement", {})

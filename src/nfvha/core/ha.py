@@ -29,8 +29,8 @@ Rules (design brief 1, 2, 5, 6; each has tests in tests/test_core_ha.py):
    it is isolated before anyone else is made active. VNFCs that are gone are started.
 10. The service address (a virtual IP, ``service.vip``) has at most one holder. The VNFC made
    active claims it just before its assignment (``ClaimAddress``); every VNFC releases it
-   before its cleanup (a no-op where not held: a new manager does not know who held it), and
-   the holder before any other role (``ReleaseAddress``). Since a role moves only once its
+   before its cleanup or start (a no-op where not held: a new manager does not know who held
+   it), and the holder before any other role (``ReleaseAddress``). Since a role moves only once its
    holder is isolated (rule 1), the old holder has released it before the new one claims it.
    An adopted active claims it again: the claim re-announces it.
 
@@ -718,6 +718,12 @@ class HAManager:
         if vip is None:
             return decision
         address, out = str(vip), list[Traced]()
+        # A VNFC started anew may have died holding it (with no manager to see): first of all.
+        for cmd in decision.commands:
+            if isinstance(cmd, m.StartVnfc):
+                out.append(m.ReleaseAddress(vnfc=cmd.vnfc, address=address))
+                if cmd.vnfc == self.address_holder:
+                    self.address_holder = None
         for cmd in decision.commands:
             if isinstance(cmd, (m.AssignRole, m.KeepRole)) and cmd.role == "active":
                 out.append(m.ClaimAddress(vnfc=cmd.vnfc, address=address))

@@ -63,6 +63,7 @@ ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
 ARPOP_REQUEST = 1
 NLMSG_ERROR = 2
+NLMSG_DONE = 3
 CLONE_NEWNET = 0x40000000
 
 T = TypeVar("T")
@@ -666,6 +667,35 @@ class VipMover:
             _, kind_, _, seq, _, error = struct.unpack_from("=IHHIIi", rt.recv(65536))
             if kind_ == NLMSG_ERROR and seq == self._seq:
                 return -error
+
+    def has(self, node: Node, ip: str) -> bool:
+        """Whether the node's interface has ``ip`` now, from the kernel's address dump."""
+        from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+        from pyroute2.netlink.rtnl import RTM_GETADDR
+        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+
+        rt, _, index = self._of(node)
+        self._seq += 1
+        msg = ifaddrmsg()
+        msg["family"] = socket.AF_INET
+        msg["header"]["type"] = RTM_GETADDR
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+        msg["header"]["sequence_number"] = self._seq
+        msg.encode()
+        rt.send(msg.data)
+        found = False
+        while True:
+            data = rt.recv(65536)
+            offset = 0
+            while offset < len(data):
+                length, kind, _, _, _ = struct.unpack_from("=IHHII", data, offset)
+                if kind in (NLMSG_DONE, NLMSG_ERROR):
+                    return found
+                reply = ifaddrmsg(data[offset : offset + length])
+                reply.decode()
+                if reply["index"] == index and reply.get_attr("IFA_ADDRESS") == ip:
+                    found = True
+                offset += (length + 3) & ~3
 
     def announce(self, node: Node, ip: str) -> int:
         """One gratuitous ARP for ``ip`` from the node; its CLOCK_MONOTONIC ns."""

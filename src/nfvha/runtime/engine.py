@@ -264,6 +264,7 @@ class Engine(d.Drivers):
         self.trace.record(
             "note", "NetworkUp", src="nfvha", data=self.nodes.snapshot(), why=self.nodes.describe()
         )
+        print(f"nfvha: {self.nodes.describe()}", file=sys.stderr, flush=True)  # the mode in use
         if self.metrics is not None and (endpoint := self.deployment.metrics) is not None:
             self.metrics.serve(endpoint.address, endpoint.port)
         self.trace.record(
@@ -311,9 +312,15 @@ class Engine(d.Drivers):
         # One that died meanwhile (its exit went to a manager that had not adopted it) is gone.
         running = {e["vnfc"]: e["pgid"] for e in entries if self.procs.pid_of(e["vnfc"])}
         resumed = {n: self._resumed[n] for n in sdk if n in self._resumed and n in running}
-        resumed |= {n: (Resumed("active", 0), {}) for n in names - sdk if n in running}
+        resumed |= {n: (Resumed(self._plain_role(n), 0), {}) for n in names - sdk if n in running}
         self._adopting = False
         self._run(lambda now: self.dispatcher.adopt(now, running, resumed, escalated))
+
+    def _plain_role(self, vnfc: str) -> str:
+        """What a plain process that a dead manager left is: it serves as it runs; behind a
+        virtual IP, only while its node holds the address (the kernel says)."""
+        vip = self.vnfs[self.owner[vnfc]].spec.service.vip
+        return "active" if vip is None or self.nodes.holds(vnfc, vip) else "standby"
 
     async def _renew_leases(self) -> None:
         """Every component hears from its manager at least four times per role lease: an
@@ -816,12 +823,15 @@ class Engine(d.Drivers):
             snap["checkpoint_version"] = vnf.checkpoints.version
             snap["store_error"] = vnf.checkpoints.store_error
             snap["error_open"] = vnf.spec.service.name in self.errors_open
+            # Where consumers reach it in the mode in use (the VIP in netns mode).
+            snap["service"]["reach"] = vnf.spec.service.address_in(self.nodes.mode)
             vnfs.append(snap)
         status = {
             "deployment": self.deployment.name,
             "manager_pid": os.getpid(),
             "vnfs": vnfs,
             "escalations": self.escalations,
+            "network": self.nodes.snapshot(),
         }
         if self.vim is not None:
             status["nfvi"] = {**self.vim.snapshot(), "alarms": self.alarms[-50:]}

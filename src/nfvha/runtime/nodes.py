@@ -154,6 +154,11 @@ class Nodes:
         with contextlib.suppress(OSError):  # closed meanwhile, or the link is down
             self._mover.announce(node, vip)
 
+    def holds(self, vnfc: str, vip: str) -> bool:
+        """Whether the VNFC's node has ``vip`` now (loopback mode: no virtual IP, False)."""
+        node = self.node_of_vnfc.get(vnfc)
+        return node is not None and self._mover.has(node, vip)
+
     def holders(self, vip: str) -> list[str]:
         if self.network is None:
             return []

@@ -390,6 +390,16 @@ class Simulation(d.Drivers):
             self.vip_holders[vnf].add(cmd.vnfc)
         else:
             self.vip_holders[vnf].discard(cmd.vnfc)
+        c = self.vnfcs[cmd.vnfc]
+        if not self.specs[vnf].sdk and c.alive and c.role != "none":
+            c.role = self._plain_role(vnf, cmd.vnfc)
+
+    def _plain_role(self, vnf: str, vnfc: str) -> str:
+        """A plain process serves as soon as it runs; behind a virtual IP, only while its node
+        holds the address (a hot standby runs, but receives nothing)."""
+        if self.specs[vnf].service.vip is None or vnfc in self.vip_holders[vnf]:
+            return "active"
+        return "standby"
 
     def nfvi_command(self, cmd: Traced) -> None:
         handler = getattr(self, f"_do_{cmd.name}", None)
@@ -454,7 +464,7 @@ class Simulation(d.Drivers):
                 c.registered = True
                 self.feed(c.vnf, m.ComponentRegistered(vnfc=c.name))
         else:
-            c.role = "active"  # a plain process serves as soon as it runs
+            c.role = self._plain_role(c.vnf, c.name)
             if c.watched and heard:
                 self.feed(c.vnf, m.HealthCheckPassed(vnfc=c.name))
 
@@ -763,7 +773,7 @@ class Simulation(d.Drivers):
         running = {n: g for n, g in running.items() if self.vnfcs[n].gen == g}
         resumed = {n: r for n, r in self._resumed.items() if n in running}
         plain = [n for n in running if not self.specs[self.owner[n]].sdk]
-        resumed |= {n: (Resumed("active", 0), {}) for n in plain}
+        resumed |= {n: (Resumed(self._plain_role(self.owner[n], n), 0), {}) for n in plain}
         self._count_survivors({n: r for n, r in self._resumed.items() if n in running})
         escalated, self._carried = self._carried, []
         d.execute(self.dispatcher.adopt(self.now, running, resumed, escalated), self)
