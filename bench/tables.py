@@ -3,7 +3,8 @@ into README.md between their markers (<!-- bench:NAME --> ... <!-- /bench:NAME -
 
 Stale results are refused (exit 1): a results file that records no code digest, or whose
 digest is not the measured code's here (``provenance.stale``). ``--allow-stale`` shows them
-anyway, each table marked with what it was measured on.
+anyway, each table marked with what it was measured on. ``--only NAME...`` (last) limits it
+to those tables: one benchmark's rerun rewrites its own table only.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import manager
 import provenance
 import run
 import sync
+import vip
 
 import scenarios
 
@@ -56,6 +58,7 @@ RENDER = {
     "manager": manager.table,
     "sync": sync.table,
     "daemons": daemons.table,
+    "vip": vip.table,
 }
 
 
@@ -87,6 +90,9 @@ def tables(found: dict[str, dict], stale: dict[str, str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     found = load()
+    if "--only" in argv:  # --only NAME...: those tables alone (the options come first)
+        wanted = argv[argv.index("--only") + 1 :]
+        found = {name: results for name, results in found.items() if name in wanted}
     stale = stale_reasons(found)
     for name, why in stale.items():
         print(f"bench/results/{name}.json is stale: {why}", file=sys.stderr)

@@ -484,14 +484,19 @@ def ms(t: int | None, origin: int) -> float | None:
     return None if t is None else round((t - origin) / 1e6, 3)
 
 
-def longest_silence(times: list[int], from_ns: int, to_ns: int) -> tuple[int, int]:
+def longest_silence(
+    times: list[int], from_ns: int, to_ns: int, began_before: int | None = None
+) -> tuple[int, int]:
     """The longest gap between consecutive good answers that ends within the window, from the
-    last answer before it (``to_ns`` closes a silence still running). After a fault: the last
-    good answer before it → the first after it, whatever was still in flight at the fault."""
+    last answer before it (``to_ns`` closes a silence still running), among those that began
+    before ``began_before`` if given. After a fault: the last good answer before it → the
+    first after it, whatever was still in flight at the fault."""
     i = max(bisect.bisect_right(times, from_ns) - 1, 0)
     edges = [t for t in times[i:] if t <= to_ns] + [to_ns]
-    gaps = list(zip(edges, edges[1:], strict=False)) or [(from_ns, to_ns)]
-    return max(gaps, key=lambda g: g[1] - g[0])
+    gaps = list(zip(edges, edges[1:], strict=False))
+    if began_before is not None:
+        gaps = [g for g in gaps if g[0] < began_before]
+    return max(gaps or [(from_ns, to_ns)], key=lambda g: g[1] - g[0])
 
 
 def figures(
@@ -508,8 +513,8 @@ def figures(
         r["outage_ms"] = ms(gap[1], gap[0])
         r["vip_moves"] = t.watch.moves(fault_ns, t.marks["window_end"])
     else:
-        # Until the heal at a partition: its own silence is measured after it.
-        gap = longest_silence(times, fault_ns, t.marks.get("heal", end_ns))
+        # At a partition, the silences that began before the heal (the cut's may outlast it).
+        gap = longest_silence(times, fault_ns, end_ns, t.marks.get("heal"))
         r["outage_ms"] = ms(gap[1], gap[0])
         r["first_answer_ms"] = ms(gap[1], fault_ns)
         at = bisect.bisect_left(times, gap[1])
@@ -518,7 +523,8 @@ def figures(
         r["vip_on_other_ms"] = ms(t.watch.first_holding(t.other, fault_ns), fault_ns)
     if fault == "partition":
         heal = t.marks["heal"]
-        gap = longest_silence(times, heal, end_ns)
+        after = [x for x in times if x >= heal]  # silences that began after the heal
+        gap = longest_silence(after, after[0], end_ns) if after else (heal, end_ns)
         r["heal_outage_ms"] = ms(gap[1], gap[0])
         r["settled_after_heal_ms"] = ms(t.watch.settled_at(heal, end_ns), heal)
     r["split_brain"] = t.watch.split_brain(fault_ns, end_ns)
@@ -598,7 +604,7 @@ def summarize(
 def table(results: dict[str, Any]) -> str:
     """The README table of bench/results/vip.json."""
     lines = [
-        "| system | fault | advert | N | outage median | p95 | max | takeover (median) | "
+        "| system | fault | advert | N | outage median | p95 | max | backup MASTER (median) | "
         "budget | split-brain samples | takeovers after the fault | after heal | vs last |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -609,20 +615,42 @@ def table(results: dict[str, Any]) -> str:
         healed = "-"
         if r["fault"] == "partition":
             h = r["heal_outage_ms"]
+            settled = r["settled_after_heal_ms"]["median"]
             healed = (
                 f"one holder {r['one_holder_after_heal']}/{o['n']}, ARP follows "
-                f"{r['arp_follows_after_heal']}/{o['n']}; heal outage {run.ms(h['median'])} / "
-                f"{run.ms(h['max'])} ms"
+                f"{r['arp_follows_after_heal']}/{o['n']}; last VIP move {run.ms(settled)} ms "
+                f"after the heal; outage then {run.ms(h['median'])} / {run.ms(h['max'])} ms"
             )
         failed = f" ({len(r['errors'])} failed)" if r["errors"] else ""
         lines.append(
             f"| {r['system']} | {FAULT_TEXT[r['fault']]} | {r['advert_s']:g} s | {o['n']}{failed} "
             f"| {run.ms(o['median'])} ms | {run.ms(o['p95'])} | {run.ms(o['max'])} | "
-            f"{run.ms(take)} | {r['budget_ms']:g} ms | {sb['samples']} of {sb['of']} "
+            f"{run.ms(take)} | {run.ms(r['budget_ms'])} ms | {sb['samples']} of {sb['of']} "
             f"({sb['trials_with']} trials) | {takeovers(r)} | {healed} | "
             f"{provenance.vs_last(r)} |"
         )
-    return "\n".join(lines + ["", notes(results)])
+    return "\n".join(lines + ["", notes(results), "", *phase_table(results)])
+
+
+def phase_table(results: dict[str, Any]) -> list[str]:
+    """Where a failover's time goes: medians in ms after the fault."""
+    lines = [
+        "Where the time goes, median ms after the fault: the backup's VRRP MASTER as read from "
+        "its notify FIFO, the VIP in its kernel (2 ms samples), the consumer's first answer.",
+        "",
+        "| system | fault | advert | budget | backup MASTER | VIP on the backup | first answer |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["runs"]:
+        if r["fault"] == "stress":
+            continue
+        cells = [run.ms(r[k]["median"]) for k in ("takeover_ms", "vip_on_other_ms")]
+        cells.append(run.ms(r["first_answer_ms"]["median"]))
+        lines.append(
+            f"| {r['system']} | {FAULT_TEXT[r['fault']]} | {r['advert_s']:g} s | "
+            f"{run.ms(r['budget_ms'])} | " + " | ".join(cells) + " |"
+        )
+    return lines
 
 
 def takeovers(r: dict[str, Any]) -> str:
@@ -639,9 +667,10 @@ def notes(results: dict[str, Any]) -> str:
         f"preemption {'on' if c.get('preempt') else 'off'}; {c.get('options')}.",
         f"Probe: GET every {PROBE_MS:g} ms from the consumer's namespace. Outage: last good "
         "answer before the fault → first after it (stress: the longest silence in the "
-        f"{results.get('stress_s')} s window; partition: at the cut, {results.get('partition_s')}"
-        " s before the heal). Takeover: the backup's VRRP MASTER (notify FIFO), ms after the "
-        "fault. Budget: keepalived's Master_Down_Interval, 3 × advert + skew.",
+        f"{results.get('stress_s')} s window, one busy loop pinned per core; partition: the "
+        f"silence at the cut, {results.get('partition_s')} s before the heal, then the longest "
+        "that began after the heal). A cut's instant is when the bridge port was down. Budget: "
+        "keepalived's Master_Down_Interval, 3 × advert + (256 − 100)/256 × advert.",
         "Split-brain samples: kernel samples (every "
         f"{SAMPLE_S * 1000:g} ms, fault → trial end) with the VIP on two nodes.",
     ]
