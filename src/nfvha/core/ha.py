@@ -143,9 +143,11 @@ class HAManager:
         names = list(self.vnfcs)
         if r.model == "n+m" and r.spare_start == "on_demand":
             names = names[: r.active]
-        return Decision(
-            tuple(cmd for n in names for cmd in self._start(self.vnfcs[n])),
-            f"starting {', '.join(names)} ({self._model_text()})",
+        return self._with_address(
+            Decision(
+                tuple(cmd for n in names for cmd in self._start(self.vnfcs[n])),
+                f"starting {', '.join(names)} ({self._model_text()})",
+            )
         )
 
     def adopt(
