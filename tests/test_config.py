@@ -101,3 +101,51 @@ def test_state_sync_defaults_and_what_does_not_fit(tmp_path: Path) -> None:
     ]:
         with pytest.raises(config.ConfigError, match=what):
             config.load(write(tmp_path, text))
+
+
+HOT_STANDBY = """
+name: t
+network: {mode: netns, subnet: 10.9.0.0/24}
+vnfs:
+  - name: v
+    redundancy: {model: 2n}
+    state: none
+    sdk: false
+    service: {name: s, address: "127.0.0.1:7000", vip: 10.9.0.100}
+    vnfcs: [{name: a, command: x}, {name: b, command: x}]
+    policies: {health_check: {kind: udp}}
+"""
+
+
+def test_a_hot_standby_behind_a_virtual_ip(tmp_path: Path) -> None:
+    dep, _ = config.load(write(tmp_path, HOT_STANDBY))
+    service = dep.vnfs[0].service
+    assert service.address_in("netns") == "10.9.0.100:7000"
+    assert service.address_in("loopback") == "127.0.0.1:7000"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "what"),
+    [
+        ("vip: 10.9.0.100", "vip: 10.9.0.300", "vnfs[0].service.vip: expected an IPv4 address"),
+        ("vip: 10.9.0.100", "vip: 10.77.0.100", "vnfs[0].service.vip: 10.77.0.100 is not a host"),
+        ("vip: 10.9.0.100", "vip: 10.9.0.255", "is not a host address of network.subnet"),
+        (", vip: 10.9.0.100", "", "vnfs[0]: a 2n hot standby without the SDK needs service.vip"),
+        ("state: none", "state: replicated", "vnfs[0]: a stateful VNF needs the SDK"),
+        ("mode: netns", "mode: bridge", "network.mode: Input should be"),
+        ("subnet: 10.9.0.0/24", "subnet: 10.9.0.0/33", "network.subnet: expected an IPv4 network"),
+    ],
+)
+def test_virtual_ip_errors_name_the_path(tmp_path: Path, old: str, new: str, what: str) -> None:
+    assert old in HOT_STANDBY
+    with pytest.raises(config.ConfigError) as err:
+        config.load(write(tmp_path, HOT_STANDBY.replace(old, new)))
+    assert str(tmp_path / "d.yaml") in str(err.value) and what in str(err.value), err.value
+
+
+def test_a_virtual_ip_belongs_to_one_service(tmp_path: Path) -> None:
+    two = HOT_STANDBY + HOT_STANDBY.split("vnfs:\n", 1)[1].replace("name: v", "name: w").replace(
+        "{name: a,", "{name: c,"
+    ).replace("{name: b,", "{name: d,").replace("127.0.0.1:7000", "127.0.0.1:7001")
+    with pytest.raises(config.ConfigError, match="a virtual IP belongs to one service"):
+        config.load(write(tmp_path, two))

@@ -523,10 +523,13 @@ class Deployment(Strict):
         if dupes:
             raise ValueError(f"a virtual IP belongs to one service, repeated: {', '.join(dupes)}")
         subnet = ipaddress.IPv4Network(self.network.subnet)
-        for ip in map(ipaddress.IPv4Address, vips):
+        for i, vnf in enumerate(self.vnfs):
+            if vnf.service.vip is None:
+                continue
+            ip = ipaddress.IPv4Address(vnf.service.vip)
             if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
                 raise ValueError(
-                    f"virtual IP {ip} is not a host address of network.subnet {subnet}"
+                    f"vnfs[{i}].service.vip: {ip} is not a host address of network.subnet {subnet}"
                 )
 
     def _check_nfvi(self) -> None:
