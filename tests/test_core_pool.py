@@ -145,6 +145,7 @@ SINGLE = POOLED.replace(
             "own backend address",
         ),
         (POOLED.replace("- {name: web-c,", "- {name: web-lb-a,"), "web-lb-a already taken"),
+        (POOLED.replace("name: t\n", "name: t\nnetwork: {mode: netns}\n"), "set one"),
     ],
 )
 def test_bad_load_balancer_blocks_name_file_and_path(tmp_path: Path, text: str, what: str) -> None:
@@ -166,3 +167,18 @@ def test_admin_socket_too_long_for_haproxy(tmp_path: Path, monkeypatch: pytest.M
     path.write_text(POOLED)
     with pytest.raises(config.ConfigError, match="over HAProxy's 97 bytes: set NFVHA_RUNTIME_DIR"):
         config.load(path)
+
+
+def test_the_vip_goes_to_the_load_balancer_and_auto_without_one_warns(tmp_path: Path) -> None:
+    auto = POOLED.replace("name: t\n", "name: t\nnetwork: {mode: auto}\n")
+    assert (
+        "vnfs[0].service.vip: where mode auto picks netns"
+        in config.warnings(load(tmp_path, auto))[-1]
+    )
+    dep = load(tmp_path, auto.replace('7080"}', '7080", vip: 10.77.0.80}'))
+    assert not any("service.vip" in w for w in config.warnings(dep))
+    web, lb = dep.vnfs
+    assert (web.service.vip, lb.service.vip) == (None, "10.77.0.80")
+    assert lb.service.address_in("netns") == "10.77.0.80:7080"
+    assert pool.backend_address(web, "web-b", "10.77.0.4") == "10.77.0.4:7080"
+    assert pool.backend_address(lb, "web-lb-a", "10.77.0.6") == "10.77.0.6:7080"

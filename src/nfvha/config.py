@@ -654,6 +654,11 @@ def load_balancer_problems(dep: Deployment) -> list[str]:
                 "the backends of load-balanced VNFs on loopback differ only by port"
             )
         ports.setdefault(port, vnf.name)
+        if dep.network.mode == "netns" and vnf.service.vip is None:
+            problems.append(
+                f"vnfs[{i}].service.vip: in network mode netns consumers reach the load "
+                "balancer at a virtual IP (held by the active HAProxy's node): set one"
+            )
         if lb.pool == "vm":
             problems += _vm_pool_problems(dep, i)
     return problems
@@ -752,7 +757,21 @@ def _lb_vnf(vnf: Vnf, rundir: Path, binary: str) -> Vnf:
 
 def warnings(deployment: Deployment) -> list[str]:
     """What is valid but probably not meant: one line each, the path inside the file first."""
-    return _health_warnings(deployment)
+    return _health_warnings(deployment) + _lb_vip_warnings(deployment)
+
+
+def _lb_vip_warnings(deployment: Deployment) -> list[str]:
+    """The virtual IP of a load balancer is on its implicit VNF (``with_load_balancers``)."""
+    if deployment.network.mode != "auto":
+        return []
+    lbs = {v.balances: v for v in deployment.vnfs if v.balances is not None}
+    declared = [v for v in deployment.vnfs if v.balances is None]  # the file's own, in order
+    return [
+        f"vnfs[{i}].service.vip: where mode auto picks netns, consumers reach the load balancer "
+        "only at a virtual IP; without one it is unreachable from other namespaces"
+        for i, vnf in enumerate(declared)
+        if vnf.name in lbs and lbs[vnf.name].service.vip is None
+    ]
 
 
 def _health_warnings(deployment: Deployment) -> list[str]:

@@ -52,11 +52,13 @@ def short_runtime(runtime_dir: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def lb_pool_config(tmp_path: Path) -> tuple[Path, str, str]:
-    """examples/lb-pool.yaml on a free port: (config, deployment name, frontend address)."""
+    """examples/lb-pool.yaml in loopback mode on a free port: (config, deployment name,
+    frontend address). Network mode netns: tests/integration/test_lb_netns.py."""
     daemon_path("haproxy")  # skips, naming the package, when it is missing
     raw = cfg.read_mapping(EXAMPLES / "lb-pool.yaml")
     name, address = unique_name("lb"), f"127.0.0.1:{free_tcp_port()}"
     raw["name"] = name
+    raw["network"] = {"mode": "loopback"}
     raw["vnfs"][0]["service"]["address"] = address
     config = tmp_path / "lb-pool.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -132,9 +134,9 @@ def test_render_of_a_pool_instance(tmp_path: Path) -> None:
         mode="tcp",
         checks=False,
         monitor="127.0.2.1:8090",
-        bind_options="freebind",
+        bind_options="transparent",
     ).render()
-    assert "    bind 127.0.0.1:8090 freebind\n" in text
+    assert "    bind 127.0.0.1:8090 transparent\n" in text
     assert (
         "frontend monitor\n    mode http\n    bind 127.0.2.1:8090\n    monitor-uri /healthz" in text
     )

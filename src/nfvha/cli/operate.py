@@ -363,11 +363,28 @@ def status(
                 *where,
             )
         console.print(table)
+        if pool := answer.get("pools", {}).get(vnf["vnf"]):
+            console.print(pool_line(pool), highlight=False)
     for esc in answer["escalations"]:
         console.print(
             f"[red]escalated:[/red] {esc['vnfc']} of {esc['vnf']}: {esc['reason']}", highlight=False
         )
     raise typer.Exit(code)
+
+
+def pool_line(pool: dict[str, Any]) -> str:
+    """A load-balanced VNF's pool: each server as it should be, and each HAProxy instance's
+    pool as last read from it (a server out of line is shown with the instance's state)."""
+    desired = {s: m["state"] for s, m in pool["desired"].items()}
+    want = " ".join(f"{s}={st}" for s, st in desired.items())
+    seen = []
+    for inst, actual in pool["instances"].items():
+        if actual is None:
+            seen.append(f"{inst}: not answering")
+            continue
+        off = {s: st for s, st in actual.items() if desired.get(s) != st}
+        seen.append(f"{inst}: " + (" ".join(f"{s}={st}" for s, st in off.items()) or "in line"))
+    return f"  pool (via {pool['lb']}): {want}  |  " + ", ".join(seen)
 
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3  # the Nagios plugin exit codes

@@ -133,7 +133,9 @@ class HaproxyConfig:
     # A second frontend on this address whose GET /healthz HAProxy answers itself (200), so
     # that a check of this very instance does not depend on the pool or on another instance.
     monitor: str | None = None
-    bind_options: str = ""  # appended to the frontend's bind line, e.g. "freebind" for a VIP
+    # Appended to the frontend's bind line, e.g. "transparent" for a VIP not held yet: HAProxy
+    # has no "freebind" keyword; "transparent" sets IP_TRANSPARENT, else IP_FREEBIND.
+    bind_options: str = ""
 
     def __post_init__(self) -> None:
         _split(self.frontend)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nfvha.config import Deployment, Vnf
+from nfvha.config import Deployment, Vnf, lb_vnf_name
 from nfvha.config import load as load_config
 from nfvha.core import checkpoint as ck
 from nfvha.core import dispatcher as d
@@ -142,7 +142,14 @@ class Engine(d.Drivers):
         # Load balancers (runtime/pool.py): their pools follow the managers after every step.
         vnfc_vm = dict(self.placement.vnfc_vm) if self.placement else None
         self.pools = Pools(
-            deployment, self.dispatcher.ha, self.runtime_dir, trace, self.feed, vnfc_vm, self._vms
+            deployment,
+            self.dispatcher.ha,
+            self.runtime_dir,
+            trace,
+            self.feed,
+            vnfc_vm,
+            self._vms,
+            self._node_ip,
         )
         trace.observe(self._observe)
 
@@ -437,7 +444,14 @@ class Engine(d.Drivers):
         """A pooled VNFC (or LB instance) listens on its own backend address; others on the
         service address."""
         spec = self.vnfs[vnf].spec
-        return backend_address(spec, vnfc) or self.nodes.listen_address(spec.service.address)
+        return backend_address(spec, vnfc, self._node_ip(vnfc)) or self.nodes.listen_address(
+            spec.service.address
+        )
+
+    def _node_ip(self, vnfc: str) -> str | None:
+        """The address of the VNFC's network node (its VM's with hosts); None on loopback."""
+        node = self.nodes.node_of_vnfc.get(vnfc)
+        return node.address if node else None
 
     def _vms(self) -> dict[str, str]:
         """The VIM's view of each VM (its life), for pools of VMs."""
@@ -468,6 +482,15 @@ class Engine(d.Drivers):
         asyncio.get_running_loop().call_later(cmd.after_s, self.feed, vnf, expired)
 
     def nfvi_command(self, cmd: Traced) -> None:
+        assert self.nfvi is not None
+        if isinstance(cmd, v.CleanupVm) and self.pools.pools:
+            self._spawn_task(self._cleanup_vm(cmd))
+        else:
+            self.nfvi.execute(cmd)
+
+    async def _cleanup_vm(self, cmd: v.CleanupVm) -> None:
+        """A lost VM leaves its load balancer's pool before it is isolated (section 3.1)."""
+        await self.pools.excluded_vm(cmd.vm)
         assert self.nfvi is not None
         self.nfvi.execute(cmd)
 
@@ -570,7 +593,7 @@ class Engine(d.Drivers):
             if spec.kind == "sdk"
             else network_probe(
                 spec,
-                backend_address(vnf.spec, name)
+                backend_address(vnf.spec, name, self._node_ip(name))
                 or self.nodes.check_address(name, vnf.spec.service.address),
                 self.nodes.netns(MGMT),
             )
@@ -823,8 +846,10 @@ class Engine(d.Drivers):
             snap["checkpoint_version"] = vnf.checkpoints.version
             snap["store_error"] = vnf.checkpoints.store_error
             snap["error_open"] = vnf.spec.service.name in self.errors_open
-            # Where consumers reach it in the mode in use (the VIP in netns mode).
-            snap["service"]["reach"] = vnf.spec.service.address_in(self.nodes.mode)
+            # Where consumers reach it in the mode in use (the VIP in netns mode); a pooled
+            # VNF through its load balancer.
+            front = self.vnfs.get(lb_vnf_name(vnf.spec.name)) if vnf.spec.load_balancer else None
+            snap["service"]["reach"] = (front or vnf).spec.service.address_in(self.nodes.mode)
             vnfs.append(snap)
         status = {
             "deployment": self.deployment.name,
@@ -833,6 +858,8 @@ class Engine(d.Drivers):
             "escalations": self.escalations,
             "network": self.nodes.snapshot(),
         }
+        if self.pools.pools:
+            status["pools"] = self.pools.snapshot()
         if self.vim is not None:
             status["nfvi"] = {**self.vim.snapshot(), "alarms": self.alarms[-50:]}
             status["placement"] = dict(self.placement.vnfc_vm)

@@ -17,9 +17,16 @@ Contracts:
   ``PoolNotConfirmed``. The engine awaits it before a failed VNFC's cleanup, so the failed VNFC
   is out of the pool before it is isolated and, later, restarted (section 3.1: exclude first,
   then recover).
+- ``excluded_vm(vm)``: the same for a VM of a pool of VMs (case 2); the engine awaits it
+  before the VIM's cleanup of a lost VM, so the VM leaves the pool before it is isolated.
 - ``prepare(lb_vnfc)`` writes an instance's configuration before it starts: its own admin
   socket, the frontend on the service address, its monitor address, and the pool as desired
   now (servers out of it start ``disabled``), so a restarted instance serves the same pool.
+- Network mode netns (``node_ip`` gives a VNFC's node address): the servers are
+  ``<node ip>:<port>`` (the VNFC's node, or its VM's), each instance's monitor is on its own
+  node's address, and the frontend is the service's virtual IP, bound ``transparent`` (a
+  non-local bind): both instances bind it, only the one whose node holds it (the LB VNF's
+  active) receives consumers.
 - With ``checks: true`` HAProxy checks the servers too: a server that HAProxy marks DOWN while
   it should be ready is a failed health check of its VNFC (``HealthCheckFailed`` fed to the
   VNF's HA manager, whose failure_threshold counts them): once per fall, however many instances
@@ -54,6 +61,7 @@ API_TIMEOUT_S = 0.5  # one runtime API exchange
 RETRY_S = 0.02  # an instance that does not answer yet (starting) is tried again this soon
 
 Feed = Callable[[str, m.Message], None]
+NodeIp = Callable[[str], str | None]  # a VNFC's node address in netns mode; None: loopback
 
 
 @dataclass
@@ -90,9 +98,10 @@ class Pools:
         feed: Feed,
         vnfc_vm: Mapping[str, str] | None = None,
         vms: Callable[[], Mapping[str, str]] = dict,
+        node_ip: NodeIp = lambda _vnfc: None,
     ) -> None:
         self.managers, self.runtime_dir, self.trace, self.feed = managers, runtime_dir, trace, feed
-        self.vnfc_vm, self.vms = vnfc_vm, vms
+        self.vnfc_vm, self.vms, self.node_ip = vnfc_vm, vms, node_ip
         self.pools: dict[str, Pool] = {}
         specs = {v.name: v for v in deployment.vnfs}
         for lb in deployment.vnfs:
@@ -152,9 +161,17 @@ class Pools:
         """Until ``vnfc``'s server is out of the pool on every running instance (at most
         GATE_S). A VNF without a load balancer returns at once."""
         pool = self.pools.get(vnf)
-        if pool is None:
-            return
-        server = next(s for s, c in pool.servers.items() if c == vnfc)
+        if pool is not None:
+            server = next(s for s, c in pool.servers.items() if c == vnfc)
+            await self._out(pool, server, vnfc)
+
+    async def excluded_vm(self, vm: str) -> None:
+        """Until VM ``vm`` is out of every pool of VMs it serves in (at most GATE_S each)."""
+        for pool in self.pools.values():
+            if vm in pool.servers and pool.servers[vm] != vm:
+                await self._out(pool, vm, vm)
+
+    async def _out(self, pool: Pool, server: str, who: str) -> None:
         self.reconcile()
 
         def out() -> bool:
@@ -171,10 +188,10 @@ class Pools:
                 self.trace.record(
                     "note",
                     "PoolNotConfirmed",
-                    src=f"lb:{vnf}",
-                    dst=vnfc,
+                    src=f"lb:{pool.vnf.name}",
+                    dst=who,
                     data={"server": server, "lb": late},
-                    why=f"no answer within {GATE_S:g} s; isolating {vnfc} anyway",
+                    why=f"no answer within {GATE_S:g} s; isolating {who} anyway",
                 )
 
     def prepare(self, lb_vnfc: str) -> None:
@@ -192,14 +209,15 @@ class Pools:
         slots = tuple(
             Server(
                 server,
-                core.backend_address(pool.vnf, vnfc),
+                core.backend_address(pool.vnf, vnfc, self.node_ip(vnfc)),
                 disabled=pool.desired[server].state != "ready",
             )
             for server, vnfc in pool.servers.items()
         )
+        own = self.node_ip(lb_vnfc)  # netns: the frontend is the VIP, which moves between nodes
         return HaproxyConfig(
             lb_config_path(self.runtime_dir, lb_vnfc).parent,
-            pool.lb.service.address,
+            pool.lb.service.address_in("netns" if own else "loopback"),
             slots,
             mode="http" if check.kind == "http" else "tcp",
             check_path=check.path,
@@ -207,16 +225,20 @@ class Pools:
             inter_ms=spec.check_interval_ms,
             checks=spec.checks,
             connect_timeout_ms=100,  # loopback or one bridge: a refused connect is redispatched
-            monitor=core.backend_address(pool.lb, lb_vnfc),
-            # netns mode: the pair is active/standby behind the service's virtual IP, which
-            # only the active holds: both bind it with "freebind" (the lead's Nodes decide).
-            bind_options="",
+            monitor=core.backend_address(pool.lb, lb_vnfc, own),
+            # netns: both bind the VIP before their node holds it (the passive one is hot)
+            bind_options="transparent" if own and pool.lb.service.vip else "",
         )
 
     def snapshot(self) -> dict[str, Any]:
+        """Per load-balanced VNF: its LB VNF, each server's desired state and why, and each
+        instance's pool as last read from it (None: not known now)."""
         return {
             vnf: {
-                "desired": {s: mb.state for s, mb in pool.desired.items()},
+                "lb": pool.lb.name,
+                "desired": {
+                    s: {"state": mb.state, "why": mb.why} for s, mb in pool.desired.items()
+                },
                 "instances": {i.vnfc: i.actual for i in pool.instances.values()},
             }
             for vnf, pool in self.pools.items()
