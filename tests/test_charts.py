@@ -92,6 +92,8 @@ TRACE = [
         ("h1a", "h1a"),
         ("c0", "c0"),
         ("haproxy", "haproxy"),
+        ("lb:web", "lb"),
+        ("network", "network"),
     ],
 )
 def test_lifeline_mapping(name: str, lane: str) -> None:
@@ -114,6 +116,24 @@ def test_assign_role_arrow_goes_from_ha_to_the_vnfc() -> None:
     assert line.get("marker-end") == "url(#arrow)"
     back = row_with(root, "RoleConfirmed active").find("s:line", NS)
     assert (float(back.get("x1")), float(back.get("x2"))) == (xs["c0"], xs["ha"])
+
+
+def test_virtual_ip_and_pool_steps_are_labelled_on_their_lifelines() -> None:
+    trace = [
+        rec(0.0, "command", "ReleaseAddress", "ha:vnf", "c0", vnfc="c0", address="10.77.0.100"),
+        rec(1.0, "event", "AddressReleased", "network", "c0", vip="10.77.0.100", node="c0"),
+        rec(2.0, "command", "PoolMember", "lb:web", "web-lb-a", server="c0", state="maint"),
+        rec(3.0, "command", "ClaimAddress", "ha:vnf", "c1", vnfc="c1", address="10.77.0.100"),
+        rec(4.0, "event", "AddressClaimed", "network", "c1", vip="10.77.0.100", node="c1"),
+    ]
+    root = parse(sequence_chart(trace, "vip"))
+    xs = headers(root)
+    assert list(xs) == ["c0", "web-lb-a", "c1", "ha", "lb", "network"]
+    claimed = row_with(root, "AddressClaimed 10.77.0.100").find("s:line", NS)
+    assert (float(claimed.get("x1")), float(claimed.get("x2"))) == (xs["network"], xs["c1"])
+    pool = row_with(root, "PoolMember c0 maint").find("s:line", NS)
+    assert (float(pool.get("x1")), float(pool.get("x2"))) == (xs["lb"], xs["web-lb-a"])
+    row_with(root, "ReleaseAddress 10.77.0.100")
 
 
 def test_rows_carry_time_relative_to_first_drawn_record() -> None:

@@ -201,7 +201,8 @@ def demo(
 # --- scenarios ---------------------------------------------------------------------------------
 
 scenario_app = typer.Typer(
-    help="The seed's use cases UC1-UC9: run them with the probe, check the sequence.",
+    help="The seed's use cases UC1-UC9 and the service-access scenarios (vip-failover, "
+    "lb-vnfc-pool, lb-vm-pool, lb-ha): run them with the probe, check the sequence.",
     no_args_is_help=True,
 )
 
@@ -213,12 +214,14 @@ def scenario_list() -> None:
 
     for name in sc.names():
         s = sc.load(name)
-        console.print(f"{name:<5} {s.title}  [dim]({s.seed})[/dim]", highlight=False)
+        console.print(f"{name:<12} {s.title}  [dim]({s.seed})[/dim]", highlight=False)
 
 
 @scenario_app.command("run")
 def scenario_run(
-    name: Annotated[str, typer.Argument(help="uc1 ... uc9, a scenario file, or 'all'.")],
+    name: Annotated[
+        str, typer.Argument(help="A name from 'nfvha scenario list', a scenario file, or 'all'.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     report_dir: Annotated[
         Path | None,
@@ -266,6 +269,9 @@ def _print_scenario(outcome: Any) -> None:
         "bindings: " + ", ".join(f"${k}={val}" for k, val in outcome.bindings.items()),
         highlight=False,
     )
+    probe = exp.probe
+    where = f" from network namespace {probe['netns']}" if probe.get("netns") else ""
+    console.print(f"probe: {probe['target']}{where}", highlight=False)
     rows = report.timeline(exp.records, first.fault_ns, (first.last_good_ns, first.first_good_ns))
     print_timeline([r for r in rows if r["ms"] >= 0 or r["phase"] == "consumer"])
     console.print("\n[bold]Expected sequence[/bold]")
@@ -296,7 +302,13 @@ def _print_verdict(v: dict[str, Any]) -> None:
         f"\noutage {v['outage_ms']:.1f} ms; lost acknowledged {v['lost_acknowledged']}; "
         f"two actives {'YES' if v['two_actives_seen'] else 'no'}; sequence "
         f"{'matches' if v['sequence_matches'] else 'DIFFERS'}; sub-second {sub}; band {v['sal']}"
-        f"\nverdict: {mark}",
+        + (
+            f"\nanswered after the failover by {', '.join(v['answered_by']['seen']) or 'nobody'}"
+            f" (expected {v['answered_by']['expected']})"
+            if "answered_by" in v
+            else ""
+        )
+        + f"\nverdict: {mark}",
         highlight=False,
     )
 

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 SVG_NS = "http://www.w3.org/2000/svg"
-FIXED_AFTER = ("ha", "vnfm", "vim", "nfvi", "operator")  # right of the VNFCs, in this order
+# Right of the VNFCs, in this order: managers, the pool reconciler and the provider network
+# (the virtual IP's moves), then the NFVI.
+FIXED_AFTER = ("ha", "lb", "network", "vnfm", "vim", "nfvi", "operator")
 QUIET = frozenset({"HealthCheckPassed", "WatchHealth"})
+VIP_STEPS = frozenset({"ClaimAddress", "AddressClaimed", "ReleaseAddress", "AddressReleased"})
 RED = "#d62728"
 PALETTE = ("#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 FONT = "sans-serif"
@@ -42,6 +45,8 @@ def lifeline(name: str) -> str:
         return "ha"
     if name.startswith("vnfm"):
         return "vnfm"
+    if name.startswith("lb:"):
+        return "lb"
     if _NFVI.match(name):
         return "nfvi"
     return name  # "consumer", "vim", "operator" and VNFCs are their own lifeline
@@ -156,6 +161,11 @@ def _label(rec: dict) -> str:
     data: dict[str, Any] = rec.get("data") or {}
     if rec["name"] in ("AssignRole", "RoleConfirmed") and "role" in data:
         return f"{rec['name']} {data['role']}"
+    if rec["name"] == "PoolMember" and "server" in data:
+        return f"PoolMember {data['server']} {data.get('state', '')}"
+    address = data.get("address") or data.get("vip")  # a virtual IP's claim or release
+    if rec["name"] in VIP_STEPS and address:
+        return f"{rec['name']} {address}"
     return rec["name"]
 
 

@@ -23,6 +23,7 @@ from nfvha.config import Deployment
 from nfvha.core.ha import Life
 from nfvha.lab.probe import DEFAULT_SOCKETS, Acknowledged
 from nfvha.runtime.engine import Engine
+from nfvha.runtime.nodes import CONSUMER
 from nfvha.runtime.trace import Record, Trace
 
 
@@ -116,23 +117,26 @@ async def run_faults(
     target: Callable[[Engine], str] | None = None,
     between: Callable[[], Awaitable[None]] | None = None,
     sockets: int = DEFAULT_SOCKETS,
+    probe_kind: str | None = None,
+    probe_path: str = "/",
 ) -> Experiment:
     """Inject ``faults`` faults, ``spacing_s`` apart (and each once the deployment is steady
     again), under the probe. The target is the serving active VNFC unless ``target`` says.
     ``between`` runs after each fault once steady again (a baseline measured interleaved with
-    the faults, under the same load)."""
+    the faults, under the same load). ``probe_kind``: the probe's scheme (default: the
+    service's protocol), ``probe_path`` its path for http."""
     vnf = deployment.vnfs[0]
     with tempfile.TemporaryDirectory(prefix="nfvha-exp-") as tmp:
         work = Path(tmp)
         trace = Trace()
         engine = Engine(deployment, base_dir, trace, state_dir or work / "state")
         await engine.start()
+        probe = None
         try:
             await wait_steady(engine)
             answers_path = work / "answers.csv"
-            probe = await _start_probe(
-                vnf.service.address, interval_ms, 3600, answers_path, sockets
-            )
+            url, netns = consumer_target(engine, vnf.name, probe_kind, probe_path)
+            probe = await _start_probe(url, netns, interval_ms, 3600, answers_path, sockets)
             await _wait_for_answers(answers_path)
             await asyncio.sleep(lead_s)
             injected: list[tuple[str, int]] = []
@@ -153,6 +157,9 @@ async def run_faults(
             probe_result = json.loads(out)
             answers = _read_answers(answers_path)
         finally:
+            if probe is not None and probe.returncode is None:  # the run failed: not left behind
+                probe.kill()
+                await probe.wait()
             await engine.shutdown()
     ends = [t for _, t in injected[1:]] + [stopped_ns]
     repeats = acknowledged_repeats([total for _, total, _ in answers])
@@ -197,15 +204,33 @@ def vnf_active(engine: Engine, vnf_name: str) -> str:
     return active[0]
 
 
+def consumer_target(
+    engine: Engine, vnf_name: str, kind: str | None = None, path: str = "/"
+) -> tuple[str, str | None]:
+    """Where a consumer of the VNF sends its requests: the probe's target URL (``kind``, by
+    default the service's protocol; tcp speaks the counter's lines, which a plain TCP
+    responder answers with its name; http asks for ``path``) and the namespace to send from
+    (the consumers' node in netns mode, else None). A load-balanced VNF is reached through its
+    load balancer, which holds the address consumers use (its virtual IP in netns mode)."""
+    spec = engine.vnfs[vnf_name].spec
+    front = next((v.spec for v in engine.vnfs.values() if v.spec.balances == vnf_name), spec)
+    address = front.service.address_in(engine.nodes.mode)
+    kind = kind or spec.service.protocol
+    url = f"{kind}://{address}" + (path if kind == "http" else "")
+    return url, engine.nodes.netns(CONSUMER)
+
+
 async def _start_probe(
-    address: str, interval_ms: float, duration_s: float, answers: Path, sockets: int
+    url: str, netns: str | None, interval_ms: float, duration_s: float, answers: Path, sockets: int
 ):
+    where = ["--netns", netns] if netns else []
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "nfvha",
         "probe",
-        f"udp://{address}",
+        url,
+        *where,
         "--interval-ms",
         str(interval_ms),
         "--duration",

@@ -46,11 +46,24 @@ PHASES = {
     "NotifyVmRepaired": "repair",
     "VmRestored": "repair",
     "Alarm": "alarm",
+    "ReleaseAddress": "isolation",
+    "AddressReleased": "isolation",
+    "ClaimAddress": "failover",
+    "AddressClaimed": "failover",
+    "PoolMember": "pool",
+    "PoolNotConfirmed": "pool",
 }
 
 QUIET = {"HealthCheckPassed", "WatchHealth", "SetTimer", "TimerExpired"}
 SUBJECTS = ("vnfc", "vm", "host", "entity")
-NOTES_SHOWN = {"MessageRefused", "Degraded", "Redundant", "CheckpointLoaded"}
+NOTES_SHOWN = {
+    "MessageRefused",
+    "Degraded",
+    "Redundant",
+    "CheckpointLoaded",
+    "PoolNotConfirmed",
+    "AddressFailed",
+}
 
 
 def describe(rec: Record) -> str:
@@ -62,6 +75,11 @@ def describe(rec: Record) -> str:
         return f"assign {data['role']} to {data['vnfc']} (epoch {data['epoch']})"
     if name == "RoleConfirmed":
         return f"{data['vnfc']} confirms {data['role']}"
+    if name in ("AddressClaimed", "AddressReleased"):  # the kernel's side: where, and if new
+        same = "" if data.get("changed", True) else " (no change)"
+        return f"{name} {data.get('vip')} on {data.get('node')}{same}"
+    if name == "PoolMember":
+        return f"{name} {data.get('server')} {data.get('state')} on {data.get('lb')}"
     details = ", ".join(
         f"{k}={v}" for k, v in data.items() if k not in SUBJECTS and v not in ("", None)
     )

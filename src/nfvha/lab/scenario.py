@@ -10,20 +10,37 @@ Steps match records by ``name`` and optionally ``kind``, ``src``, ``dst`` and ``
 Placeholders, resolved when the fault is injected: ``$failed`` (the active VNFC hit by the
 fault), ``$successor`` (the other VNFC of a two-VNFC VNF), ``$vm``, ``$host`` (where ``$failed``
 runs), ``$manager`` (its VNF's manager: ``ha:VNF`` or ``vnfm:VNF``).
+
+The fault hits the first VNF's active unless ``fault.vnf`` names another VNF, such as the
+implicit load balancer ``<vnf>-lb`` of a load-balanced first VNF. The probe is the consumer of
+the first VNF: the service's protocol (udp, or tcp speaking the counter's lines), at the
+address consumers use (its load balancer's frontend, if it has one; the virtual IP in network
+mode netns), from the consumers' namespace in netns mode; ``probe`` may ask for http instead.
+``answered_by`` names who must give every good answer after the failover (``$successor``:
+the new active behind a virtual IP).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
-from nfvha.config import ConfigError, Deployment, Strict, invalid, read_mapping
+from nfvha.config import (
+    ConfigError,
+    Deployment,
+    Strict,
+    invalid,
+    lb_vnf_name,
+    read_mapping,
+    with_load_balancers,
+)
 from nfvha.faults import TARGET_OF, FailureKind
 from nfvha.lab import charts, report
 from nfvha.lab.experiment import Experiment, applies, run_faults, vnf_active
@@ -41,8 +58,18 @@ class Step(Strict):
 
 class ScenarioFault(Strict):
     kind: FailureKind  # what it hits, the active or its VM or host, is in the name
+    vnf: str | None = None  # whose active it hits; default: the first VNF
     times: int = Field(1, ge=1)
     every_s: float = Field(1.0, gt=0)
+
+
+class ScenarioProbe(Strict):
+    """The consumer's requests: by default the service's protocol (udp, tcp); http (a GET of
+    ``path``, good on a 2xx status) where the service speaks HTTP, such as behind a load
+    balancer whose health checks are http (HAProxy then balances in http mode)."""
+
+    kind: Literal["udp", "tcp", "http"] | None = None
+    path: str = Field("/", pattern=r"^/\S*$")
 
 
 class Scenario(Strict):
@@ -54,6 +81,16 @@ class Scenario(Strict):
     forbid: list[str] = []
     escalates_on: int | None = None
     redundant: bool = True  # the sub-second target applies (a VNF with redundancy)
+    answered_by: str | None = None  # who answers after the failover (a VNFC or placeholder)
+    probe: ScenarioProbe = ScenarioProbe()
+
+    @model_validator(mode="after")
+    def _fault_vnf(self) -> Scenario:
+        vnfs = self.deployment.vnfs
+        known = [v.name for v in vnfs] + [lb_vnf_name(v.name) for v in vnfs if v.load_balancer]
+        if self.fault.vnf is not None and self.fault.vnf not in known:
+            raise ValueError(f"fault.vnf: no VNF {self.fault.vnf!r} (known: {', '.join(known)})")
+        return self
 
 
 def directory() -> Path:
@@ -61,7 +98,10 @@ def directory() -> Path:
 
 
 def names() -> list[str]:
-    return sorted((p.stem for p in directory().glob("uc*.yaml")), key=lambda n: int(n[2:]))
+    """The use cases in their order (uc1 ... uc9), then the other scenarios by name."""
+    stems = [p.stem for p in directory().glob("*.yaml")]
+    ucs = sorted((n for n in stems if re.fullmatch(r"uc\d+", n)), key=lambda n: int(n[2:]))
+    return ucs + sorted(n for n in stems if n not in ucs)
 
 
 def load(name_or_path: str) -> Scenario:
@@ -135,13 +175,30 @@ class ScenarioOutcome:
         """The longest outage over the faults (one never answered runs to its window's end)."""
         return max(f.outage_ms for f in self.experiment.faults)
 
+    @property
+    def answerers(self) -> list[str]:
+        """Who gave the good answers after each fault's failover, to the next fault (sorted)."""
+        exp = self.experiment
+        ends = [f.fault_ns for f in exp.faults[1:]] + [None]
+        return sorted(
+            {
+                vnfc
+                for f, end in zip(exp.faults, ends, strict=True)
+                for t, _total, vnfc in exp.answers
+                if t >= f.failover_to_ns and (end is None or t < end)
+            }
+        )
+
     def verdict(self) -> dict[str, Any]:
         outage = self.outage_ms if self.answered else float("inf")
         probe = self.experiment.probe
-        v = report.verdict(outage, probe["lost"], probe["interleaved"])
+        checks = applies(self.scenario.deployment.vnfs[0])
+        # Answers that alternate between actives are the design of an active/active pool.
+        interleaved = probe["interleaved"] and checks["two_actives"]
+        v = report.verdict(outage, probe["lost"], interleaved)
         v["outage_ms"] = round(self.outage_ms, 3)
         v["answered_after_every_fault"] = self.answered
-        v["applies"] = applies(self.scenario.deployment.vnfs[0])
+        v["applies"] = checks
         v["sub_second_applies"] = self.scenario.redundant
         v["sequence_matches"] = self.matches
         v["pass"] = (
@@ -150,6 +207,10 @@ class ScenarioOutcome:
             and v["lost_acknowledged"] == 0
             and not v["two_actives_seen"]
         )
+        if self.scenario.answered_by is not None:
+            wanted = _bind(self.scenario.answered_by, self.bindings)
+            v["answered_by"] = {"expected": wanted, "seen": self.answerers}
+            v["pass"] = v["pass"] and self.answerers == [wanted]
         if self.scenario.redundant:
             v["pass"] = v["pass"] and v["sub_second"]
         return v
@@ -191,10 +252,12 @@ async def run(
     ``between``: as for ``experiment.run_faults``."""
     bindings: list[dict[str, str]] = []
     kind = scenario.fault.kind
+    deployment = with_load_balancers(scenario.deployment, name)  # the implicit <vnf>-lb
+    hit = scenario.fault.vnf or deployment.vnfs[0].name
+    vnf = next(v for v in deployment.vnfs if v.name == hit)
 
     def pick(engine: Engine) -> str:
         """The serving active (or its VM, or its host) at each fault."""
-        vnf = scenario.deployment.vnfs[0]
         active = vnf_active(engine, vnf.name)
         now = {"failed": active, "manager": engine.label(vnf.name)}
         others = [c.name for c in vnf.vnfcs if c.name != active]
@@ -208,13 +271,15 @@ async def run(
         return active if hits == "vnfc" else now[hits]
 
     exp = await run_faults(
-        scenario.deployment,
+        deployment,
         base_dir,
         faults=scenario.fault.times * rounds,
         fault=kind,
         spacing_s=scenario.fault.every_s,
         target=pick,
         between=between,
+        probe_kind=scenario.probe.kind,
+        probe_path=scenario.probe.path,
     )
     per = scenario.fault.times
     starts = [f.fault_ns for f in exp.faults[::per]]
