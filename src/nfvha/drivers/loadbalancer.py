@@ -1,8 +1,9 @@
 """HAProxy as a load balancer, driven through its runtime API (the admin stats socket).
 
-Not wired into the managers yet: this is the building block of issue #13 (section 3.1, both
-cases). One HAProxy child serves one frontend address and one backend pool of named server
-slots; every change afterwards goes over the runtime API, never a reload or a restart.
+The building block of active/active behind a load balancer (section 3.1, both cases; the
+pools nfvha keeps are runtime/pool.py's). One HAProxy child serves one frontend address and
+one backend pool of named server slots; every change afterwards goes over the runtime API,
+never a reload or a restart.
 
 Contracts:
 - ``HaproxyConfig.render()`` is the whole configuration: the admin socket
@@ -13,10 +14,12 @@ Contracts:
   A failed connection is retried on another server (``retries``, ``option redispatch 1``), so a
   server that died but is not yet seen down by the checks costs the consumer a retry, not an
   error; HAProxy waits min(``timeout connect``, 1 s) before retrying, so ``connect_timeout_ms``
-  bounds that delay. Options: ``Server.disabled`` starts a slot with an address in
-  maintenance; ``checks=False`` leaves out HAProxy's checks (the pool is only what the runtime
-  API sets); ``monitor`` adds a frontend on that address whose ``GET /healthz`` HAProxy answers
-  itself (a check of this instance alone); ``bind_options`` go on the frontend's bind line.
+  bounds that delay. In ``mode http`` a request whose connection the server closed without an
+  answer (it died holding it) is retried too (``retry-on conn-failure empty-response``).
+  Options: ``Server.disabled`` starts a slot with an address in maintenance; ``checks=False``
+  leaves out HAProxy's checks (the pool is only what the runtime API sets); ``monitor`` adds a
+  frontend on that address whose ``GET /healthz`` HAProxy answers itself (a check of this
+  instance alone); ``bind_options`` go on the frontend's bind line.
 - ``LoadBalancer.start()`` writes the configuration, has HAProxy check it (``-c``), starts
   ``haproxy -db -f CFG`` in a session and process group of its own (output to
   ``RUNTIME_DIR/haproxy.log``) and returns once the admin socket answers; it raises
@@ -175,6 +178,8 @@ class HaproxyConfig:
             f"    timeout server {self.timeout_ms}ms",
             f"    retries {self.retries}",
             "    option redispatch 1",
+            # http: a request whose server died before answering is sent to another (L7 retry)
+            *(["    retry-on conn-failure empty-response"] if self.mode == "http" else []),
             "",
             "frontend service",
             f"    bind {self.frontend} {self.bind_options}".rstrip(),
