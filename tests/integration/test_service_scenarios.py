@@ -141,13 +141,15 @@ def test_lb_ha(short_runtime: Path, cgroups_gone: list[str]) -> None:  # noqa: F
         """An instance's pool from its admin socket; a restarted instance may answer its health
         check a moment before its admin socket: asked again until it answers."""
         sock = lb_config_path(deployment_dir(name[0]), vnfc).parent / "admin.sock"
-        for _ in range(100):
+        errors: list[str] = []
+        for _ in range(50):
             try:
-                answer = await runtime_command(sock, "show servers state pool", timeout=1.0)
+                answer = await runtime_command(sock, "show servers state pool", timeout=0.2)
                 return {s.name: s.admin for s in parse_servers_state(answer)}
-            except HaproxyError:
+            except HaproxyError as exc:
+                errors.append(str(exc))
                 await asyncio.sleep(0.02)
-        raise AssertionError(f"{vnfc}'s admin socket never answered")
+        raise AssertionError(f"{vnfc}'s admin socket never answered: {errors[-3:]}")
 
     async def read_pools() -> None:
         """Once steady after the fault: both instances' pools."""
