@@ -204,6 +204,11 @@ def test_the_passive_lb_takes_the_vip_when_the_active_dies(
     run, status = start(tmp_path, short_runtime, nfvha_runs, config, name, {"web-a", "web-b"})
     old = lb_active(status)
     assert holders(status) == [old]
+    web = next(v for v in status["vnfs"] if v["vnf"] == "web")
+    assert web["service"]["reach"] == f"{VIP}:8090"  # through its load balancer
+    assert status["pools"]["web"]["desired"]["web-c"]["state"] == "maint"
+    shown = cli("status", "--socket", str(run.socket))
+    assert "pool (via web-lb): web-a=ready web-b=ready web-c=maint" in shown.stdout, shown.stdout
     probe = consumer(tmp_path, status)
     try:
         fault = time.monotonic_ns()
