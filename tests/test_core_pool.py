@@ -159,6 +159,10 @@ def test_vm_pool_needs_a_vm_per_vnfc(tmp_path: Path) -> None:
     text = text.replace('{name: web-a, command: "true"}', '{name: web-a, command: "true", vm: vm1}')
     text = text.replace('{name: web-b, command: "true"}', '{name: web-b, command: "true", vm: vm1}')
     assert "a VM of its own" in problem(tmp_path, text)
+    vnfc_pool = text.replace("{pool: vm}", "{pool: vnfc}")
+    assert load(tmp_path, vnfc_pool).vnfs[0].load_balancer.pool == "vnfc"  # loopback: fine
+    netns = vnfc_pool.replace("name: t\n", "name: t\nnetwork: {mode: auto}\n")
+    assert "share its address and the service port" in problem(tmp_path, netns)
 
 
 def test_admin_socket_too_long_for_haproxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -661,7 +661,17 @@ def load_balancer_problems(dep: Deployment) -> list[str]:
             )
         if lb.pool == "vm":
             problems += _vm_pool_problems(dep, i)
+        elif dep.network.mode != "loopback" and (shared := _shared_vms(vnf)):
+            problems.append(
+                f"vnfs[{i}].vnfcs: in network mode {dep.network.mode} a VM is one network node "
+                f"and its VNFCs share its address and the service port: each pooled VNFC needs "
+                f"a VM of its own; shared: {', '.join(shared)}"
+            )
     return problems
+
+
+def _shared_vms(vnf: Vnf) -> list[str]:
+    return repeated([c.vm for c in vnf.vnfcs if c.vm is not None])
 
 
 def _vm_pool_problems(dep: Deployment, i: int) -> list[str]:
@@ -671,7 +681,7 @@ def _vm_pool_problems(dep: Deployment, i: int) -> list[str]:
             f"vnfs[{i}].load_balancer.pool: vm needs hosts: the pool's servers are the VMs "
             "the VNFCs run in; declare 'hosts' (or use pool: vnfc)"
         ]
-    shared = repeated([c.vm for c in vnf.vnfcs if c.vm is not None])
+    shared = _shared_vms(vnf)
     if shared:
         return [
             f"vnfs[{i}].vnfcs: with pool: vm each VNFC runs in a VM of its own (a VM is one "
