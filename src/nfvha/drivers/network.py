@@ -123,6 +123,11 @@ def namespaces_of(deployment: str) -> list[str]:
     return sorted(n for n in _listnetns() if n.startswith(prefix))
 
 
+def all_namespaces() -> list[str]:
+    """Every namespace named as nfvha names them, whatever the deployment."""
+    return sorted(n for n in _listnetns() if n.startswith(PREFIX))
+
+
 def _listnetns() -> list[str]:
     try:
         return os.listdir(NETNS_DIR)
@@ -352,6 +357,11 @@ def _remove_namespaces(names: list[str]) -> list[str]:
     return removed
 
 
+def remove_namespaces(names: list[str]) -> list[str]:
+    """Kill what runs in them, then delete them (and the veths in them); the ones removed."""
+    return _remove_namespaces(names)
+
+
 def remove_leftovers(deployment: str) -> list[str]:
     """Remove the namespaces (and so their bridge, veths and addresses) that a run of this
     deployment left when it died, killing any process still inside; the names removed."""
@@ -507,10 +517,13 @@ class ProviderNetwork:
         """A node a manager that died made: read back from its namespace."""
         with _rtnl(netns) as ipr:
             eth = ipr.link_lookup(ifname=NODE_IF)[0]
-            mac = ipr.get_links(eth)[0].get("IFLA_ADDRESS")
+            link = ipr.get_links(eth)[0]
+            mac, peer = link.get("IFLA_ADDRESS"), link.get("IFLA_LINK")  # peer: the bridge port
             first = ipr.get_addr(index=eth, family=socket.AF_INET)[0]  # added before any VIP
             address, prefixlen = first.get("IFA_ADDRESS"), first["prefixlen"]
-        node = Node(name, netns, NODE_IF, address, prefixlen, mac)
+        with _rtnl(self.netns) as ipr:
+            port = ipr.get_links(peer)[0].get("IFLA_IFNAME") if peer else ""
+        node = Node(name, netns, NODE_IF, address, prefixlen, mac, port)
         self.nodes[name] = node
         return node
 
