@@ -260,6 +260,10 @@ class Pools:
             wait = RETRY_S if self._alive(inst) and inst.actual is None else period
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(inst.wake.wait(), wait)
+            # Python 3.11's wait_for swallows a cancel that lands with the wake-up: honour it,
+            # or close() waits for ever.
+            if (me := asyncio.current_task()) is not None and me.cancelling():
+                raise asyncio.CancelledError
             inst.wake.clear()
             if not self._alive(inst):
                 await self._settled(inst, None)
@@ -275,13 +279,14 @@ class Pools:
 
     async def _apply(self, pool: Pool, inst: Instance) -> None:
         states = await inst.api.servers()
-        inst.actual = {s.name: s.admin for s in states}
+        # Kept here: a restart of the instance meanwhile resets inst.actual to None.
+        actual = inst.actual = {s.name: s.admin for s in states}
         self._checks(pool, inst, states)
         for server, member in list(pool.desired.items()):
-            if inst.actual.get(server) == member.state:
+            if actual.get(server) == member.state:
                 continue
             await inst.api.set_state(server, member.state)
-            inst.actual[server] = member.state
+            actual[server] = member.state
             self.trace.record(
                 "command",
                 "PoolMember",
@@ -290,7 +295,7 @@ class Pools:
                 data={"server": server, "state": member.state, "lb": inst.vnfc},
                 why=member.why,
             )
-        await self._settled(inst, inst.actual)
+        await self._settled(inst, actual)
 
     async def _settled(self, inst: Instance, actual: dict[str, str] | None) -> None:
         inst.actual = actual
