@@ -392,3 +392,52 @@ def test_vnfcs_that_are_gone_are_started_and_none_resumed_means_a_fresh_start() 
     mgr = adopted()
     d = mgr.adopt(1.0, {}, {})
     assert {c.vnfc for c in d.commands if isinstance(c, m.StartVnfc)} == {"c0", "c1"}
+
+
+def test_an_active_missing_checks_like_its_standby_is_not_isolated_until_twice_the_threshold():
+    d = Driver("2n")
+    d.up("c0")
+    d.up("c1")
+    limit = d.mgr.vnf.policies.health_check.failure_threshold
+    fail = [m.HealthCheckFailed(vnfc=n, reason="no answer") for n in ("c0", "c1")]
+    for _ in range(limit - 1):
+        for e in fail:
+            assert not d.feed(e)
+    # The standby reaches its threshold too, but it serves nothing: isolated as usual.
+    cmds = d.feed(fail[0])  # the active's limit-th miss: held, every successor misses
+    assert not any(isinstance(c, m.Cleanup) for c in cmds)
+    assert d.role("c0") is Role.ACTIVE
+    cmds = d.feed(fail[1])
+    assert any(isinstance(c, m.Cleanup) and c.vnfc == "c1" for c in cmds)
+    for _ in range(limit - 1):  # no successor left running: no reason to hold any more
+        cmds = d.feed(fail[0])
+        if any(isinstance(c, m.Cleanup) for c in cmds):
+            break
+    assert any(isinstance(c, m.Cleanup) and c.vnfc == "c0" for c in cmds)
+
+
+def test_an_active_missing_checks_alone_is_isolated_at_the_threshold():
+    d = Driver("2n")
+    d.up("c0")
+    d.up("c1")
+    d.feed(m.HealthCheckFailed(vnfc="c1", reason="slow"))
+    d.feed(m.HealthCheckPassed(vnfc="c1"))  # the standby answers again: healthy
+    limit = d.mgr.vnf.policies.health_check.failure_threshold
+    for _i in range(limit):
+        cmds = d.feed(m.HealthCheckFailed(vnfc="c0", reason="no answer"))
+    assert any(isinstance(c, m.Cleanup) and c.vnfc == "c0" for c in cmds)
+
+
+def test_a_held_active_is_isolated_at_twice_the_threshold_whatever_its_standby_does():
+    d = Driver("2n")
+    d.up("c0")
+    d.up("c1")
+    limit = d.mgr.vnf.policies.health_check.failure_threshold
+    d.feed(m.HealthCheckFailed(vnfc="c1", reason="slow"))  # missing, not yet failed
+    isolated_at = None
+    for i in range(1, 2 * limit + 1):
+        cmds = d.feed(m.HealthCheckFailed(vnfc="c0", reason="no answer"))
+        if any(isinstance(c, m.Cleanup) and c.vnfc == "c0" for c in cmds):
+            isolated_at = i
+            break
+    assert isolated_at == 2 * limit

@@ -33,6 +33,11 @@ Rules (design brief 1, 2, 5, 6; each has tests in tests/test_core_ha.py):
    it), and the holder before any other role (``ReleaseAddress``). Since a role moves only once its
    holder is isolated (rule 1), the old holder has released it before the new one claims it.
    An adopted active claims it again: the claim re-announces it.
+11. A failover needs a healthy successor. An active that misses ``failure_threshold`` health
+   checks while every running successor misses its own too is not isolated for it (a common
+   cause, an overloaded machine or the checks' own path, is likelier, and isolating it would
+   turn a slowdown into an outage); it is once a successor answers again, or at twice the
+   threshold whatever the successors do. An exit or an error report is acted on at once.
 
 Theory of operation: every VNFC has a life (stopped, starting, running, failed = being cleaned
 up, escalated) and a role (none, active, standby, spare). The runtime feeds events with the
@@ -298,8 +303,25 @@ class HAManager:
         limit = self.vnf.policies.health_check.failure_threshold
         if c.misses < limit:
             return Decision((), f"{c.name} missed a health check ({c.misses}/{limit}): {e.reason}")
+        if c.role is Role.ACTIVE and c.misses < 2 * limit and self._successors_missing(c):
+            return Decision(
+                (),
+                f"{c.name} missed {c.misses} health checks, and so does every successor: a "
+                f"common cause (an overloaded machine, the checks' own path) is likelier than "
+                f"{c.name}; it keeps serving ({c.misses}/{2 * limit})",
+            )
         reason = f"{c.misses} health checks missed in a row ({e.reason})"
         return self._fail(c, reason, now, responsive=False)
+
+    def _successors_missing(self, active: VnfcState) -> bool:
+        """Rule 11: every running VNFC that could take over misses its health checks too."""
+        waiting = Role.STANDBY if self.vnf.redundancy.model == "2n" else Role.SPARE
+        successors = [
+            c
+            for c in self.vnfcs.values()
+            if c is not active and c.life is Life.RUNNING and c.role is waiting
+        ]
+        return bool(successors) and all(c.misses > 0 for c in successors)
 
     def _on_ErrorReported(self, c: VnfcState, e: m.ErrorReported, now: float) -> Decision:
         return self._fail(c, f"reported an error: {e.reason}", now, responsive=True)

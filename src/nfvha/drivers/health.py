@@ -39,6 +39,7 @@ class HealthMonitor:
         self._task: asyncio.Task | None = None
         self._probes: set[asyncio.Task] = set()
         self._last_good = 0.0
+        self._absent = 0.0  # since the last good answer: how long this manager was not running
         self._misses = 0
         self._reported_ok: bool | None = None
         self._last_reason = "no answer"
@@ -58,24 +59,32 @@ class HealthMonitor:
     async def _loop(self) -> None:
         interval = self.spec.interval_ms / 1000
         period = interval / 2
-        self._last_good = next_probe = time.monotonic()
+        self._last_good = next_probe = wake = time.monotonic()
         while True:
             now = time.monotonic()
+            # Time this manager itself was not running (a starved machine) is not the VNFC's
+            # silence: corosync's pause detection. Its probes could not be sent nor answers
+            # read meanwhile; the deadline moves by that much.
+            if (late := now - wake) > period:
+                self._absent += late
             if now >= next_probe:
                 self._launch()
                 next_probe += period
                 if now - next_probe > period:  # we were descheduled: do not burst
                     next_probe = now + period
-            deadline = self._last_good + (self._misses + 1) * interval
+            deadline = self._last_good + self._absent + (self._misses + 1) * interval
             if now >= deadline:
                 self._misses += 1
                 self._reported_ok = False
                 waited = (now - self._last_good) * 1000
                 self._report(False, f"no good answer for {waited:.0f} ms ({self._last_reason})")
+                wake = now
                 continue
             self._answered.clear()
+            wake = min(next_probe, deadline)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._answered.wait(), min(next_probe, deadline) - now)
+                await asyncio.wait_for(self._answered.wait(), wake - now)
+            wake = min(wake, time.monotonic())  # woken early by an answer: not late
 
     def _launch(self) -> None:
         task = asyncio.get_running_loop().create_task(self._run_probe())
@@ -91,6 +100,7 @@ class HealthMonitor:
             self._last_reason = reason
             return
         self._last_good, self._misses, self._last_reason = time.monotonic(), 0, "no answer"
+        self._absent = 0.0
         if self._reported_ok is not True:
             self._reported_ok = True
             self._report(True, "")
