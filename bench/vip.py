@@ -59,6 +59,7 @@ from nfvha.drivers import network
 from nfvha.drivers.network import Node, ProviderNetwork
 from nfvha.lab import keepalived
 from nfvha.lab.stats import summary as stats
+from nfvha.runtime import control, paths
 
 RESULTS = Path(__file__).parent / "results"
 VIP = "10.77.0.200"
@@ -222,6 +223,143 @@ class Keepalived:
         if self.work is not None:
             shutil.rmtree(self.work, ignore_errors=True)
         return network.namespaces_of(DEPLOYMENT)
+
+
+class Nfvha:
+    """nfvha's own virtual-IP failover: `nfvha run` in network mode netns, the same responder as
+    a 2n hot standby (VNFCs ``a`` and ``b``, each in its own node), the VIP moved by the HA
+    manager. Its detection of a silent node is the UDP health check from the manager's node,
+    every ``advert_s`` with 3 misses: the same budget as VRRP's 3 adverts."""
+
+    name = "nfvha"
+    deployment = "vip-bench-nfvha"
+
+    def __init__(self) -> None:
+        self.work: Path | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.net: ProviderNetwork | None = None
+        self.socket = paths.control_socket(self.deployment)
+
+    def start(self, advert_s: float) -> Setup:
+        network.remove_leftovers(self.deployment)
+        self.work = Path(tempfile.mkdtemp(prefix="nfvha-bench-vip-nfvha-"))
+        config = self.work / "vip.yaml"
+        config.write_text(json.dumps(self._deployment(advert_s)))
+        with open(self.work / "run.err", "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nfvha", "run", str(config), "--no-standby-manager"]
+                + ["--trace", str(self.work / "trace.jsonl")],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            manager.wait_for(
+                lambda: (self._status() or {}).get("network", {}).get("mode") == "netns",
+                "nfvha running in network mode netns",
+            )
+            self.net = ProviderNetwork(self.deployment, attach=True)
+            a, b, consumer = (self.net.add_node(n) for n in ("a", "b", "consumer"))
+        except BaseException:
+            self.stop()  # the trial only stops what has started
+            raise
+        return Setup([a, b], consumer, VIP, PORT)
+
+    def _deployment(self, advert_s: float) -> dict[str, Any]:
+        interval = max(1, round(advert_s * 1000))
+        return {
+            "name": self.deployment,
+            "network": {"mode": "netns"},
+            "vnfs": [
+                {
+                    "name": "echo",
+                    "redundancy": {"model": "2n"},
+                    "state": "none",
+                    "sdk": False,
+                    "service": {"name": "echo", "address": f"127.0.0.1:{PORT}", "vip": VIP},
+                    "vnfcs": [
+                        {"name": n, "command": [sys.executable, "-m", "nfvha.examples.responder"]}
+                        for n in ("a", "b")
+                    ],
+                    "policies": {
+                        "health_check": {
+                            "kind": "udp",
+                            "send": "GET 0",
+                            "expect": "OK",
+                            "interval_ms": interval,
+                            "failure_threshold": 3,
+                        },
+                        "cleanup_grace_ms": 0,
+                    },
+                }
+            ],
+        }
+
+    def _status(self) -> dict[str, Any] | None:
+        try:
+            return control.request(self.socket, {"op": "status"}, timeout=2)
+        except (control.ControlError, ValueError, OSError):
+            return None
+
+    def steady(self) -> str | None:
+        st = self._status()
+        if st is None:
+            return None
+        svc, vnfcs = st["vnfs"][0]["service"], st["vnfs"][0]["vnfcs"]
+        ready = all(c["state"] == "running" and c["role"] != "none" for c in vnfcs)
+        if not (ready and svc["up"] and len(svc["active"]) == 1):
+            return None
+        return svc["active"][0] if svc.get("vip_holder") == svc["active"][0] else None
+
+    def kill(self, node: str) -> None:
+        st = self._status()
+        assert st is not None
+        pid = next(c["pid"] for c in st["vnfs"][0]["vnfcs"] if c["name"] == node)
+        os.kill(pid, signal.SIGKILL)  # the responder dies; the manager sees it by pidfd
+
+    def cut(self, node: str) -> int:
+        assert self.net is not None
+        return self.net.cut(self.net.nodes[node])
+
+    def heal(self, node: str) -> int:
+        assert self.net is not None
+        return self.net.heal(self.net.nodes[node])
+
+    def takeovers(self) -> list[tuple[int, str]]:
+        assert self.work is not None
+        trace = self.work / "trace.jsonl"
+        records = [json.loads(x) for x in trace.read_text().splitlines() if x.strip()]
+        return sorted(
+            (r["data"]["t"], r["data"]["node"])
+            for r in records
+            if r["name"] == "AddressClaimed" and r["data"].get("changed")
+        )
+
+    def budget_ms(self, advert_s: float) -> float:
+        return round(3 * max(1, round(advert_s * 1000)), 3)  # 3 missed checks
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "mode": "netns (a node namespace per VNFC)",
+            "model": "2n hot standby, sdk: false, state: none",
+            "detection": "process exit by pidfd; a silent node by 3 missed UDP checks every advert",
+            "standby_manager": False,
+        }
+
+    def stop(self) -> list[str]:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=PATIENCE_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc, self.net = None, None  # the run removed its namespaces
+        if self.work is not None:
+            shutil.rmtree(self.work, ignore_errors=True)
+        left = network.namespaces_of(self.deployment)
+        network.remove_leftovers(self.deployment)
+        return left
 
 
 def start_responder(node: Node) -> subprocess.Popen[str]:
@@ -629,7 +767,7 @@ def table(results: dict[str, Any]) -> str:
             f"({sb['trials_with']} trials) | {takeovers(r)} | {healed} | "
             f"{provenance.vs_last(r)} |"
         )
-    return "\n".join(lines + ["", notes(results), "", *phase_table(results)])
+    return "\n".join(lines + ["", notes(results), "", *phase_table(results), "", *goals(results)])
 
 
 def phase_table(results: dict[str, Any]) -> list[str]:
@@ -653,6 +791,45 @@ def phase_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def goals(results: dict[str, Any]) -> list[str]:
+    """The issue's goals, met or missed, from the rows of both systems."""
+    rows = {(r["system"], r["fault"], r["advert_s"]): r for r in results["runs"]}
+
+    def median(system: str, fault: str, advert: float) -> float | None:
+        r = rows.get((system, fault, advert))
+        return r["outage_ms"].get("median") if r and r["outage_ms"].get("n") else None
+
+    out = ["Goals (nfvha against keepalived, same run):", ""]
+    nk, kk = median("nfvha", "kill", 0.01), median("keepalived", "kill", 0.01)
+    if nk is not None and kk:
+        verdict = "met" if nk <= kk / 10 else "missed"
+        out.append(
+            f"- Processes killed: nfvha's median ≤ 1/10 of keepalived's at 0.01 s: {nk:.1f} "
+            f"against {kk:.1f} ms, ratio {nk / kk:.2f}: **{verdict}**."
+        )
+    for advert in sorted({a for _, _, a in rows}, reverse=True):
+        for fault, text in (("cut", "Link cut"), ("partition", "Partition (at the cut)")):
+            n, k = median("nfvha", fault, advert), median("keepalived", fault, advert)
+            if n is not None and k is not None:
+                verdict = "met" if n <= k else "missed"
+                out.append(
+                    f"- {text} at {advert:g} s, outage no longer than keepalived's: {n:.1f} "
+                    f"against {k:.1f} ms: **{verdict}**."
+                )
+        stress = rows.get(("nfvha", "stress", advert))
+        if stress is not None and stress["false_takeovers"] is not None:
+            kstress = rows.get(("keepalived", "stress", advert)) or {}
+            verdict = "met" if stress["false_takeovers"] == 0 else "missed"
+            out.append(
+                f"- CPU stress at {advert:g} s, 0 false takeovers: nfvha "
+                f"{stress['false_takeovers']} (keepalived {kstress.get('false_takeovers')}): "
+                f"**{verdict}**."
+            )
+    splits = sum(r["split_brain"]["samples"] for r in results["runs"] if r["system"] == "nfvha")
+    out.append(f"- Split-brain samples of nfvha, all rows: {splits} (goal 0).")
+    return out
+
+
 def takeovers(r: dict[str, Any]) -> str:
     if r["fault"] == "stress":
         return f"**{r['false_takeovers']} false**" if r["false_takeovers"] else "0 false"
@@ -662,6 +839,11 @@ def takeovers(r: dict[str, Any]) -> str:
 def notes(results: dict[str, Any]) -> str:
     c = results["systems"].get("keepalived", {})
     parts = [
+        "nfvha: `nfvha run` in network mode netns, the same responder as a 2n hot standby "
+        "(sdk: false, state: none), the VIP moved by the HA manager; a process exit is seen at "
+        "once (pidfd), a silent node by 3 missed UDP health checks at an interval equal to the "
+        "advert (its budget), sent from the manager's own node over the bridge; no standby "
+        "manager. For nfvha, 'backup MASTER' is the VIP claim (AddressClaimed) in its trace.",
         f"keepalived: {c.get('version', '?')}, VRRPv{c.get('vrrp')}, {c.get('adverts')}, "
         f"priorities a {c.get('priority', {}).get('a')} / b {c.get('priority', {}).get('b')}, "
         f"preemption {'on' if c.get('preempt') else 'off'}; {c.get('options')}.",
@@ -712,7 +894,7 @@ def main() -> int:
         return 1
     prov = provenance.provenance()
     rng = random.Random(args.seed)
-    systems: list[System] = [Keepalived(exe)]
+    systems: list[System] = [Nfvha(), Keepalived(exe)]
     started = time.monotonic()
     runs = []
     for system in systems:
@@ -739,7 +921,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
-    left = network.namespaces_of(DEPLOYMENT)
+    left = network.namespaces_of(DEPLOYMENT) + network.namespaces_of(Nfvha.deployment)
     if left:
         log(f"namespaces left behind: {left}")
     return 0 if not left and all(not r["errors"] for r in runs) else 1
