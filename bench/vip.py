@@ -134,7 +134,21 @@ class System(Protocol):
         """Stop everything; the namespaces it could not remove (must be [])."""
 
 
-class Keepalived:
+class OnProviderNetwork:
+    """A system whose nodes are on a ProviderNetwork: a link cut is its node's bridge port."""
+
+    net: ProviderNetwork | None = None
+
+    def cut(self, node: str) -> int:
+        assert self.net is not None
+        return self.net.cut(self.net.nodes[node])
+
+    def heal(self, node: str) -> int:
+        assert self.net is not None
+        return self.net.heal(self.net.nodes[node])
+
+
+class Keepalived(OnProviderNetwork):
     """keepalived VRRPv3 in nodes ``a`` and ``b`` of a ProviderNetwork, the responder in both."""
 
     name = "keepalived"
@@ -179,14 +193,6 @@ class Keepalived:
     def kill(self, node: str) -> None:
         keepalived.kill_together([*self.daemons[node].pids(), self.responders[node].pid])
 
-    def cut(self, node: str) -> int:
-        assert self.net is not None
-        return self.net.cut(self.net.nodes[node])
-
-    def heal(self, node: str) -> int:
-        assert self.net is not None
-        return self.net.heal(self.net.nodes[node])
-
     def takeovers(self) -> list[tuple[int, str]]:
         return sorted(
             (t.t, name)
@@ -225,7 +231,7 @@ class Keepalived:
         return network.namespaces_of(DEPLOYMENT)
 
 
-class Nfvha:
+class Nfvha(OnProviderNetwork):
     """nfvha's own virtual-IP failover: `nfvha run` in network mode netns, the same responder as
     a 2n hot standby (VNFCs ``a`` and ``b``, each in its own node), the VIP moved by the HA
     manager. Its detection of a silent node is the UDP health check from the manager's node,
@@ -316,14 +322,6 @@ class Nfvha:
         assert st is not None
         pid = next(c["pid"] for c in st["vnfs"][0]["vnfcs"] if c["name"] == node)
         os.kill(pid, signal.SIGKILL)  # the responder dies; the manager sees it by pidfd
-
-    def cut(self, node: str) -> int:
-        assert self.net is not None
-        return self.net.cut(self.net.nodes[node])
-
-    def heal(self, node: str) -> int:
-        assert self.net is not None
-        return self.net.heal(self.net.nodes[node])
 
     def takeovers(self) -> list[tuple[int, str]]:
         assert self.work is not None
