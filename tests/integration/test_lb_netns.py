@@ -32,7 +32,7 @@ from nfvha.drivers import network
 from nfvha.drivers.loadbalancer import HaproxyError, parse_servers_state, runtime_command
 from tests.integration import test_lb_pool
 from tests.integration.support.deployments import unique_name
-from tests.integration.support.runs import NFVHA, NfvhaRun, cli
+from tests.integration.support.runs import NFVHA, NfvhaRun, cli, serving, vnfcs
 from tests.integration.support.trace import dump_records, find, index
 from tests.integration.support.waiting import wait_for_sync
 from tests.integration.test_daemons import Probe, daemon_path
@@ -87,19 +87,6 @@ def pool_of(run: NfvhaRun, instance: str) -> dict[str, tuple[str, str]] | None:
     except (HaproxyError, OSError):
         return None
     return {s.name: (s.admin, s.address) for s in parse_servers_state(answer)}
-
-
-def vnfcs(status: dict[str, Any], vnf: str) -> dict[str, dict[str, Any]]:
-    spec = next(v for v in status["vnfs"] if v["vnf"] == vnf)
-    return {c["name"]: c for c in spec["vnfcs"]}
-
-
-def serving(status: dict[str, Any]) -> set[str]:
-    return {
-        n
-        for n, c in vnfcs(status, "web").items()
-        if c["role"] == "active" and c["state"] == "running"
-    }
 
 
 def lb_active(status: dict[str, Any]) -> str | None:

@@ -29,7 +29,7 @@ from nfvha.drivers.loadbalancer import (
 )
 from tests.integration.support.deployments import unique_name
 from tests.integration.support.processes import kill_and_reap, processes_of
-from tests.integration.support.runs import NfvhaRun
+from tests.integration.support.runs import NfvhaRun, serving, vnfcs
 from tests.integration.support.trace import dump_records, index
 from tests.integration.support.waiting import wait_for_sync
 from tests.integration.test_daemons import Probe, daemon_path, free_tcp_port
@@ -73,19 +73,6 @@ def pool_of(run: NfvhaRun, instance: str) -> dict[str, str] | None:
         return {s.name: s.admin for s in parse_servers_state(answer)}
     except (HaproxyError, OSError):
         return None
-
-
-def vnfcs(status: dict[str, Any], vnf: str) -> dict[str, dict[str, Any]]:
-    spec = next(v for v in status["vnfs"] if v["vnf"] == vnf)
-    return {c["name"]: c for c in spec["vnfcs"]}
-
-
-def serving(status: dict[str, Any]) -> set[str]:
-    return {
-        n
-        for n, c in vnfcs(status, "web").items()
-        if c["role"] == "active" and c["state"] == "running"
-    }
 
 
 def pools_are(run: NfvhaRun, ready: set[str]) -> bool:

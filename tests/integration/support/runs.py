@@ -122,6 +122,21 @@ def steady(status: dict[str, Any]) -> bool:
     return True
 
 
+def vnfcs(status: dict[str, Any], vnf: str) -> dict[str, dict[str, Any]]:
+    """A VNF's VNFCs in a status document, by name."""
+    spec = next(v for v in status["vnfs"] if v["vnf"] == vnf)
+    return {c["name"]: c for c in spec["vnfcs"]}
+
+
+def serving(status: dict[str, Any], vnf: str = "web") -> set[str]:
+    """The VNFCs of a VNF that are running and active."""
+    return {
+        n
+        for n, c in vnfcs(status, vnf).items()
+        if c["role"] == "active" and c["state"] == "running"
+    }
+
+
 def vnfc_view(status: dict[str, Any], name: str) -> dict[str, Any]:
     for vnf in status["vnfs"]:
         for c in vnf["vnfcs"]:
