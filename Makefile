@@ -30,11 +30,11 @@ etcd:
 # instance (dnsmasq on port 53, HAProxy on 80, keepalived's VRRP): those are stopped and disabled,
 # so only the tests' own instances, on free ports or in their own namespaces, run.
 daemons:
-	@PATH="$$PATH:/usr/sbin:/sbin"; command -v dnsmasq >/dev/null && command -v haproxy >/dev/null && command -v keepalived >/dev/null || { \
+	@PATH="$$PATH:/usr/sbin:/sbin"; command -v dnsmasq >/dev/null && command -v haproxy >/dev/null && command -v keepalived >/dev/null && command -v ip >/dev/null || { \
 	  if [ "$$(id -u)" -ne 0 ]; then \
-	    echo "dnsmasq, haproxy or keepalived is missing: as root, apt-get install dnsmasq haproxy keepalived (their tests are skipped)"; \
+	    echo "dnsmasq, haproxy, keepalived or ip is missing: as root, apt-get install dnsmasq haproxy keepalived iproute2 (their tests are skipped)"; \
 	  else \
-	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y dnsmasq haproxy keepalived || exit 1; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y dnsmasq haproxy keepalived iproute2 || exit 1; \
 	    for s in dnsmasq haproxy keepalived; do \
 	      systemctl disable $$s >/dev/null 2>&1; systemctl stop $$s >/dev/null 2>&1; \
 	      service $$s stop >/dev/null 2>&1; update-rc.d $$s disable >/dev/null 2>&1; \
