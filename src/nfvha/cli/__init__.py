@@ -1,7 +1,8 @@
 """The operator's command line: run a deployment, look at it, break it, measure it, simulate
 it. One module per command group: operate (check, run, status, trace, alarms, fault), admin
 (clear, restart, stop, start, switchover, maintenance), measure
-(probe, demo, scenario), simulate (sim, predict); output holds what they share. Thin: every
+(probe, demo, scenario), simulate (sim, predict), cluster (the CA and member certificates);
+output holds what they share. Thin: every
 decision is elsewhere, these only call and format."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 import typer
 
-from nfvha.cli import admin, measure, operate, simulate
+from nfvha.cli import admin, cluster, measure, operate, simulate
 
 app = typer.Typer(
     help="nfvha: availability manager for network functions. "
@@ -26,6 +27,7 @@ for group in (operate.commands, admin.commands, measure.commands, simulate.comma
 app.add_typer(operate.fault_app, name="fault")
 app.add_typer(measure.scenario_app, name="scenario")
 app.add_typer(simulate.sim_app, name="sim")
+app.add_typer(cluster.cluster_app, name="cluster")
 
 
 def main() -> None:
