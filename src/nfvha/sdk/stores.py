@@ -75,7 +75,7 @@ def open_store(spec: dict[str, Any]) -> StateStore:
         key = spec.get("key")
         if not isinstance(key, str) or not key.startswith("/") or key.endswith("/"):
             raise ValueError(f"store needs a key like /nfvha/<deployment>/<vnf>, not {key!r}")
-        return EtcdStore(_endpoints(spec.get("endpoints")), key)
+        return EtcdStore(parse_endpoints(spec.get("endpoints")), key)
     raise ValueError(f"store mode must be shared_storage or store, not {mode!r}")
 
 
@@ -84,7 +84,7 @@ def _only_keys(spec: dict[str, Any], allowed: set[str]) -> None:
         raise ValueError(f"unknown store spec keys: {sorted(unknown)}")
 
 
-def _endpoints(raw: object) -> list[tuple[str, int]]:
+def parse_endpoints(raw: object) -> list[tuple[str, int]]:
     if not isinstance(raw, list) or not raw:
         raise ValueError(f"store needs a non-empty list of endpoints, not {raw!r}")
     parsed = []
@@ -243,10 +243,7 @@ class EtcdStore:
     def __init__(
         self, endpoints: list[tuple[str, int]], key: str, timeout: float = ETCD_TIMEOUT_S
     ) -> None:
-        self._endpoints = endpoints
-        self._clients: dict[int, Any] = {}  # endpoint index -> aetcd.Client, made on first use
-        self._current = 0  # the endpoint that answered last: tried first
-        self._timeout = timeout
+        self._etcd = EtcdEndpoints(endpoints, timeout)
         self._epoch_key = f"{key}/epoch".encode()
         self._state_key = f"{key}/state".encode()
         self._commits: GroupCommit[tuple[int, int, dict[str, Any]]] = GroupCommit(self._put)
@@ -279,8 +276,7 @@ class EtcdStore:
             raise _stale(epoch, _unpad(got[0]))
 
     async def close(self) -> None:
-        for index in list(self._clients):
-            await self._drop(index)
+        await self._etcd.close()
 
     async def _txn(
         self, compare: list[Any], success: list[Any], failure: list[Any]
@@ -294,11 +290,27 @@ class EtcdStore:
             ranges = [r for o, r in zip(ops, responses, strict=True) if isinstance(o, get_op)]
             return ok, [r[0][0] if r else None for r in ranges]
 
-        return await self._call(run)
+        return await self._etcd.call(run)
 
-    async def _call(self, op: Callable[[Any], Awaitable[R]]) -> R:
+
+class EtcdEndpoints:
+    """aetcd clients to the members of one etcd cluster, made on first use; every call goes to the
+    member that answered last, else to the next ones in turn (the state store and the etcd
+    coordinator share it)."""
+
+    def __init__(self, endpoints: list[tuple[str, int]], timeout: float = ETCD_TIMEOUT_S) -> None:
+        self._endpoints = endpoints
+        self._clients: dict[int, Any] = {}  # endpoint index -> aetcd.Client, made on first use
+        self._current = 0  # the endpoint that answered last: tried first
+        self._timeout = timeout
+
+    async def close(self) -> None:
+        for index in list(self._clients):
+            await self._drop(index)
+
+    async def call(self, op: Callable[[Any], Awaitable[R]]) -> R:
         """``op`` on the endpoint that answered last, else on the next ones in turn. A call that
-        timed out may have been applied: every transaction here is safe to repeat."""
+        timed out may have been applied: ``op`` must be safe to repeat."""
         errors = []
         for step in range(len(self._endpoints)):
             index = (self._current + step) % len(self._endpoints)
