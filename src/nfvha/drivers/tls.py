@@ -416,7 +416,8 @@ async def start_server(
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _address(writer.get_extra_info("peername"))
         try:
-            await writer.start_tls(context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):  # ours: a TimeoutError we can name
+                await writer.start_tls(context, ssl_handshake_timeout=2 * HANDSHAKE_TIMEOUT_S)
         except (OSError, TimeoutError, ConnectionError) as exc:  # ssl.SSLError is an OSError
             report(Refusal(peer, refusal_reason(exc)))
             writer.transport.abort()
