@@ -104,7 +104,9 @@ def test_an_existing_member_is_kept_unless_forced(cluster: Path) -> None:
     assert again.serial_number != first.serial_number
 
 
-@pytest.mark.parametrize("name", ["", "ca", "Host-A", "host_a", "-a", "a-", "a..b", "a b"])
+@pytest.mark.parametrize(
+    "name", ["", "ca", "Host-A", "host_a", "-a", "a-", "a..b", "a b", "host-a\n"]
+)
 def test_a_member_name_that_is_no_dns_name_is_refused(cluster: Path, name: str) -> None:
     with pytest.raises(tls.TlsSetupError, match="a DNS name is expected"):
         tls.issue_member(cluster, name)

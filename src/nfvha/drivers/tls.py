@@ -58,7 +58,7 @@ CA_DAYS = 3650
 MEMBER_DAYS = 365
 HANDSHAKE_TIMEOUT_S = 5.0  # a peer that connects and says nothing holds a task that long
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_MEMBER_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_MEMBER_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")  # fullmatch: no trailing newline
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # OpenSSL's X509_V_ERR codes a refused member meets, in the operator's words.
@@ -116,7 +116,7 @@ class Refusal:
 
 
 def check_member_name(name: str) -> str:
-    if name == CA_NAME or len(name) > 253 or not _MEMBER_RE.match(name):
+    if name == CA_NAME or len(name) > 253 or not _MEMBER_RE.fullmatch(name):
         raise TlsSetupError(
             f"member name {name!r}: a DNS name is expected (lowercase letters, digits, '-', "
             f"dots between labels; not {CA_NAME!r})"
@@ -289,12 +289,15 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.fchmod(fd, mode)  # the umask may have narrowed it
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)  # the umask may have narrowed it
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _read_cert(path: Path) -> x509.Certificate:
