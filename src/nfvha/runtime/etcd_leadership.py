@@ -1,0 +1,371 @@
+"""Leadership of one manager kind across machines, on an etcd lease, with fencing tokens.
+
+``EtcdCoordinator(endpoints, prefix, kind, member, ttl_s)`` implements the ``Coordinator``
+contract (leadership.py) for one manager kind ("vim", "vnfm", "ha:<vnf>" ...) among the manager
+instances of a deployment, wherever they run:
+
+- Campaign: when ``<prefix>/leader/<kind>`` is absent, grant a lease of ``ttl_s`` and create the
+  key with it, in one transaction that requires the key to be absent (create revision 0). Lost
+  the race: not leading, no error; etcd unreachable: not leading either, and tried again later.
+- Fencing token: the key's create revision. etcd's revision only grows, so every later term has a
+  higher token, whoever holds it; agents check it (core/fencing.py), never trusting the sender.
+- Renewal: a keep-alive every ``renew_s`` after the last reply, each attempt retried across the
+  members for at most ``retry_s``. The belief (core/lease.py's Tenure) lasts until the send of
+  the last successful renewal + ``ttl_s`` on the event loop's monotonic clock: etcd expires the
+  lease ``ttl_s`` after *receiving* it, later, so the holder stops believing first. A failed
+  attempt, a lease etcd says has expired, or held-until passing (a timer, whatever the loop does)
+  demotes at once; ``on_change`` is told of every election and demotion with one sentence.
+- ``renew_s + 2 * retry_s <= ttl_s`` is enforced at construction (``TimingError``).
+- Guarded writes: ``guarded_put``/``guarded_txn`` run only while this member believes it leads,
+  and in etcd only if the leader key still has this term's create revision (one transaction).
+  Otherwise ``Deposed`` (a ``StoreRefused``) says who leads now, and this member demotes; an
+  unreachable etcd raises ``StoreUnavailable``. Nothing is written in either case.
+- A demoted member revokes its old lease as soon as etcd answers (so the key goes at once, not
+  after its TTL) and campaigns again.
+
+``try_lead`` never blocks: it starts the campaign on the running event loop and says whether
+this member leads now; ``wait_to_lead`` waits for the election. ``close`` (or ``release``, which
+schedules it) ends the term and revokes the lease: the next leader is elected without waiting
+for the TTL. A member that dies leaves its key until its lease expires: at most ``ttl_s`` plus
+etcd's expiry granularity (its lessor looks every 0.5 s), and never before its belief ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from nfvha.core.lease import LeaseTiming, Tenure
+from nfvha.runtime.leadership import Coordinator
+from nfvha.sdk.stores import EtcdEndpoints, StoreRefused, StoreUnavailable, parse_endpoints
+
+R = TypeVar("R")
+RETRY_PAUSE_S = 0.05
+CALLS_PER_ATTEMPT = 3  # between two passes over the members within one renewal attempt
+
+
+class Deposed(StoreRefused):
+    """A guarded write by a member that does not lead (any more); nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leader:
+    member: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An election (``leading``) or a demotion, on the event loop's monotonic clock."""
+
+    at: float
+    kind: str
+    member: str
+    leading: bool
+    token: int
+    held_until: float  # for a demotion: the belief it ended (at <= held_until unless stalled)
+    why: str
+
+
+class EtcdCoordinator(Coordinator):
+    def __init__(
+        self,
+        endpoints: list[str],
+        prefix: str,
+        kind: str,
+        member: str,
+        ttl_s: int = 2,
+        *,
+        renew_s: float | None = None,
+        retry_s: float | None = None,
+        on_change: Callable[[Transition], None] | None = None,
+    ) -> None:
+        default = LeaseTiming.for_ttl(ttl_s) if isinstance(ttl_s, int) and ttl_s >= 1 else None
+        self.timing = LeaseTiming(  # TimingError: a belief could outlive the lease
+            ttl_s,
+            renew_s if renew_s is not None else default.renew_s if default else 0.0,
+            retry_s if retry_s is not None else default.retry_s if default else 0.0,
+        )
+        if not prefix.startswith("/") or prefix.endswith("/"):
+            raise ValueError(f"a prefix is like /nfvha/<deployment>, not {prefix!r}")
+        if not kind or "/" in kind or not member:
+            raise ValueError(f"a manager kind has no '/' and a member a name: {kind!r}, {member!r}")
+        self.kind, self.member = kind, member
+        self.key = f"{prefix}/leader/{kind}".encode()
+        # A call is given a third of an attempt: one sent to a member while etcd elects a leader
+        # may hang until etcd's own timeout, and the next pass has to have time to answer.
+        call_s = self.timing.retry_s / CALLS_PER_ATTEMPT
+        self._etcd = EtcdEndpoints(parse_endpoints(endpoints), timeout=call_s)
+        self._tenure = Tenure(self.timing)
+        self._lease: int | None = None  # the lease of the current term
+        self._stale: list[int] = []  # leases of ended terms, revoked once etcd answers
+        self._on_change = on_change
+        self._elected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    # --- the Coordinator contract ------------------------------------------------------------
+
+    def try_lead(self) -> bool:
+        self._start()
+        return self.leads()
+
+    async def wait_to_lead(self, give_up: asyncio.Event) -> bool:
+        self._start()
+        while not self.leads():
+            if give_up.is_set():
+                return False
+            elected = asyncio.ensure_future(self._elected.wait())
+            stop = asyncio.ensure_future(give_up.wait())
+            try:
+                await asyncio.wait({elected, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                elected.cancel()
+                stop.cancel()
+        return True
+
+    def release(self) -> None:
+        """Stop leading now; the lease is revoked in the background (``close`` awaits it)."""
+        self._demote("released")
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.close())
+
+    async def close(self) -> None:
+        self._demote("released")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timing.retry_s):
+                await self._revoke_stale()
+        await self._etcd.close()
+
+    # --- what it believes and what etcd says ----------------------------------------------------
+
+    def leads(self) -> bool:
+        return self._tenure.leads(self._now())
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of the term this member leads now, else None."""
+        return self._tenure.token if self.leads() else None
+
+    @property
+    def held_until(self) -> float:
+        return self._tenure.held_until
+
+    async def leader(self) -> Leader | None:
+        """Who leads this kind according to etcd (a linearizable read), with its token."""
+        got = await self._etcd.call(lambda client: client.get(self.key))
+        return _leader(got)
+
+    # --- guarded writes ----------------------------------------------------------------------
+
+    async def guarded_put(self, key: bytes, value: bytes) -> None:
+        await self.guarded_txn([], [_txn().Put(key, value)], [])
+
+    async def guarded_txn(
+        self, compare: list[Any], success: list[Any], failure: list[Any]
+    ) -> tuple[bool, list[Any]]:
+        """``compare``/``success``/``failure`` (aetcd transaction ops) as one etcd transaction,
+        run only if this term still holds the leader key: (succeeded, aetcd's responses of the
+        branch run). Deposed if it does not, StoreUnavailable if etcd does not answer within
+        ``retry_s`` (nor before held-until). It is retried across the members within that time,
+        and one that timed out may have been applied: make it safe to repeat."""
+        token = self.token
+        if token is None:
+            raise Deposed(f"{self.member} does not lead {self.kind}: nothing written")
+        t = _txn()
+        inner = t.Txn(compare, success, failure)
+        (ok, responses), _ = await self._retrying(
+            lambda client: client.transaction(
+                [_created(self.key) == token], [inner], [t.Get(self.key)]
+            ),
+            self._tenure.attempt_deadline(self._now()),
+        )
+        if not ok:
+            now = _leader(responses[0][0][1] if responses[0] else None)
+            self._demote(f"deposed: the leader key is {_describe(now)}")
+            raise Deposed(
+                f"{self.member} (token {token}) no longer leads {self.kind}: the leader key is "
+                f"{_describe(now)}; nothing written"
+            )
+        result = responses[0].response_txn
+        return bool(result.succeeded), list(result.responses)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self._step()
+                except (StoreUnavailable, TimeoutError, _client_error()) as exc:
+                    self._demote(f"etcd failed: {exc}")  # rule 2 of core/lease.py; try again
+                    await asyncio.sleep(self.timing.renew_s)
+        finally:  # cancelled, or a bug: a member that stopped campaigning does not lead
+            self._demote("the campaign stopped")
+
+    async def _step(self) -> None:
+        if self._tenure.token is None:
+            await self._revoke_stale()
+            if not await self._campaign():
+                await asyncio.sleep(self.timing.renew_s)
+        else:
+            await asyncio.sleep(self.timing.renew_s)
+            await self._renew()
+
+    async def _campaign(self) -> bool:
+        """One attempt; whether this member leads now."""
+        if _leader(await self._etcd.call(lambda client: client.get(self.key))) is not None:
+            return False  # a read first: no lease granted while somebody leads
+        sent = self._now()
+        lease = await self._etcd.call(lambda client: client.lease(self.timing.ttl_s))
+        self._stale.append(lease.id)  # until the key is ours (a call that timed out may be applied)
+        t = _txn()
+        ok, responses = await self._etcd.call(
+            lambda client: client.transaction(
+                [_created(self.key) == 0],
+                [t.Put(self.key, self.member.encode(), lease=lease.id), t.Get(self.key)],
+                [],
+            )
+        )
+        if not ok:
+            return False  # lost the race
+        self._stale.remove(lease.id)
+        self._lease = lease.id
+        self._tenure.won(responses[1][0][1].create_revision, sent)
+        self._arm_expiry()
+        self._elected.set()
+        self._tell(True, "elected: created the leader key with this member's lease")
+        return True
+
+    async def _renew(self) -> None:
+        lease, token = self._lease, self._tenure.token
+        deadline = self._tenure.attempt_deadline(self._now())
+        try:
+            reply, sent = await self._retrying(lambda c: c.refresh_lease(lease), deadline)
+        except StoreUnavailable as exc:
+            self._demote(f"lease renewal failed: {exc}")
+            return
+        if self._tenure.token != token:
+            return  # demoted meanwhile (held-until passed): a late renewal does not undo it
+        if reply is None or reply.TTL <= 0:
+            self._demote("etcd says the lease expired (renewed too late)")
+            return
+        self._tenure.renewed(sent)
+        self._arm_expiry()
+
+    async def _retrying(
+        self, op: Callable[[Any], Awaitable[R]], deadline: float
+    ) -> tuple[R, float]:
+        """``op`` on the members, pass after pass (riding out an etcd election) until one answers
+        or ``deadline``: its result and when the pass that answered began. StoreUnavailable with
+        the last error once the deadline passed."""
+        last = "no answer in time"
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    sent = self._now()
+                    try:
+                        return await self._etcd.call(op), sent
+                    except StoreUnavailable as exc:
+                        last = str(exc)
+                        await asyncio.sleep(RETRY_PAUSE_S)
+        except TimeoutError:
+            raise StoreUnavailable(f"etcd did not answer by {deadline:.3f}: {last}") from None
+
+    async def _revoke_stale(self) -> None:
+        while self._stale:
+            await self._etcd.call(functools.partial(_revoke, lease=self._stale[0]))
+            self._stale.pop(0)
+
+    # --- demotion ----------------------------------------------------------------------------
+
+    def _arm_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_at(self._tenure.held_until, self._expire)
+
+    def _expire(self) -> None:
+        held_until = self._tenure.held_until
+        token = self._tenure.token
+        if (why := self._tenure.expire(self._now())) is not None and token is not None:
+            self._ended(token, held_until, why)
+
+    def _demote(self, why: str) -> None:
+        held_until, token = self._tenure.held_until, self._tenure.token
+        if self._tenure.lost(why) is not None and token is not None:
+            self._ended(token, held_until, why)
+
+    def _ended(self, token: int, held_until: float, why: str) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self._elected.clear()
+        if self._lease is not None:
+            self._stale.append(self._lease)
+            self._lease = None
+        self._tell(False, why, token, held_until)
+
+    def _tell(
+        self, leading: bool, why: str, token: int | None = None, held: float | None = None
+    ) -> None:
+        if self._on_change is None:
+            return
+        token = token if token is not None else self._tenure.token or 0
+        held = held if held is not None else self._tenure.held_until
+        self._on_change(Transition(self._now(), self.kind, self.member, leading, token, held, why))
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+
+def _leader(got: Any) -> Leader | None:
+    if got is None:
+        return None
+    return Leader(got.value.decode(errors="replace"), int(got.create_revision))
+
+
+def _describe(leader: Leader | None) -> str:
+    return "absent" if leader is None else f"{leader.member}'s (token {leader.token})"
+
+
+async def _revoke(client: Any, lease: int) -> None:
+    try:
+        await client.revoke_lease(lease)
+    except _client_error() as exc:
+        if "lease not found" not in str(exc):  # expired already: what revoking was for
+            raise
+
+
+def _aetcd() -> Any:
+    import aetcd  # type: ignore[import-untyped]  # grpc is loaded only by those who use etcd
+
+    return aetcd
+
+
+def _txn() -> Any:
+    return _aetcd().transactions
+
+
+def _created(key: bytes) -> Any:
+    return _txn().Create(key)
+
+
+def _client_error() -> type[Exception]:
+    error: type[Exception] = _aetcd().ClientError
+    return error
