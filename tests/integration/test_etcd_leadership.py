@@ -17,7 +17,7 @@ import pytest
 from aetcd import transactions  # type: ignore[import-untyped]
 
 from nfvha.core.lease import TimingError
-from nfvha.runtime.etcd_leadership import Deposed, EtcdCoordinator, Leader, Transition
+from nfvha.runtime.etcd_leadership import Deposed, EtcdCoordinator, Leader, LeadershipChange
 from nfvha.sdk.stores import EtcdEndpoints, parse_endpoints
 from tests.integration.support.etcd import EtcdCluster
 from tests.integration.support.waiting import wait_for
@@ -30,15 +30,15 @@ class Member:
     """A coordinator in this process and every transition it reported."""
 
     def __init__(self, endpoints: list[str], prefix: str, name: str, ttl: int, **timing: float):
-        self.changes: list[Transition] = []
+        self.changes: list[LeadershipChange] = []
         self.coordinator = EtcdCoordinator(
             endpoints, prefix, "vim", name, ttl, on_change=self.changes.append, **timing
         )
 
-    def elections(self) -> list[Transition]:
+    def elections(self) -> list[LeadershipChange]:
         return [c for c in self.changes if c.leading]
 
-    def demotions(self) -> list[Transition]:
+    def demotions(self) -> list[LeadershipChange]:
         return [c for c in self.changes if not c.leading]
 
 

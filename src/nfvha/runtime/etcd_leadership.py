@@ -59,7 +59,7 @@ class Leader:
 
 
 @dataclass(frozen=True, slots=True)
-class Transition:
+class LeadershipChange:
     """An election (``leading``) or a demotion, on the event loop's monotonic clock."""
 
     at: float
@@ -82,7 +82,7 @@ class EtcdCoordinator(Coordinator):
         *,
         renew_s: float | None = None,
         retry_s: float | None = None,
-        on_change: Callable[[Transition], None] | None = None,
+        on_change: Callable[[LeadershipChange], None] | None = None,
     ) -> None:
         default = LeaseTiming.for_ttl(ttl_s) if isinstance(ttl_s, int) and ttl_s >= 1 else None
         self.timing = LeaseTiming(  # TimingError: a belief could outlive the lease
@@ -327,7 +327,9 @@ class EtcdCoordinator(Coordinator):
             return
         token = token if token is not None else self._tenure.token or 0
         held = held if held is not None else self._tenure.held_until
-        self._on_change(Transition(self._now(), self.kind, self.member, leading, token, held, why))
+        self._on_change(
+            LeadershipChange(self._now(), self.kind, self.member, leading, token, held, why)
+        )
 
     @staticmethod
     def _now() -> float:

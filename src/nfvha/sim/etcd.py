@@ -111,7 +111,7 @@ class SimEtcd:
 
 
 @dataclass(slots=True)
-class Request:
+class SimRequest:
     op: Op
     sent_at: float
     token: int | None  # the term it was sent in
@@ -127,7 +127,7 @@ class SimMember:
     tenure: Tenure
     lease: int | None = None
     stale: list[int] = field(default_factory=list)
-    pending: dict[str, Request] = field(default_factory=dict)  # "loop" and "write"
+    pending: dict[str, SimRequest] = field(default_factory=dict)  # "loop" and "write"
     demotions: list[str] = field(default_factory=list)
 
     def lost(self, why: str) -> None:
@@ -152,7 +152,9 @@ class LeadershipWorld:
     now: float = 0.0
     issued: list[int] = field(default_factory=list)  # every token, in order
     applied_writes: list[tuple[str, int]] = field(default_factory=list)
-    late: list[tuple[SimMember, Request]] = field(default_factory=list)  # given up, maybe applied
+    late: list[tuple[SimMember, SimRequest]] = field(
+        default_factory=list
+    )  # given up, maybe applied
 
     @classmethod
     def of(cls, n: int, timing: LeaseTiming) -> LeadershipWorld:
@@ -178,14 +180,14 @@ class LeadershipWorld:
         token = member.tenure.token if member.tenure.leads(self.now) else None
         if write:
             if token is not None:
-                member.pending[slot] = Request("write", self.now, token, None)
+                member.pending[slot] = SimRequest("write", self.now, token, None)
             return
         if token is not None:
-            member.pending[slot] = Request("renew", self.now, token, member.lease)
+            member.pending[slot] = SimRequest("renew", self.now, token, member.lease)
         else:
             lease = self.store.new_lease_id()
             member.stale.append(lease)  # until the member learns the key is its own
-            member.pending[slot] = Request("campaign", self.now, None, lease)
+            member.pending[slot] = SimRequest("campaign", self.now, None, lease)
 
     def deliver(self, i: int, slot: str) -> None:
         """The store applies member ``i``'s pending request now (if it has a quorum)."""
@@ -223,7 +225,7 @@ class LeadershipWorld:
 
     # --- the store's side and the member's side ----------------------------------------------
 
-    def _apply(self, member: SimMember, request: Request) -> None:
+    def _apply(self, member: SimMember, request: SimRequest) -> None:
         request.applied = True
         try:
             if request.op == "campaign":
@@ -244,7 +246,7 @@ class LeadershipWorld:
         except SimUnavailable:  # not applied: it may be, later
             request.applied = request.ok = False
 
-    def _apply_campaign(self, member: SimMember, request: Request) -> None:
+    def _apply_campaign(self, member: SimMember, request: SimRequest) -> None:
         for lease in [x for x in member.stale if x != request.lease]:
             self.store.revoke(lease)
             member.stale.remove(lease)
@@ -256,7 +258,7 @@ class LeadershipWorld:
             request.token_won = token
             self.issued.append(token)
 
-    def _answered(self, member: SimMember, request: Request) -> None:
+    def _answered(self, member: SimMember, request: SimRequest) -> None:
         if request.op == "campaign":
             if request.ok and member.tenure.token is None and request.lease in member.stale:
                 member.stale.remove(request.lease)
@@ -272,7 +274,7 @@ class LeadershipWorld:
         elif not request.ok and member.tenure.token == request.token:
             member.lost("deposed: guarded write refused")
 
-    def _failed(self, member: SimMember, request: Request) -> None:
+    def _failed(self, member: SimMember, request: SimRequest) -> None:
         if request.op == "renew" and member.tenure.token == request.token:
             member.lost("lease renewal failed")
         # a campaign's lease stays in ``stale``: revoked at the next campaign

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from nfvha.runtime.etcd_leadership import EtcdCoordinator, Transition
+from nfvha.runtime.etcd_leadership import EtcdCoordinator, LeadershipChange
 
 
-def say(change: Transition) -> None:
+def say(change: LeadershipChange) -> None:
     print("leading" if change.leading else "demoted", change.token, flush=True)
 
 
