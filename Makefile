@@ -63,6 +63,7 @@ bench: $(STAMP) etcd daemons
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/daemons.py
 	$(BIN)/python bench/vip.py
+	$(BIN)/python bench/etcd_scale.py
 	$(BIN)/python bench/tables.py --write
 
 clean:

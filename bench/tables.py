@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import daemons
+import etcd_scale
 import manager
 import provenance
 import run
@@ -59,6 +60,7 @@ RENDER = {
     "sync": sync.table,
     "daemons": daemons.table,
     "vip": vip.table,
+    "etcd_scale": etcd_scale.table,
 }
 
 
