@@ -49,6 +49,12 @@ CEILINGS = {
     ("uc6", "vm-hang"): (200.0, 250.0),
     ("uc4 + standby VM", "vm-crash"): (250.0, 400.0),  # promotion, no boot; + start-up
     ("uc1 + manager sync", "vnfc-crash"): (15.0, 50.0),  # as uc1, state through the manager
+    # Service access (issue 13): the VIP moved to a hot standby; pools behind the HAProxy pair
+    # (1 ms HTTP probes through HAProxy: its jitter, and a retry of a request in flight).
+    ("vip-failover", "vnfc-crash"): (15.0, 50.0),
+    ("lb-vnfc-pool", "vnfc-crash"): (20.0, 100.0),
+    ("lb-vm-pool", "vm-crash"): (20.0, 100.0),
+    ("lb-ha", "vnfc-crash"): (20.0, 100.0),  # the active HAProxy killed: its passive serves
 }
 # UC1 with direct sync (its default) must be no worse than with manager sync, in one run; the
 # probe's interval (1 ms) is the resolution of an outage, so that is the margin. The two are

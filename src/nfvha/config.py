@@ -757,7 +757,8 @@ def _lb_vnf(vnf: Vnf, rundir: Path, binary: str) -> Vnf:
             vip=vnf.service.vip,
         ),
         vnfcs=vnfcs,
-        policies=Policies(health_check=check, cleanup_grace_ms=200),
+        # The pooled VNF's restart policy (start limit, delays) is the pair's too.
+        policies=vnf.policies.model_copy(update={"health_check": check, "cleanup_grace_ms": 200}),
         state="none",
         sdk=False,
     )
