@@ -60,6 +60,21 @@ class StartSpec:
     group: str | None = None
     limits: dict[str, str] = field(default_factory=dict)
     netns: str | None = None  # a network namespace (``ip netns`` name) to start it in
+    nice: int = 0  # started below the others' work (a repair while the service is served)
+
+
+def _in_child(netns_fd: int | None, nice: int) -> Callable[[], None] | None:
+    """What the child does before its exec: enter the namespace, lower its priority."""
+    if netns_fd is None and not nice:
+        return None
+
+    def run() -> None:
+        if netns_fd is not None:
+            enter_netns(netns_fd)
+        if nice:
+            os.nice(nice)
+
+    return run
 
 
 @contextlib.contextmanager
@@ -245,10 +260,21 @@ class ProcessDriver:
                 group=gid,
                 extra_groups=[] if uid is not None or gid is not None else None,
                 # In the child, before exec: the namespace is entered with no window outside.
-                preexec_fn=None if ns is None else (lambda: enter_netns(ns)),
+                preexec_fn=_in_child(ns, how.nice),
                 pass_fds=() if ns is None else (ns,),
             )
         return popen, zone
+
+    def renice(self, name: str, nice: int = 0) -> None:
+        """Every process of the VNFC at ``nice`` (its cgroup, else its process group)."""
+        zone, child = self.zone_of.get(name), self.children.get(name)
+        pids = VnfcCgroups.members(zone) if zone is not None else []
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
+        if not pids and child is not None:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PGRP, child.pid, nice)
 
     def _reap(self, child: Child) -> None:
         asyncio.get_running_loop().remove_reader(child.pidfd)

@@ -62,6 +62,7 @@ HELLO_TIMEOUT_S = 2.0
 HELLO_LINE = 4 << 10
 REFUSALS_IN_A_ROW = 20  # malformed lines from a registered component before it is dropped
 REFUSALS_TRACED = 20  # MessageRefused records per second; the rest are counted (Throttle)
+REPAIR_NICE = 10  # a repair's start-up, while the service is served: below the active's work
 
 
 @dataclass(slots=True)
@@ -104,6 +105,7 @@ class Engine(d.Drivers):
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
         self._ping_ids = itertools.count(1)
+        self._niced: set[str] = set()  # repairs started below the others, until they are up
         self._adopting = True  # until the VNFCs a dead manager left have resumed (or not)
         self._resumed: dict[str, tuple[Resumed, dict[str, Any]]] = {}
         self.started = asyncio.Event()
@@ -376,6 +378,16 @@ class Engine(d.Drivers):
         if self._stopping:
             return
         self._run(lambda now: self.dispatcher.feed(target, event, now), target)
+        up = isinstance(event, (m.ComponentRegistered, m.HealthCheckPassed))
+        if up and event.vnfc in self._niced:  # a repair that is up: at everyone's priority
+            self._niced.discard(event.vnfc)
+            self.procs.renice(event.vnfc, 0)
+
+    def _repair_nice(self, vnf: VnfRuntime) -> int:
+        """Below the serving active while the service is up (and only as root: lowering the
+        niceness again needs it)."""
+        served = vnf.manager.snapshot()["service"]["up"]
+        return REPAIR_NICE if served and os.geteuid() == 0 else 0
 
     def _run(self, step: Any, target: str = "") -> None:
         """One step of the dispatcher, its outputs carried out. A bug must not stop the
@@ -548,14 +560,27 @@ class Engine(d.Drivers):
             self.pools.prepare(name)  # an LB instance: its configuration, with today's pool
             vm = self.placement.vnfc_vm[name] if self.placement else None
             if vm is None:
+                nice = self._repair_nice(vnf)
                 how = StartSpec(
                     signal.Signals[spec.stop_signal],
                     spec.user,
                     spec.group,
                     spec.limits.files(),
                     self.nodes.vnfc_netns(name),
+                    nice,
                 )
                 pid = await self.procs.spawn(name, spec.command, env, self.base_dir, how)
+                if nice:
+                    self._niced.add(name)
+                    self.trace.record(
+                        "note",
+                        "StartedBelow",
+                        src="nfvha",
+                        dst=name,
+                        data={"nice": nice},
+                        why="a repair while the service is served: its start-up must not "
+                        "take the CPU from the active (recover first, repair after)",
+                    )
             else:
                 argv = self.nodes.in_netns(name, spec.command)
                 pid = await self.nfvi.start_vnfc(vm, name, argv, env, self.base_dir)
