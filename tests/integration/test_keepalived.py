@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from nfvha.drivers import network
 from nfvha.drivers.network import Node, ProviderNetwork
 from nfvha.lab import keepalived
+from tests.integration.support.networks import provider_network
 
 OK, WHY = network.available()
 EXE = keepalived.binary()
@@ -35,15 +35,8 @@ PATIENCE_S = 10.0
 
 @pytest.fixture
 def net() -> Iterator[ProviderNetwork]:
-    name = f"katest-{uuid.uuid4().hex[:8]}"
-    n = ProviderNetwork(name)
-    try:
+    with provider_network("katest") as n:
         yield n
-    finally:
-        n.remove()
-        left = network.namespaces_of(name)
-        network.remove_leftovers(name)
-        assert left == [], f"namespaces left behind (removed now): {left}"
 
 
 def responder(node: Node) -> subprocess.Popen[str]:

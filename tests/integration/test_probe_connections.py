@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from nfvha.drivers import network
 from nfvha.drivers.network import ProviderNetwork
 from tests.integration.support.deployments import free_udp_port
+from tests.integration.support.networks import provider_network
 from tests.integration.support.processes import kill_and_reap
 from tests.integration.support.runs import NFVHA, cli
 from tests.integration.support.waiting import wait_for_sync
@@ -324,15 +324,8 @@ OK, WHY = network.available()
 def net() -> Iterator[ProviderNetwork]:
     if not OK:
         pytest.skip(f"network namespaces unavailable: {WHY}")
-    deployment = f"probetest-{uuid.uuid4().hex[:8]}"
-    n = ProviderNetwork(deployment)
-    try:
+    with provider_network("probetest") as n:
         yield n
-    finally:
-        n.remove()
-        left = network.namespaces_of(deployment)
-        network.remove_leftovers(deployment)
-        assert left == [], f"namespaces left behind (removed now): {left}"
 
 
 @pytest.mark.timeout(60)
