@@ -32,6 +32,7 @@ from nfvha.drivers import network
 from nfvha.drivers.loadbalancer import HaproxyError, parse_servers_state, runtime_command
 from tests.integration import test_lb_pool
 from tests.integration.support.deployments import unique_name
+from tests.integration.support.networks import vip_holders
 from tests.integration.support.runs import NFVHA, NfvhaRun, cli, serving, vnfcs
 from tests.integration.support.trace import dump_records, find, index
 from tests.integration.support.waiting import wait_for_sync
@@ -109,18 +110,7 @@ def pools_are(run: NfvhaRun, status: dict[str, Any], ready: set[str]) -> bool:
 
 
 def holders(status: dict[str, Any]) -> list[str]:
-    """The nodes whose interface has the VIP, read from their kernels."""
-    found = []
-    for node, where in status["network"]["nodes"].items():
-        addrs = subprocess.run(
-            ["ip", "-n", where["netns"], "-4", "-o", "addr", "show"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        if f" {VIP}/" in addrs:
-            found.append(node)
-    return found
+    return vip_holders(status, VIP)
 
 
 def start(

@@ -19,6 +19,7 @@ import yaml
 
 from nfvha.drivers import network
 from tests.integration.support.deployments import unique_name
+from tests.integration.support.networks import vip_holders
 from tests.integration.support.runs import NfvhaRun, cli
 from tests.integration.support.trace import index
 from tests.integration.support.waiting import wait_for_sync
@@ -38,14 +39,7 @@ def config(tmp_path: Path, name: str) -> Path:
 
 
 def holders(status: dict[str, Any]) -> list[str]:
-    """The nodes whose interface has the VIP, read from their kernels."""
-    nodes = status["network"]["nodes"]
-    found = []
-    for node, where in nodes.items():
-        addrs = os.popen(f"ip -n {where['netns']} -4 -o addr show").read()
-        if f" {VIP}/" in addrs:
-            found.append(node)
-    return found
+    return vip_holders(status, VIP)
 
 
 def ask(consumer_netns: str) -> str | None:

@@ -4,8 +4,10 @@ of its namespaces is left."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from nfvha.drivers import network
 from nfvha.drivers.network import ProviderNetwork
@@ -23,3 +25,19 @@ def provider_network(prefix: str) -> Iterator[ProviderNetwork]:
         left = network.namespaces_of(name)
         network.remove_leftovers(name)
         assert left == [], f"namespaces left behind (removed now): {left}"
+
+
+def vip_holders(status: dict[str, Any], vip: str) -> list[str]:
+    """The nodes of a running deployment (its status) whose interface has ``vip``, read from
+    their kernels."""
+    found = []
+    for node, where in status["network"]["nodes"].items():
+        addrs = subprocess.run(
+            ["ip", "-n", where["netns"], "-4", "-o", "addr", "show"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        if f" {vip}/" in addrs:
+            found.append(node)
+    return found
