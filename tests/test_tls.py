@@ -172,3 +172,11 @@ def test_a_context_for_a_member_without_a_certificate_is_refused(cluster: Path) 
 )
 def test_refusal_reasons_without_openssl_words(exc: BaseException, reason: str) -> None:
     assert tls.refusal_reason(exc).startswith(reason)
+
+
+def test_the_cli_prints_hex_pairs_as_they_are(capsys) -> None:
+    # A SHA-256 fingerprint holds pairs such as AB and CD: rich would print them as emoji.
+    from nfvha.cli.output import console
+
+    console.print("  SHA-256 27:AB:CD:FC", highlight=False, soft_wrap=True)
+    assert "27:AB:CD:FC" in capsys.readouterr().out

@@ -12,8 +12,9 @@ from rich.markup import escape
 
 from nfvha import config as cfg
 
-console = Console()
-err = Console(stderr=True)
+# No emoji codes: what is printed is data (a fingerprint's "...:AB:CD:..." would show 🆎 💿).
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
