@@ -149,3 +149,53 @@ def test_a_virtual_ip_belongs_to_one_service(tmp_path: Path) -> None:
     ).replace("{name: b,", "{name: d,").replace("127.0.0.1:7000", "127.0.0.1:7001")
     with pytest.raises(config.ConfigError, match="a virtual IP belongs to one service"):
         config.load(write(tmp_path, two))
+
+
+def with_coordination(value: str, policies: str = "") -> str:
+    text = GOOD.replace("name: t\n", f"name: t\ncoordination: {value}\n", 1)
+    return (
+        text.replace("    service:", f"    policies: {policies}\n    service:")
+        if policies
+        else text
+    )
+
+
+def test_coordination_embedded_by_default_and_etcd_in_its_short_form(tmp_path: Path) -> None:
+    dep, _ = config.load(write(tmp_path, GOOD))
+    assert dep.coordination.backend == "embedded"
+    assert dep.vnfs[0].policies.role_lease_ms == 1000
+    dep, _ = config.load(write(tmp_path, with_coordination("etcd://10.0.0.1:2379,10.0.0.2:2379")))
+    assert dep.coordination.backend == "etcd"
+    assert dep.coordination.endpoints == ["10.0.0.1:2379", "10.0.0.2:2379"]
+    # A role lease left at its default outlasts a takeover (twice the TTL); one set is kept.
+    assert dep.vnfs[0].policies.role_lease_ms == 4000
+    long = with_coordination("{backend: etcd, endpoints: 'a:1', ttl_s: 1}", "{role_lease_ms: 2500}")
+    dep, _ = config.load(write(tmp_path, long))
+    assert dep.vnfs[0].policies.role_lease_ms == 2500
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "what"),
+    [
+        ("zk://a:1", "coordination", "expected 'embedded' or 'etcd://HOST:PORT,...'"),
+        ("etcd://", "coordination", "etcd coordination needs endpoints"),
+        ("etcd://nohost", "coordination.endpoints", "expected HOST:PORT"),
+        ("{backend: etcd, endpoints: 'a:1', ttl_s: 0}", "coordination.ttl_s", "greater than"),
+        ("{backend: embedded, endpoints: 'a:1'}", "coordination", "endpoints are for backend"),
+        ("{backend: etcd, endpoints: 'a:1', prefix: x}", "coordination.prefix", "match pattern"),
+        ("{backend: etcd, endpoints: 'a:1', lease: 3}", "coordination.lease", "Extra inputs"),
+    ],
+)
+def test_coordination_errors_name_the_path(
+    tmp_path: Path, value: str, where: str, what: str
+) -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.load(write(tmp_path, with_coordination(value)))
+    assert f"d.yaml: {where}: " in str(err.value)
+    assert what in str(err.value)
+
+
+def test_a_role_lease_shorter_than_an_etcd_takeover_is_refused(tmp_path: Path) -> None:
+    short = with_coordination("etcd://a:1", "{role_lease_ms: 2000}")
+    with pytest.raises(config.ConfigError, match=r"vnfs\[0\]\.policies\.role_lease_ms: 2000 ms"):
+        config.load(write(tmp_path, short))

@@ -492,6 +492,51 @@ class Network(Strict):
     subnet: Annotated[str, AfterValidator(_ipv4_network)] = "10.77.0.0/24"
 
 
+def _coordination(value: object) -> object:
+    """``embedded`` or ``etcd://HOST:PORT,HOST:PORT``: the short forms of the mapping."""
+    if not isinstance(value, str):
+        return value
+    if value == "embedded":
+        return {"backend": "embedded"}
+    if value.startswith("etcd://"):
+        return {"backend": "etcd", "endpoints": value.removeprefix("etcd://")}
+    raise ValueError(f"expected 'embedded' or 'etcd://HOST:PORT,...', got {value!r}")
+
+
+class Coordination(Strict):
+    """Who leads the deployment's managers. ``embedded``: a lock on this machine (the default,
+    one machine). ``etcd``: a lease on an etcd 3 cluster (``endpoints``), so that managers on
+    several machines elect one leader; ``ttl_s`` is the lease (a dead leader is followed within
+    about ``ttl_s`` + 0.5 s when its successor runs elsewhere, at once on the same machine)."""
+
+    backend: Literal["embedded", "etcd"] = "embedded"
+    endpoints: Annotated[list[str], BeforeValidator(_endpoints)] = []
+    ttl_s: int = Field(2, ge=1, le=60)
+    prefix: str = Field("/nfvha", pattern=r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            parse_address(endpoint)
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> Coordination:
+        if self.backend == "etcd" and not self.endpoints:
+            raise ValueError("etcd coordination needs endpoints (HOST:PORT,...)")
+        if self.backend == "embedded" and self.endpoints:
+            raise ValueError("endpoints are for backend etcd; embedded coordination has none")
+        return self
+
+    @property
+    def min_role_lease_ms(self) -> int:
+        """A role lease that outlasts a manager takeover: the leader's etcd lease, etcd's expiry
+        granularity (0.5 s) and the standby's next campaign (a quarter of the TTL). Shorter, an
+        active would fence itself at every takeover."""
+        return 0 if self.backend == "embedded" else int(self.ttl_s * 1250 + 500)
+
+
 class Deployment(Strict):
     name: Name
     vnfs: list[Vnf] = Field(min_length=1)
@@ -503,6 +548,7 @@ class Deployment(Strict):
     reliability: Reliability | None = None  # for 'nfvha predict'
     metrics: MetricsEndpoint | None = None  # absent: no metrics endpoint
     network: Network = Network()
+    coordination: Annotated[Coordination, BeforeValidator(_coordination)] = Coordination()
 
     @model_validator(mode="after")
     def _unique(self) -> Deployment:
@@ -515,7 +561,29 @@ class Deployment(Strict):
             raise ValueError("two services share one address")
         self._check_vips()
         self._check_nfvi()
-        return self
+        return self._leases_outlast_takeover()
+
+    def _leases_outlast_takeover(self) -> Deployment:
+        """With etcd, a role lease left at its default is raised to outlast a takeover (twice
+        the TTL); one set shorter than the takeover is refused."""
+        least = self.coordination.min_role_lease_ms
+        if not least:
+            return self
+        vnfs = []
+        for i, vnf in enumerate(self.vnfs):
+            lease = vnf.policies.role_lease_ms
+            # Compared with the default, not model_fields_set: a dumped model sets every field.
+            if lease == Policies.model_fields["role_lease_ms"].default:
+                lease = max(lease, self.coordination.ttl_s * 2000)
+            elif lease < least:
+                raise ValueError(
+                    f"vnfs[{i}].policies.role_lease_ms: {lease} ms is shorter than a manager "
+                    f"takeover on etcd (coordination.ttl_s {self.coordination.ttl_s} s: at least "
+                    f"{least} ms), so an active would stop serving at every takeover"
+                )
+            policies = vnf.policies.model_copy(update={"role_lease_ms": lease})
+            vnfs.append(vnf.model_copy(update={"policies": policies}))
+        return self.model_copy(update={"vnfs": vnfs})
 
     def _check_vips(self) -> None:
         vips = [v.service.vip for v in self.vnfs if v.service.vip is not None]

@@ -88,6 +88,9 @@ def preflight_or_exit(
         raise typer.Exit(2)
 
 
+EXIT_DEPOSED = 3  # systemd restarts it (Restart=on-failure), and with --join it stands by
+
+
 @commands.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Deployment file (YAML).")],
@@ -118,6 +121,13 @@ def run(
             "restart after the leader died does not fail while its standby leads."
         ),
     ] = False,
+    member: Annotated[
+        str | None,
+        typer.Option(
+            help="With etcd coordination: this manager's host name in elections (default: the "
+            "machine's); it is elected as HOST:PID."
+        ),
+    ] = None,
 ) -> None:
     """Run a deployment in the foreground until SIGINT or SIGTERM, then stop all it started.
 
@@ -131,14 +141,11 @@ def run(
         standby = True  # a manager leads it: wait to lead, as its hot standby does
     elif not standby and paths.socket_answers(sock):  # a dead run's socket: its place is taken
         raise fail(f"deployment {deployment.name} is already running: {sock} answers")
-    state = state_dir or (
-        (base_dir / deployment.state_dir)
-        if deployment.state_dir
-        else paths.default_state_dir(deployment.name)
-    )
+    state = _state_dir(deployment, base_dir, state_dir)
     if not standby:  # a standby taking over must not be stopped by what changed since
         preflight_or_exit(config, deployment, base_dir, state, ports_held_ok=_left(deployment))
     again = [str(config), "--state-dir", str(state), *(["--trace", str(trace)] if trace else [])]
+    again += ["--member", member] if member else []
     try:
         asyncio.run(
             _run(
@@ -150,10 +157,61 @@ def run(
                 again if standby_manager else None,
                 config=config,
                 joined=joined,
+                member=member,
             )
         )
     except OSError as exc:
         raise fail(f"{deployment.name}: {exc}") from None
+
+
+@commands.command()
+def manager(
+    config: Annotated[Path, typer.Argument(help="Deployment file (YAML).")],
+    member: Annotated[
+        str | None,
+        typer.Option(help="This instance's host name in elections (default: the machine's)."),
+    ] = None,
+    trace: Annotated[
+        Path | None, typer.Option(help="Also write the trace here (JSON lines).")
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Checkpoints and logs (as for run).")
+    ] = None,
+) -> None:
+    """Run one instance of a deployment's managers (VIM, VNFM, HA managers): it leads if none
+    does, else it stands by and takes over when the leader dies, adopting what runs.
+
+    Start one per machine, each with the same configuration (with `coordination: etcd://...`
+    for instances on several machines); the leader's own hot standby is not started, the other
+    instances are the standbys. SIGINT or SIGTERM stops a standby without touching the
+    deployment, and the leader with everything it started, as for run.
+    """
+    deployment, base_dir = load_config(config)
+    state = _state_dir(deployment, base_dir, state_dir)
+    try:
+        asyncio.run(
+            _run(
+                deployment,
+                base_dir,
+                state,
+                trace,
+                True,
+                None,
+                config=config,
+                joined=True,
+                member=member,
+            )
+        )
+    except OSError as exc:
+        raise fail(f"{deployment.name}: {exc}") from None
+
+
+def _state_dir(deployment: cfg.Deployment, base_dir: Path, explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    if deployment.state_dir:
+        return base_dir / deployment.state_dir
+    return paths.default_state_dir(deployment.name)
 
 
 def _ready_while_waiting() -> asyncio.Future[None] | None:
@@ -178,30 +236,29 @@ async def _run(
     standby_args: list[str] | None,
     config: Path | None = None,
     joined: bool = False,
+    member: str | None = None,
 ) -> None:
     from nfvha.runtime.engine import Engine
-    from nfvha.runtime.leadership import LocalLock
     from nfvha.runtime.trace import Trace
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    lock = LocalLock(paths.leader_lock(deployment.name))
-    if standby:
-        err.print(f"nfvha: standby manager of {deployment.name}: waiting to lead", highlight=False)
-        waiting = _ready_while_waiting() if joined else None
-        try:
-            if not await lock.wait_to_lead(stop):
-                return
-        finally:
-            if waiting is not None:
-                waiting.cancel()
-        err.print(f"nfvha: taking over {deployment.name}", highlight=False)
-    elif not lock.try_lead():
-        raise OSError("another manager leads this deployment")
     trace = Trace(trace_path)
+    leadership = _leadership(deployment, member, trace)
+    try:
+        await _take_lead(deployment, leadership, standby, joined, stop)
+    except BaseException:
+        trace.close()
+        await leadership.close()
+        raise
+    if stop.is_set():
+        trace.close()
+        await leadership.close()
+        return
     engine = Engine(deployment, base_dir, trace, state_dir)
+    engine.leadership = leadership
     engine.config_path = config  # read again by `nfvha reload`
     if not standby:
         err.print(
@@ -239,10 +296,70 @@ async def _run(
         if standbys is not None:
             await standbys.stop()
         trace.close()
-        lock.release(remove=True)  # stopped on purpose: nothing left behind
+        await leadership.close()  # stopped on purpose: nothing left behind
     err.print(
         f"nfvha: {deployment.name} stopped; every process it started is gone.", highlight=False
     )
+
+
+def _leadership(deployment: cfg.Deployment, member: str | None, trace: Any) -> Any:
+    """The deployment's leadership; a leader that etcd deposes leaves at once (ADR 014). Its
+    own release at a deliberate stop is not a deposition (``leadership.stopping``)."""
+    import socket
+
+    from nfvha.runtime import leadership as leaders
+
+    def changed(change: Any) -> None:
+        if leadership.stopping:
+            return
+        data = {"member": change.member, "token": change.token, "leading": change.leading}
+        name = "Leading" if change.leading else "Deposed"
+        trace.record("note", name, src="nfvha", data=data, why=change.why)
+        if not change.leading:
+            _leave_deposed(deployment.name, change.why, trace)
+
+    host = member or socket.gethostname()
+    leadership = leaders.for_deployment(deployment.name, deployment.coordination, host, changed)
+    return leadership
+
+
+def _leave_deposed(name: str, why: str, trace: Any) -> None:
+    """A deposed leader must not act once more: it leaves now, the way a crash does, and every
+    VNFC, host and VM it ran keeps running for the next leader to adopt (a deliberate stop
+    would stop them). Its standby, or systemd's restart with --join, leads next."""
+    err.print(
+        f"nfvha: {name}: deposed ({why}); leaving everything to the next leader", highlight=False
+    )
+    trace.close()
+    sys.stderr.flush()
+    os._exit(EXIT_DEPOSED)
+
+
+async def _take_lead(
+    deployment: cfg.Deployment,
+    leadership: Any,
+    standby: bool,
+    joined: bool,
+    stop: asyncio.Event,
+) -> None:
+    if standby:
+        err.print(f"nfvha: standby manager of {deployment.name}: waiting to lead", highlight=False)
+        waiting = _ready_while_waiting() if joined else None
+        try:
+            if not await leadership.wait_to_lead(stop):
+                return
+        finally:
+            if waiting is not None:
+                waiting.cancel()
+        err.print(f"nfvha: taking over {deployment.name}", highlight=False)
+        return
+    from nfvha.sdk.stores import StoreUnavailable
+
+    try:
+        if not await leadership.lead_at_start():
+            raise OSError("another manager leads this deployment")
+    except (StoreUnavailable, TimeoutError) as exc:
+        raise OSError(f"no leadership from etcd: {exc or 'no election in time'}") from None
 
 
 def _left(dep: cfg.Deployment) -> bool:

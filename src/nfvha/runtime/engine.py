@@ -44,6 +44,7 @@ from nfvha.drivers.store import DiskStore, StoreError
 from nfvha.runtime import journal, paths, reload
 from nfvha.runtime.connections import Connections
 from nfvha.runtime.hooks import HookRunner
+from nfvha.runtime.leadership import Coordinator
 from nfvha.runtime.metrics import Metrics
 from nfvha.runtime.nodes import MGMT, Nodes
 from nfvha.runtime.outcomes import Outcomes
@@ -100,6 +101,7 @@ class Engine(d.Drivers):
         self.component_socket = self.runtime_dir / "components.sock"
         self.state_dir = state_dir
         self.config_path: Path | None = None  # the deployment file, read again by a reload
+        self.leadership: Coordinator | None = None  # set by whoever made this manager lead
         self.links: dict[str, Link] = {}
         self.monitors: dict[str, HealthMonitor] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -879,6 +881,7 @@ class Engine(d.Drivers):
         status = {
             "deployment": self.deployment.name,
             "manager_pid": os.getpid(),
+            "leader": self.leadership.describe() if self.leadership else {},
             "vnfs": vnfs,
             "escalations": self.escalations,
             "network": self.nodes.snapshot(),

@@ -45,6 +45,7 @@ from nfvha.sdk.stores import EtcdEndpoints, StoreRefused, StoreUnavailable, pars
 
 R = TypeVar("R")
 RETRY_PAUSE_S = 0.05
+START_WITHIN_S = 30.0  # a manager started to lead that etcd cannot elect by then fails
 CALLS_PER_ATTEMPT = 3  # between two passes over the members within one renewal attempt
 
 
@@ -165,6 +166,28 @@ class EtcdCoordinator(Coordinator):
         """Who leads this kind according to etcd (a linearizable read), with its token."""
         got = await self._etcd.call(lambda client: client.get(self.key))
         return _leader(got)
+
+    def describe(self) -> dict[str, object]:
+        remaining = max(0.0, self.held_until - self._now()) if self.leads() else 0.0
+        return {
+            "coordination": "etcd",
+            "key": self.key.decode(),
+            "member": self.member,
+            "token": self.token,
+            "lease_ttl_s": self.timing.ttl_s,
+            "lease_remaining_ms": round(remaining * 1000),
+        }
+
+    async def revoke_dead(self, dead: Callable[[str], bool]) -> Leader | None:
+        """Revoke the lease of the leader etcd knows if ``dead(member)`` says its holder is
+        known dead (not merely silent): its successor is elected at once instead of after the
+        lease's TTL. The leader it revoked, or None (nobody leads, or one not known dead)."""
+        got = await self._etcd.call(lambda client: client.get(self.key))
+        leader = _leader(got)
+        if leader is None or not dead(leader.member):
+            return None
+        await self._etcd.call(functools.partial(_revoke, lease=got.lease))
+        return leader
 
     # --- guarded writes ----------------------------------------------------------------------
 
@@ -371,3 +394,62 @@ def _created(key: bytes) -> Any:
 def _client_error() -> type[Exception]:
     error: type[Exception] = _aetcd().ClientError
     return error
+
+
+class EtcdLeadership(Coordinator):
+    """Leadership of a deployment's managers elected on etcd, with the machine's own lock taken
+    first. A manager takes the local lock (``LocalLock``) before it campaigns and keeps it while
+    it lives, so a standby on the same machine that gets the lock knows that any leader of this
+    machine is dead (the kernel released its lock): it revokes that leader's lease and is
+    elected at once. A standby on another machine waits for the lease to expire. The member
+    name is ``HOST:PID``; the fencing token is etcd's (the leader key's create revision)."""
+
+    def __init__(self, lock: Coordinator, election: EtcdCoordinator, host: str) -> None:
+        self.lock, self.election, self.host = lock, election, host
+
+    def try_lead(self) -> bool:
+        return self.lock.try_lead() and self.election.try_lead()
+
+    async def wait_to_lead(self, give_up: asyncio.Event) -> bool:
+        if not await self.lock.wait_to_lead(give_up):
+            return False
+        with contextlib.suppress(StoreUnavailable, TimeoutError, _client_error()):
+            await self.election.revoke_dead(self._dead_here)  # else: its lease expires
+        return await self.election.wait_to_lead(give_up)
+
+    async def lead_at_start(self) -> bool:
+        if not self.lock.try_lead():
+            return False
+        if await self.election.leader() is not None:  # led from another machine
+            return False
+        async with asyncio.timeout(START_WITHIN_S):
+            return await self.election.wait_to_lead(asyncio.Event())
+
+    def release(self) -> None:
+        self.election.release()
+
+    async def close(self) -> None:
+        self.stopping = True
+        await self.election.close()  # revoked first: the lock is held while it may lead
+        await self.lock.close()
+
+    @property
+    def token(self) -> int | None:
+        return self.election.token
+
+    def describe(self) -> dict[str, object]:
+        return self.election.describe()
+
+    def _dead_here(self, member: str) -> bool:
+        host, _, pid = member.rpartition(":")
+        return host == self.host and pid.isdigit() and _gone(int(pid))
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its zombie: belt and braces beside the lock, whose release
+    already says that every leader of this machine is dead."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] == b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True

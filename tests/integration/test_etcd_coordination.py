@@ -1,0 +1,187 @@
+"""`nfvha run` with `coordination: etcd://...` on a real 3-member etcd cluster: leadership of
+the deployment's managers on an etcd lease. A killed leader is followed by its standby, which
+adopts the running VNFCs under a higher fencing token; a leader that etcd deposes leaves at once
+and leaves every VNFC running; without quorum nobody new leads, the active serves on within its
+role lease, and everything resumes when the quorum returns.
+
+Only orderings and outcomes are asserted, never how fast."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nfvha.sdk.stores import EtcdEndpoints, parse_endpoints
+from tests.integration.support.consumers import udp_get, udp_request
+from tests.integration.support.deployments import config_2n
+from tests.integration.support.etcd import EtcdCluster
+from tests.integration.support.processes import kill_and_reap, pid_alive
+from tests.integration.support.runs import NfvhaRun, steady
+from tests.integration.support.trace import dump_records, select
+from tests.integration.support.waiting import wait_for_sync
+
+
+def inc(address: str, seq: int) -> tuple[int, str] | None:
+    return udp_request(address, "INC", seq, timeout_s=2.0)
+
+
+def vnfc_pids(status: dict) -> dict[str, int]:
+    return {c["name"]: c["pid"] for c in status["vnfs"][0]["vnfcs"]}
+
+
+def coordinated(tmp_path: Path, cluster: EtcdCluster) -> tuple[str, Path, str]:
+    def on_etcd(raw: dict[str, Any]) -> None:
+        raw["coordination"] = "etcd://" + ",".join(cluster.endpoints)
+
+    return config_2n(tmp_path, on_etcd)
+
+
+def led_by_another(run: NfvhaRun, pid: int) -> dict[str, Any]:
+    return wait_for_sync(
+        lambda: (st := run.status()) and st["manager_pid"] != pid and steady(st) and st,
+        "steady under a new leader",
+    )
+
+
+@contextmanager
+def stopped_in_the_end(pids: dict[str, int], managers: list[int]) -> Iterator[None]:
+    """Whoever leads at the end is stopped deliberately (everything goes), else killed."""
+    try:
+        yield
+    finally:
+        for pid in managers:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGTERM)
+                wait_for_sync(lambda p=pid: not pid_alive(p), "a manager stopped")
+        kill_and_reap(pid for pid in pids.values() if pid)
+
+
+def revoke_leader_lease(cluster: EtcdCluster, key: str) -> None:
+    async def revoke() -> None:
+        etcd = EtcdEndpoints(parse_endpoints(cluster.endpoints), timeout=2.0)
+        try:
+            got = await etcd.call(lambda c: c.get(key.encode()))
+            assert got is not None, f"no leader key {key}"
+            await etcd.call(lambda c: c.revoke_lease(got.lease))
+        finally:
+            await etcd.close()
+
+    asyncio.run(revoke())
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_leader_is_followed_by_its_standby_with_a_higher_token_and_no_inc_lost(
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    name, config, address = coordinated(tmp_path, etcd_cluster)
+    leader = NfvhaRun(config, name, runtime_dir, tmp_path)
+    nfvha_runs.append(leader)
+    status = leader.wait_steady()
+    pids, managers = vnfc_pids(status), [leader.proc.pid]
+    with stopped_in_the_end(pids, managers):
+        first = status["leader"]
+        assert first["coordination"] == "etcd" and first["member"].endswith(f":{leader.proc.pid}")
+        assert first["key"] == f"/nfvha/{name}/leader/managers"
+        wait_for_sync(lambda: "waiting to lead" in leader.stderr, "the standby manager")
+        active = status["vnfs"][0]["service"]["active"][0]
+        acked = [inc(address, seq) for seq in range(1, 6)][-1][0]
+        answered: list[bool] = []
+        done = threading.Event()
+
+        def consumer() -> None:
+            seq = 100
+            while not done.is_set():
+                seq += 1
+                answered.append(inc(address, seq) is not None)
+                time.sleep(0.002)
+
+        reader = threading.Thread(target=consumer)
+        reader.start()
+        try:
+            leader.proc.kill()
+            leader.proc.wait()
+            status = led_by_another(leader, leader.proc.pid)
+            managers.append(status["manager_pid"])
+        finally:
+            done.set()
+            reader.join()
+        records = leader.records()
+        ctx = dump_records(records)
+        assert answered and all(answered), f"{answered.count(False)} INCs unanswered\n{ctx}"
+        assert vnfc_pids(status) == pids, ctx  # adopted, not restarted
+        assert status["vnfs"][0]["service"]["active"] == [active], ctx
+        assert inc(address, 6) == (acked + len(answered) + 1, active), ctx
+        second = status["leader"]
+        assert second["token"] > first["token"], (first, second)
+        leading = [r["data"] for r in select(records, kind="note", name="Leading")]
+        assert [d["token"] for d in leading] == [first["token"], second["token"]], ctx
+        assert not select(records, kind="note", name="Deposed"), ctx
+
+
+@pytest.mark.timeout(120)
+def test_a_deposed_leader_leaves_at_once_and_every_vnfc_runs_on_for_the_next(
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    name, config, address = coordinated(tmp_path, etcd_cluster)
+    leader = NfvhaRun(config, name, runtime_dir, tmp_path)
+    nfvha_runs.append(leader)
+    status = leader.wait_steady()
+    pids, managers = vnfc_pids(status), [leader.proc.pid]
+    with stopped_in_the_end(pids, managers):
+        wait_for_sync(lambda: "waiting to lead" in leader.stderr, "the standby manager")
+        acked = inc(address, 1)
+        assert acked is not None
+        revoke_leader_lease(etcd_cluster, status["leader"]["key"])
+        assert leader.proc.wait(timeout=30) == 3, leader.stderr  # deposed: it left, as a crash
+        assert "deposed" in leader.stderr
+        after = led_by_another(leader, leader.proc.pid)
+        managers.append(after["manager_pid"])
+        ctx = dump_records(leader.records())
+        assert vnfc_pids(after) == pids, ctx  # nothing was stopped by the deposed leader
+        assert after["leader"]["token"] > status["leader"]["token"], ctx
+        deposed = select(leader.records(), kind="note", name="Deposed")
+        assert [d["data"]["token"] for d in deposed] == [status["leader"]["token"]], ctx
+        assert inc(address, 2) == (acked[0] + 1, after["vnfs"][0]["service"]["active"][0]), ctx
+
+
+@pytest.mark.timeout(180)
+def test_without_quorum_nobody_new_leads_the_active_serves_on_and_all_resumes_with_quorum(
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    name, config, address = coordinated(tmp_path, etcd_cluster)
+    leader = NfvhaRun(config, name, runtime_dir, tmp_path)
+    nfvha_runs.append(leader)
+    status = leader.wait_steady()
+    pids, managers = vnfc_pids(status), [leader.proc.pid]
+    active = status["vnfs"][0]["service"]["active"][0]
+    lost = [i for i in range(3) if i != etcd_cluster.leader()][:1] + [etcd_cluster.leader()]
+    with stopped_in_the_end(pids, managers):
+        wait_for_sync(lambda: "waiting to lead" in leader.stderr, "the standby manager")
+        acked = inc(address, 1)
+        assert acked is not None
+        try:
+            for i in lost:
+                etcd_cluster.kill(i)
+            assert leader.proc.wait(timeout=30) == 3, leader.stderr  # it could not renew
+            # Within its role lease the active serves on, with no manager at all.
+            assert udp_get(address) == (acked[0], active)
+            time.sleep(1.0)
+            assert leader.status() is None  # nobody new leads without a quorum
+        finally:
+            for i in lost:
+                etcd_cluster.start(i)
+        after = led_by_another(leader, leader.proc.pid)
+        managers.append(after["manager_pid"])
+        ctx = dump_records(leader.records())
+        assert after["leader"]["token"] > status["leader"]["token"], ctx
+        now_active = after["vnfs"][0]["service"]["active"][0]
+        assert inc(address, 2) == (acked[0] + 1, now_active), ctx  # nothing acknowledged lost
