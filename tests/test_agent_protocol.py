@@ -22,7 +22,7 @@ def test_messages_of_the_table_pass() -> None:
     started = encode("vnfc_started", name="a", req=3, pid=99)
     assert decode_from_agent(started, "guest")["pid"] == 99
     assert decode_from_agent(encode("vm_exited", name="vm-1", pid=7, status=-9), "host")
-    start = encode("start_vnfc", req=1, vnfc="a", argv=["x"], env={}, cwd="/")
+    start = encode("start_vnfc", token=1, req=1, vnfc="a", argv=["x"], env={}, cwd="/")
     assert decode_from_driver(start, "guest")["argv"] == ["x"]
 
 
@@ -56,15 +56,21 @@ def test_a_malformed_or_misplaced_line_from_an_agent_is_refused(
     ("line", "receiver", "reason"),
     [
         (b"{\n", "guest", "Invalid JSON"),
-        (encode("start_vm", vm="v", cgroup="/c", nice=0), "guest", "not for a guest agent"),
-        (encode("start_vm", vm="v", cgroup="/c", nice=-5), "host", "start_vm.nice"),
         (
-            encode("start_vnfc", req=1, vnfc="a", argv="x", env={}, cwd="/"),
+            encode("start_vm", token=1, vm="v", cgroup="/c", nice=0),
+            "guest",
+            "not for a guest agent",
+        ),
+        (encode("start_vm", token=1, vm="v", cgroup="/c", nice=-5), "host", "start_vm.nice"),
+        (encode("start_vm", vm="v", cgroup="/c", nice=0), "host", "start_vm.token: Field required"),
+        (encode("start_vm", token=0, vm="v", cgroup="/c", nice=0), "host", "start_vm.token: Input"),
+        (
+            encode("start_vnfc", token=1, req=1, vnfc="a", argv="x", env={}, cwd="/"),
             "guest",
             "start_vnfc.argv: Input should be a valid array",
         ),
         (
-            encode("start_vnfc", req=1, vnfc="a", argv=["x"], env={"A": 1}, cwd="/"),
+            encode("start_vnfc", token=1, req=1, vnfc="a", argv=["x"], env={"A": 1}, cwd="/"),
             "guest",
             "start_vnfc.env.A: Input should be a valid string",
         ),

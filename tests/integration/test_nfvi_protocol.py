@@ -143,9 +143,13 @@ def test_an_agent_refuses_a_malformed_command_and_lives_on(runtime_dir: Path, tm
             assert (await asyncio.wait_for(got.get(), 10))["t"] == "hello"
             touch = [sys.executable, "-c", f"open({str(ran)!r}, 'w')"]
             writer.write(b"garbage\n")
-            writer.write(encode("start_vm", vm="vm-2", cgroup="/x", nice=0))
-            writer.write(encode("start_vnfc", req=1, vnfc="a", argv=touch, env={"A": 1}, cwd="/"))
-            writer.write(encode("start_vnfc", req=2, vnfc="b", argv=touch, env={}, cwd="/"))
+            writer.write(encode("start_vm", token=1, vm="vm-2", cgroup="/x", nice=0))
+            writer.write(
+                encode("start_vnfc", token=1, req=1, vnfc="a", argv=touch, env={"A": 1}, cwd="/")
+            )
+            writer.write(
+                encode("start_vnfc", token=1, req=2, vnfc="b", argv=touch, env={}, cwd="/")
+            )
             started = await asyncio.wait_for(got.get(), 10)
             assert started["t"] == "vnfc_started" and started["req"] == 2, started
             exited = await asyncio.wait_for(got.get(), 10)
@@ -167,3 +171,63 @@ def test_an_agent_refuses_a_malformed_command_and_lives_on(runtime_dir: Path, tm
     assert len(refusals) == 3, stderr
     assert "start_vm is not for a guest agent" in refusals[1]
     assert "start_vnfc.env.A: Input should be a valid string" in refusals[2]
+
+
+@pytest.mark.timeout(60)
+def test_an_agent_refuses_a_command_of_an_older_leader_by_its_fencing_token(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """A replayed or late command of a deposed leader (an older token than one the agent has
+    obeyed) is refused at the agent, answered vnfc_failed with the reason, logged, and never
+    executed; the current leader's commands, and a newer one's, are."""
+    sock = runtime_dir / "nfvi.sock"
+
+    async def scenario() -> tuple[list[dict], str]:
+        got: asyncio.Queue[dict] = asyncio.Queue()
+        connected: asyncio.Future[asyncio.StreamWriter] = asyncio.Future()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connected.set_result(writer)
+            while line := await reader.readline():
+                msg = json.loads(line)
+                if msg["t"] not in ("hb", "hello", "vnfc_exited"):
+                    await got.put(msg)
+
+        server = await asyncio.start_unix_server(serve, str(sock))
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "nfvha.agents.agent", "guest", "vm-1", str(sock), "50"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            writer = await asyncio.wait_for(connected, 10)
+            answers = []
+            for req, token in ((1, 7), (2, 5), (3, 7), (4, 9), (5, 8)):
+                touch = [sys.executable, "-c", f"open({str(tmp_path / str(req))!r}, 'w')"]
+                cmd = encode(
+                    "start_vnfc", token=token, req=req, vnfc=f"c{req}", argv=touch, env={}, cwd="/"
+                )
+                writer.write(cmd)
+                answers.append(await asyncio.wait_for(got.get(), 10))
+            agent.terminate()
+            return answers, await asyncio.to_thread(lambda: agent.communicate(timeout=10)[1])
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
+            server.close()
+
+    answers, stderr = asyncio.run(scenario())
+    assert [a["t"] for a in answers] == [
+        "vnfc_started",
+        "vnfc_failed",
+        "vnfc_started",
+        "vnfc_started",
+        "vnfc_failed",
+    ], answers
+    assert answers[1]["reason"] == "stale managers leader: token 5 is older than 7"
+    assert answers[4]["reason"] == "stale managers leader: token 8 is older than 9"
+    refusals = [line for line in stderr.splitlines() if "event=command-refused" in line]
+    assert len(refusals) == 2 and "agent=vm-1" in refusals[0] and "token=5" in refusals[0]
+    ran = {int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()}
+    assert ran == {1, 3, 4}  # the refused commands were never executed

@@ -7,7 +7,9 @@ Both connect to the VIM's NFVI socket, say hello, and send a heartbeat every int
 agent starts guest agents (``start_vm``) inside the VM's cgroup and reports a guest's exit the
 moment it is reaped (``vm_exited``). A guest agent starts VNFCs (``start_vnfc``), each in
 its own session, and reaps them. Messages are JSON lines, each checked on arrival
-(``nfvha.agents.protocol``).
+(``nfvha.agents.protocol``); a command of a leader older than one already obeyed is refused by
+its fencing token (``core/fencing.py``), logged as
+``nfvha event=command-refused agent=NAME token=N reason="..."`` and answered ``*_failed``.
 
 An agent is a host or a VM: it outlives the manager, as the VNFCs it runs do. When the VIM's
 connection goes away it reconnects to the same socket (every 20 ms, backing off to 50 ms) for
@@ -28,12 +30,14 @@ import sys
 from typing import Any
 
 from nfvha.agents.protocol import decode_from_driver
+from nfvha.core.fencing import FenceGate, Refused
 from nfvha.drivers.cgroups import in_cgroup
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, encode
 
 PR_SET_CHILD_SUBREAPER = 36
 RETRY_FIRST_S = 0.020  # reconnecting: the first delay, doubled after each failure ...
 RETRY_MAX_S = 0.050  # ... up to this
+LEADER_KIND = "managers"
 
 
 class Agent:
@@ -42,6 +46,7 @@ class Agent:
         self.interval = interval_ms / 1000
         self.children: dict[int, tuple[subprocess.Popen, str, str]] = {}
         self.writer: asyncio.StreamWriter | None = None
+        self.gate = FenceGate()  # a deployment's managers lead together: one kind (ADR 014)
 
     async def run(self) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -89,7 +94,19 @@ class Agent:
             await asyncio.sleep(self.interval)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
-        """A checked message: start_vm for a host agent, start_vnfc for a guest agent."""
+        """A checked message: start_vm for a host agent, start_vnfc for a guest agent, each
+        executed only if its leader is not older than one obeyed before."""
+        verdict = self.gate.admit(LEADER_KIND, msg["token"])
+        if isinstance(verdict, Refused):
+            print(
+                f"nfvha event=command-refused agent={self.name} command={msg['t']} "
+                f'token={msg["token"]} reason="{verdict.reason}"',
+                file=sys.stderr,
+                flush=True,
+            )
+            what, name = ("vm", msg["vm"]) if msg["t"] == "start_vm" else ("vnfc", msg["vnfc"])
+            self.send(f"{what}_failed", name=name, req=msg.get("req"), reason=verdict.reason)
+            return
         if msg["t"] == "start_vm":
             argv = [
                 sys.executable,

@@ -1,9 +1,9 @@
 """The NFVI protocol: JSON objects, one per line, between the NFVI driver and its agents.
 
 agent -> driver                               driver -> agent
-  hello        {kind, name, pid}                start_vm    {vm, cgroup, nice}          (host)
-  hb           {}                               start_vnfc  {req, vnfc, argv, env, cwd, cgroup?}
-                                                            (guest)
+  hello        {kind, name, pid}                start_vm    {token, vm, cgroup, nice}   (host)
+  hb           {}                               start_vnfc  {token, req, vnfc, argv, env, cwd,
+                                                             cgroup?}                   (guest)
   vm_started   {name, req, pid}     (host)
   vm_failed    {name, req, reason}  (host)
   vm_exited    {name, pid, status}  (host)
@@ -14,6 +14,11 @@ agent -> driver                               driver -> agent
 Each side checks every line it receives (types strictly, no field missing or extra) and refuses
 one that is not a message of this table, or not one its sender may send: hello first and once,
 then only its own kind's messages. A refused line is reported and never acted on.
+
+Every command carries the fencing token of the leader that sent it (``token``: with etcd, the
+create revision of the leader key; embedded, the term number). The agent checks it
+(core/fencing.py): a command of an older leader than one it has obeyed is refused, answered
+``*_failed`` with the reason, and never executed.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class AgentExited(NfviMessage):
 
 class DriverStartVm(NfviMessage):
     t: Literal["start_vm"]
+    token: PositiveInt
     vm: str = Field(min_length=1)
     cgroup: str = Field(min_length=1)
     nice: int = Field(0, ge=0, le=19)
@@ -74,6 +80,7 @@ class DriverStartVm(NfviMessage):
 
 class DriverStartVnfc(NfviMessage):
     t: Literal["start_vnfc"]
+    token: PositiveInt
     req: PositiveInt
     vnfc: str = Field(min_length=1)
     argv: list[str] = Field(min_length=1)

@@ -439,6 +439,8 @@ def status(
         f"deployment [bold]{answer['deployment']}[/bold]  manager pid {answer.get('manager_pid')}",
         highlight=False,
     )
+    if line := leader_line(answer.get("leader", {})):
+        console.print(line, highlight=False)
     if (network := answer.get("network", {})).get("mode") == "netns":
         console.print(
             f"network netns {network['subnet']}  consumers: ip netns exec "
@@ -487,6 +489,19 @@ def status(
             f"[red]escalated:[/red] {esc['vnfc']} of {esc['vnf']}: {esc['reason']}", highlight=False
         )
     raise typer.Exit(code)
+
+
+def leader_line(leader: dict[str, Any]) -> str:
+    """How the deployment is led: ``leader etcd vm:4242  token 7  lease 1.8 s of 2 s left``."""
+    if leader.get("coordination") == "etcd":
+        left = leader["lease_remaining_ms"] / 1000
+        return (
+            f"leader etcd {leader['member']}  token {leader['token']}  lease {left:.1f} s of "
+            f"{leader['lease_ttl_s']} s left  ({leader['key']})"
+        )
+    if leader.get("coordination") == "embedded":
+        return f"leader embedded (lock {leader['lock']})  token {leader['token']}"
+    return ""
 
 
 def pool_line(pool: dict[str, Any]) -> str:

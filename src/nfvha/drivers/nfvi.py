@@ -90,6 +90,7 @@ class NfviDriver:
         self.zone_of: dict[str, Path] = {}  # guest (VM or standby) -> its cgroup
         self.promoted: dict[tuple[str, str], str] = {}  # (host, standby name) -> VM it became
         self.booted = False
+        self.token = 1  # the leader's fencing token, carried by every command (agents check it)
         # When silence means failure is the core's rule; the driver only feeds it the beats.
         self.heartbeats = Heartbeats(spec.heartbeat_interval_ms / 1000, spec.heartbeat_misses)
 
@@ -363,7 +364,7 @@ class NfviDriver:
         link = self.links.get(key)
         if link is None or link.closed:
             raise VmUnreachable(f"{key[0]} {key[1]} is not connected")
-        link.writer.write(encode(kind, **fields))
+        link.writer.write(encode(kind, token=self.token, **fields))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link: AgentLink | None = None

@@ -282,6 +282,8 @@ class Engine(d.Drivers):
             "note", "DeploymentStarted", src="nfvha", data={"name": self.deployment.name}
         )
         if self.nfvi is not None:
+            if self.leadership is not None and self.leadership.token is not None:
+                self.nfvi.token = self.leadership.token
             agents = await self.nfvi.start(adopt=bool(adoptable))
             data = {**self.vim.snapshot(), "adopted_agents": agents}
             self.trace.record("note", "NfviUp", src="vim", data=data)
