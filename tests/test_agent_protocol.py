@@ -18,7 +18,8 @@ def test_messages_of_the_table_pass() -> None:
         "name": "host-1",
         "pid": 42,
     }
-    assert decode_from_agent(encode("hb"), "guest") == {"t": "hb"}
+    assert decode_from_agent(encode("hb"), "guest") == {"t": "hb", "n": None}
+    assert decode_from_agent(encode("hb", n=3), "guest") == {"t": "hb", "n": 3}
     started = encode("vnfc_started", name="a", req=3, pid=99)
     assert decode_from_agent(started, "guest")["pid"] == 99
     assert decode_from_agent(encode("vm_exited", name="vm-1", pid=7, status=-9), "host")

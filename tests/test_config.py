@@ -199,3 +199,48 @@ def test_a_role_lease_shorter_than_an_etcd_takeover_is_refused(tmp_path: Path) -
     short = with_coordination("etcd://a:1", "{role_lease_ms: 2000}")
     with pytest.raises(config.ConfigError, match=r"vnfs\[0\]\.policies\.role_lease_ms: 2000 ms"):
         config.load(write(tmp_path, short))
+
+
+HOSTS = GOOD.replace("name: t\n", "name: t\nhosts: [{name: h1}, {name: h2}]\n", 1)
+
+
+def with_nfvi(text: str, nfvi: str) -> str:
+    return text.replace("name: t\n", f"name: t\nnfvi: {nfvi}\n", 1)
+
+
+def test_nfvi_on_the_network_with_a_watchdog(tmp_path: Path) -> None:
+    text = with_nfvi(HOSTS, "{transport: tls, cluster_dir: c, fencing: watchdog}")
+    dep, _ = config.load(write(tmp_path, text))
+    assert (dep.nfvi.transport, dep.nfvi.fencing, dep.nfvi.agent_lease_ms) == (
+        "tls",
+        "watchdog",
+        2000,
+    )
+    etcd = text.replace("name: t\n", "name: t\ncoordination: etcd://a:1\n", 1)
+    dep, _ = config.load(write(tmp_path, etcd))
+    assert dep.nfvi.agent_lease_ms == 4000  # raised to outlast a takeover, as role leases are
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        (with_nfvi(HOSTS, "{transport: tls}"), "nfvi: transport tls needs cluster_dir"),
+        (
+            with_nfvi(HOSTS, "{fencing: watchdog, agent_lease_ms: 150}"),
+            "nfvi: agent_lease_ms 150 must exceed the heartbeat detection time (3 x 50 = 150 ms)",
+        ),
+        (with_nfvi(GOOD, "{fencing: watchdog}"), "fencing watchdog are for VMs: declare 'hosts'"),
+        (with_nfvi(HOSTS, "{fencing: bmc}"), "nfvi.fencing: Input should be 'kernel' or"),
+        (with_nfvi(HOSTS, "{transport: tls, cluster_dir: c, port: 0}"), "nfvi.port: Input should"),
+        (
+            with_nfvi(HOSTS, "{fencing: watchdog, agent_lease_ms: 2500}").replace(
+                "name: t\n", "name: t\ncoordination: etcd://a:1\n", 1
+            ),
+            "nfvi.agent_lease_ms: 2500 ms is shorter than a manager takeover on etcd",
+        ),
+    ],
+)
+def test_nfvi_errors_name_the_path(tmp_path: Path, text: str, what: str) -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.load(write(tmp_path, text))
+    assert what in str(err.value)

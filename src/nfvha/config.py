@@ -322,9 +322,41 @@ class VmDecl(Strict):
 
 
 class Nfvi(Strict):
+    """How the VIM reaches its agents and isolates a VM it cannot reach.
+
+    ``transport``: ``unix`` (the default: every agent on this machine's NFVI socket) or ``tls``:
+    each VM's guest agent dials the manager over TCP with mutual TLS (``cluster_dir``, made by
+    ``nfvha cluster init``: the manager presents ``manager_member``'s certificate, a guest its
+    host's), at ``port`` on the management node in netns mode (the guest in its VM's
+    namespace, so a cut link cuts it off), else on loopback. ``fencing``: ``kernel`` (a VM is
+    cleaned up by ``cgroup.kill`` through this machine's kernel, out of band like a BMC) or
+    ``watchdog``: each guest agent holds a lease of ``agent_lease_ms``, renewed by every answer
+    to its heartbeats; one that hears no answer for a lease kills its VNFCs and exits (it fences
+    itself), and the VIM takes a VM it cannot reach for isolated only once that lease has
+    passed since the last answer it sent (sbd's watchdog fencing)."""
+
     heartbeat_interval_ms: PositiveInt = 50
     heartbeat_misses: PositiveInt = 3
     correlation_window_s: PositiveFloat = 10.0
+    transport: Literal["unix", "tls"] = "unix"
+    cluster_dir: str | None = None
+    manager_member: Name = "manager"
+    port: int = Field(7400, ge=1, le=65535)
+    fencing: Literal["kernel", "watchdog"] = "kernel"
+    agent_lease_ms: PositiveInt = 2000
+
+    @model_validator(mode="after")
+    def _complete(self) -> Nfvi:
+        if self.transport == "tls" and not self.cluster_dir:
+            raise ValueError("transport tls needs cluster_dir (made by nfvha cluster init)")
+        detection = self.heartbeat_interval_ms * self.heartbeat_misses
+        if self.fencing == "watchdog" and self.agent_lease_ms <= detection:
+            raise ValueError(
+                f"agent_lease_ms {self.agent_lease_ms} must exceed the heartbeat detection time "
+                f"({self.heartbeat_misses} x {self.heartbeat_interval_ms} = {detection} ms): a "
+                "guest would fence itself at every missed heartbeat"
+            )
+        return self
 
 
 def _endpoints(value: object) -> object:
@@ -583,7 +615,18 @@ class Deployment(Strict):
                 )
             policies = vnf.policies.model_copy(update={"role_lease_ms": lease})
             vnfs.append(vnf.model_copy(update={"policies": policies}))
-        return self.model_copy(update={"vnfs": vnfs})
+        nfvi = self.nfvi
+        if nfvi.fencing == "watchdog":
+            if nfvi.agent_lease_ms == Nfvi.model_fields["agent_lease_ms"].default:
+                lease = max(nfvi.agent_lease_ms, self.coordination.ttl_s * 2000)
+                nfvi = nfvi.model_copy(update={"agent_lease_ms": lease})
+            elif nfvi.agent_lease_ms < least:
+                raise ValueError(
+                    f"nfvi.agent_lease_ms: {nfvi.agent_lease_ms} ms is shorter than a manager "
+                    f"takeover on etcd (at least {least} ms), so every VM would fence itself at "
+                    "every takeover"
+                )
+        return self.model_copy(update={"vnfs": vnfs, "nfvi": nfvi})
 
     def _check_vips(self) -> None:
         vips = [v.service.vip for v in self.vnfs if v.service.vip is not None]
@@ -609,6 +652,8 @@ class Deployment(Strict):
                 raise ValueError(f"{label} names must be unique, repeated: {', '.join(dupes)}")
         if self.vms and not self.hosts:
             raise ValueError("VMs are declared but no hosts: declare 'hosts' too")
+        if not self.hosts and (self.nfvi.transport == "tls" or self.nfvi.fencing == "watchdog"):
+            raise ValueError("nfvi transport tls and fencing watchdog are for VMs: declare 'hosts'")
         rel = self.reliability
         if rel is not None and (rel.vm or rel.host) and not self.hosts:
             raise ValueError(

@@ -2,8 +2,11 @@
 
     python -m nfvha.agents.agent host NAME SOCKET INTERVAL_MS
     python -m nfvha.agents.agent guest NAME SOCKET INTERVAL_MS
+    python -m nfvha.agents.agent guest NAME HOST:PORT INTERVAL_MS --tls DIR MEMBER SERVER
 
-Both connect to the VIM's NFVI socket, say hello, and send a heartbeat every interval. A host
+Both connect to the VIM's NFVI socket (a guest of a ``tls`` NFVI dials HOST:PORT with mutual
+TLS instead, as MEMBER, checking the driver is SERVER), say hello, and send a heartbeat every
+interval. A host
 agent starts guest agents (``start_vm``) inside the VM's cgroup and reports a guest's exit the
 moment it is reaped (``vm_exited``). A guest agent starts VNFCs (``start_vnfc``), each in
 its own session, and reaps them. Messages are JSON lines, each checked on arrival
@@ -16,10 +19,17 @@ connection goes away it reconnects to the same socket (every 20 ms, backing off 
 as long as it runs, and says hello again; the manager that leads then adopts it. What it saw
 meanwhile is not replayed: the new manager observes (pidfds, heartbeats). A deliberate stop of
 the deployment, or the next run that cannot adopt it, ends it with its cgroup.
+
+Watchdog fencing: a guest numbers its heartbeats, and a driver that fences by watchdog answers
+each with a ``lease``, held from when that heartbeat was *sent*. A guest whose lease passes
+with no newer one (cut off from every manager) fences itself: it kills its VNFCs' cgroups,
+logs ``nfvha event=self-fenced agent=NAME at_ns=<CLOCK_MONOTONIC ns> ...`` and exits, as a
+node reset by its watchdog does; the VIM counts the VM isolated only after the same lease.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
@@ -27,6 +37,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nfvha.agents.protocol import decode_from_driver
@@ -38,15 +51,36 @@ PR_SET_CHILD_SUBREAPER = 36
 RETRY_FIRST_S = 0.020  # reconnecting: the first delay, doubled after each failure ...
 RETRY_MAX_S = 0.050  # ... up to this
 LEADER_KIND = "managers"
+BEATS_KEPT = 64  # send times of the last heartbeats, to date the lease that answers one
+FENCE_CONFIRM_S = 0.5  # how long a guest that fences itself waits for its VNFCs to be gone
+EXIT_SELF_FENCED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """A guest's way to the driver over the network (``--tls``)."""
+
+    host: str
+    port: int
+    dir: Path
+    member: str
+    server: str
 
 
 class Agent:
-    def __init__(self, kind: str, name: str, socket_path: str, interval_ms: int) -> None:
-        self.kind, self.name, self.socket_path = kind, name, socket_path
+    def __init__(
+        self, kind: str, name: str, socket_path: str, interval_ms: int, dial: Dial | None = None
+    ) -> None:
+        self.kind, self.name, self.socket_path, self.dial = kind, name, socket_path, dial
         self.interval = interval_ms / 1000
         self.children: dict[int, tuple[subprocess.Popen, str, str]] = {}
         self.writer: asyncio.StreamWriter | None = None
         self.gate = FenceGate()  # a deployment's managers lead together: one kind (ADR 014)
+        self.vnfc_zones: dict[str, str] = {}  # VNFC -> its cgroup, for a self-fencing
+        self._beats: dict[int, float] = {}  # heartbeat number -> when it was sent
+        self._beat_no = 0
+        self._lease_until: float | None = None  # None: no lease held (kernel fencing)
+        self._lease_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -57,10 +91,8 @@ class Agent:
         try:
             while True:
                 try:
-                    reader, writer = await asyncio.open_unix_connection(
-                        self.socket_path, limit=MAX_LINE
-                    )
-                except OSError:  # no manager listens (yet): it will
+                    reader, writer = await self._connect()
+                except (OSError, TimeoutError):  # no manager listens (yet), or not reachable
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_S)
                     continue
@@ -72,6 +104,18 @@ class Agent:
                 writer.close()
         finally:
             beat.cancel()
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.dial is None:
+            return await asyncio.open_unix_connection(self.socket_path, limit=MAX_LINE)
+        from nfvha.drivers import tls
+
+        d = self.dial
+        context = tls.client_context(d.dir, d.member)
+        async with asyncio.timeout(max(1.0, self.interval * 10)):  # a cut link: try again
+            reader, writer = await tls.open_connection(d.host, d.port, context, d.server)
+        reader._limit = MAX_LINE  # type: ignore[attr-defined]  # as for the unix socket
+        return reader, writer
 
     async def _serve(self, reader: asyncio.StreamReader) -> None:
         """Act on the driver's messages until its connection ends."""
@@ -90,8 +134,60 @@ class Agent:
 
     async def _heartbeat(self) -> None:
         while True:
-            self.send("hb")
+            if self.kind == "guest":  # numbered: a lease may answer it
+                self._beat_no += 1
+                self._beats[self._beat_no] = time.monotonic()
+                self._beats.pop(self._beat_no - BEATS_KEPT, None)
+                self.send("hb", n=self._beat_no)
+            else:
+                self.send("hb")
             await asyncio.sleep(self.interval)
+
+    # --- watchdog fencing ------------------------------------------------------------------------
+
+    def _leased(self, n: int, ms: int) -> None:
+        """A lease answering heartbeat ``n``: held until that heartbeat's send + ``ms``."""
+        sent = self._beats.get(n)
+        if sent is None:
+            return  # too old to date: the next answer will do
+        until = sent + ms / 1000
+        if self._lease_until is not None and until <= self._lease_until:
+            return  # a late answer never shortens (nor lengthens) what a newer one gave
+        self._lease_until = until
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._lease_timer = loop.call_later(until - time.monotonic(), self._expire)
+
+    def _expire(self) -> None:
+        if self._lease_until is not None and time.monotonic() >= self._lease_until:
+            self._fence_self()
+        elif self._lease_until is not None:  # the timer came early: look again then
+            loop = asyncio.get_running_loop()
+            self._lease_timer = loop.call_later(self._lease_until - time.monotonic(), self._expire)
+
+    def _fence_self(self) -> None:
+        """Cut off from every manager for a lease: kill every VNFC (its cgroup, whatever it
+        detached) and exit, before the VIM may count this VM isolated and promote elsewhere."""
+        at = time.monotonic_ns()
+        for zone in self.vnfc_zones.values():
+            with contextlib.suppress(OSError):
+                Path(zone, "cgroup.kill").write_text("1")
+        for pid, (_, what, _) in list(self.children.items()):
+            if what == "vnfc":
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + FENCE_CONFIRM_S
+        while time.monotonic() < deadline and any(map(_populated, self.vnfc_zones.values())):
+            time.sleep(0.001)
+        print(
+            f"nfvha event=self-fenced agent={self.name} at_ns={at} "
+            f"vnfcs={','.join(sorted(self.vnfc_zones)) or '-'} "
+            f'reason="no lease from any manager for its lease time"',
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(EXIT_SELF_FENCED)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         """A checked message: start_vm for a host agent, start_vnfc for a guest agent, each
@@ -104,25 +200,22 @@ class Agent:
                 file=sys.stderr,
                 flush=True,
             )
-            what, name = ("vm", msg["vm"]) if msg["t"] == "start_vm" else ("vnfc", msg["vnfc"])
-            self.send(f"{what}_failed", name=name, req=msg.get("req"), reason=verdict.reason)
+            if msg["t"] != "lease":  # a stale lease is simply not held
+                what, name = ("vm", msg["vm"]) if msg["t"] == "start_vm" else ("vnfc", msg["vnfc"])
+                self.send(f"{what}_failed", name=name, req=msg.get("req"), reason=verdict.reason)
             return
-        if msg["t"] == "start_vm":
-            argv = [
-                sys.executable,
-                "-m",
-                "nfvha.agents.agent",
-                "guest",
-                msg["vm"],
-                self.socket_path,
-                str(int(self.interval * 1000)),
-            ]
+        if msg["t"] == "lease":
+            self._leased(msg["n"], msg["ms"])
+        elif msg["t"] == "start_vm":
+            argv = guest_argv(msg, self.socket_path, int(self.interval * 1000))
             self._spawn(in_cgroup(msg["cgroup"], argv), "vm", msg["vm"], {}, None)
             pid = next((p for p, (_, _, n) in self.children.items() if n == msg["vm"]), None)
             if msg["nice"] and pid is not None:  # a standby boots below the VNFs' work
                 with contextlib.suppress(OSError):
                     os.setpriority(os.PRIO_PROCESS, pid, msg["nice"])
         else:
+            if msg["cgroup"]:
+                self.vnfc_zones[msg["vnfc"]] = msg["cgroup"]
             argv = in_cgroup(msg["cgroup"], msg["argv"]) if msg["cgroup"] else msg["argv"]
             self._spawn(argv, "vnfc", msg["vnfc"], msg["env"], msg["cwd"], msg["req"])
 
@@ -167,10 +260,47 @@ class Agent:
                 self.send(f"{what}_exited", name=name, pid=pid, status=proc.returncode)
 
 
+def guest_argv(msg: dict[str, Any], socket_path: str, interval_ms: int) -> list[str]:
+    """The guest agent a ``start_vm`` asks for: in the VM's namespace if it has one, dialling
+    the driver over TLS if told how, else on this host agent's socket."""
+    dial = msg.get("dial")
+    address = f"{dial['host']}:{dial['port']}" if dial else socket_path
+    argv = [sys.executable, "-m", "nfvha.agents.agent", "guest", msg["vm"], address]
+    argv.append(str(interval_ms))
+    if dial:
+        argv += ["--tls", dial["dir"], dial["member"], dial["server"]]
+    if msg.get("netns"):  # entered by setns alone: `ip netns exec` would hide the cgroup fs
+        argv += ["--netns", msg["netns"]]
+    return argv
+
+
+def _populated(zone: str) -> bool:
+    try:
+        return "populated 1" in Path(zone, "cgroup.events").read_text()
+    except OSError:
+        return False
+
+
 def main() -> None:
-    kind, name, socket_path, interval = sys.argv[1:5]
+    parser = argparse.ArgumentParser(prog="nfvha.agents.agent")
+    parser.add_argument("kind", choices=["host", "guest"])
+    parser.add_argument("name")
+    parser.add_argument("address", help="the NFVI socket, or HOST:PORT with --tls")
+    parser.add_argument("interval_ms", type=int)
+    parser.add_argument("--tls", nargs=3, metavar=("DIR", "MEMBER", "SERVER"))
+    parser.add_argument("--netns", help="a network namespace (ip netns name) to live in")
+    args = parser.parse_args()
+    if args.netns:
+        from nfvha.drivers.network import NETNS_DIR, enter_netns
+
+        enter_netns(os.open(os.path.join(NETNS_DIR, args.netns), os.O_RDONLY | os.O_CLOEXEC))
+    dial = None
+    if args.tls:
+        host, _, port = args.address.rpartition(":")
+        dial = Dial(host, int(port), Path(args.tls[0]), args.tls[1], args.tls[2])
+    agent = Agent(args.kind, args.name, args.address, args.interval_ms, dial)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(Agent(kind, name, socket_path, int(interval)).run())
+        asyncio.run(agent.run())
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The NFVI protocol: JSON objects, one per line, between the NFVI driver and its agents.
 
 agent -> driver                               driver -> agent
-  hello        {kind, name, pid}                start_vm    {token, vm, cgroup, nice}   (host)
-  hb           {}                               start_vnfc  {token, req, vnfc, argv, env, cwd,
+  hello        {kind, name, pid}                start_vm    {token, vm, cgroup, nice,
+  hb           {n?}                                          netns?, dial?}             (host)
+                                                start_vnfc  {token, req, vnfc, argv, env, cwd,
                                                              cgroup?}                   (guest)
+                                                lease       {token, n, ms}              (guest)
   vm_started   {name, req, pid}     (host)
   vm_failed    {name, req, reason}  (host)
   vm_exited    {name, pid, status}  (host)
@@ -25,7 +27,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+)
 
 from nfvha.core.heartbeat import AgentKind
 from nfvha.sdk.protocol import ProtocolError
@@ -47,6 +57,7 @@ class AgentHello(NfviMessage):
 
 class AgentBeat(NfviMessage):
     t: Literal["hb"]
+    n: NonNegativeInt | None = None  # numbered by a guest that holds a lease (watchdog)
 
 
 class AgentStarted(NfviMessage):
@@ -70,12 +81,33 @@ class AgentExited(NfviMessage):
     status: int  # the exit code, or minus the signal
 
 
+class DriverDial(NfviMessage):
+    """How a guest reaches the driver over the network: ``host``:``port`` with mutual TLS, the
+    cluster's files in ``dir``, as member ``member`` (its host's certificate), the driver being
+    member ``server``."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    dir: str = Field(min_length=1)
+    member: str = Field(min_length=1)
+    server: str = Field(min_length=1)
+
+
 class DriverStartVm(NfviMessage):
     t: Literal["start_vm"]
     token: PositiveInt
     vm: str = Field(min_length=1)
     cgroup: str = Field(min_length=1)
     nice: int = Field(0, ge=0, le=19)
+    netns: str | None = None  # the VM's node namespace (netns mode): the guest runs in it
+    dial: DriverDial | None = None  # None: the guest uses its host agent's NFVI socket
+
+
+class DriverLease(NfviMessage):
+    t: Literal["lease"]
+    token: PositiveInt
+    n: NonNegativeInt  # the heartbeat it answers
+    ms: PositiveInt
 
 
 class DriverStartVnfc(NfviMessage):
@@ -90,7 +122,7 @@ class DriverStartVnfc(NfviMessage):
 
 
 FromAgent = AgentHello | AgentBeat | AgentStarted | AgentFailed | AgentExited
-FromDriver = DriverStartVm | DriverStartVnfc
+FromDriver = DriverStartVm | DriverStartVnfc | DriverLease
 FROM_AGENT: TypeAdapter[FromAgent] = TypeAdapter(Annotated[FromAgent, Field(discriminator="t")])
 FROM_DRIVER: TypeAdapter[FromDriver] = TypeAdapter(Annotated[FromDriver, Field(discriminator="t")])
 # What each kind of agent may send once it has said hello, and receive.
@@ -98,7 +130,10 @@ SENT_BY: dict[str, frozenset[str]] = {
     "host": frozenset({"hb", "vm_started", "vm_failed", "vm_exited"}),
     "guest": frozenset({"hb", "vnfc_started", "vnfc_failed", "vnfc_exited"}),
 }
-SENT_TO: dict[str, str] = {"host": "start_vm", "guest": "start_vnfc"}
+SENT_TO: dict[str, frozenset[str]] = {
+    "host": frozenset({"start_vm"}),
+    "guest": frozenset({"start_vnfc", "lease"}),
+}
 
 
 def _parse(adapter: TypeAdapter[Any], line: bytes) -> dict[str, Any]:
@@ -130,6 +165,6 @@ def decode_from_agent(line: bytes, sender: AgentKind | None) -> dict[str, Any]:
 def decode_from_driver(line: bytes, receiver: str) -> dict[str, Any]:
     """One line from the driver to a ``receiver`` (host or guest) agent."""
     msg = _parse(FROM_DRIVER, line)
-    if msg["t"] != SENT_TO[receiver]:
+    if msg["t"] not in SENT_TO[receiver]:
         raise ProtocolError(f"{msg['t']} is not for a {receiver} agent")
     return msg

@@ -11,6 +11,12 @@ Contracts (each answered as an event to the VIM core):
   VM failed by heartbeat); a guest's exit is reported by its host agent at once.
 - Every line from an agent is checked (``nfvha.agents.protocol``); a malformed one is traced as
   ``MessageRefused`` and dropped.
+- Transport ``tls``: guests dial the driver over TCP with mutual TLS; a guest is known by its
+  certificate, its host's, and may say hello only as a VM (or standby VM) of that host.
+- Fencing ``watchdog``: every numbered heartbeat of a guest is answered with a lease; a VM
+  that is not connected is counted isolated (``VmCleanedUp``) only once a lease has passed
+  since the last heartbeat answered (plus a margin), and the kernel then finds its cgroup
+  empty: the guest fenced itself. No lease is given to a VM being isolated.
 """
 
 from __future__ import annotations
@@ -40,6 +46,11 @@ from nfvha.sdk.protocol import MAX_LINE, ProtocolError, encode
 
 RPC_TIMEOUT_S = 2.0
 STANDBY_NICE = 15
+# Watchdog fencing: what the VIM adds to a guest's lease before counting it fenced (clock rates
+# of two machines, the guest's own exit), and how long the kernel then has to find it empty.
+LEASE_MARGIN = 0.05
+LEASE_MARGIN_S = 0.05
+SELF_FENCE_CONFIRM_S = 2.0
 
 
 def is_standby(guest: str) -> bool:
@@ -57,6 +68,7 @@ class AgentLink:
     writer: asyncio.StreamWriter
     pid: int = 0
     closed: bool = False  # its connection ended; only its heartbeat timeout reports it
+    leased_at: float | None = None  # watchdog: receipt of the last heartbeat given a lease
 
 
 ADOPT_WAIT_S = 1.0  # agents reconnect within 50 ms; a loaded machine gets its margin
@@ -82,6 +94,7 @@ class NfviDriver:
         self._ids = itertools.count(1)
         self._agents: list[subprocess.Popen] = []
         self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []  # the network listener, with tls
         self._tasks: set[asyncio.Task] = set()
         self.connections = Connections()
         # Every agent and VNFC pid seen: orphaned when their parents die first (a host crash),
@@ -91,10 +104,66 @@ class NfviDriver:
         self.promoted: dict[tuple[str, str], str] = {}  # (host, standby name) -> VM it became
         self.booted = False
         self.token = 1  # the leader's fencing token, carried by every command (agents check it)
+        # Where guests dial (transport tls) and live (netns mode): set by use_network.
+        self.listen: tuple[str | None, str] | None = None  # (netns, address) to listen on
+        self.guest_netns: dict[str, str] = {}
+        self.cluster_dir: Path | None = None
+        self.leased_at: dict[str, float] = {}  # guest -> last lease given (outlives its link)
+        self.isolating: set[str] = set()  # guests given no more lease
         # When silence means failure is the core's rule; the driver only feeds it the beats.
         self.heartbeats = Heartbeats(spec.heartbeat_interval_ms / 1000, spec.heartbeat_misses)
 
     # --- life -----------------------------------------------------------------------------------
+
+    def use_network(
+        self, listen: tuple[str | None, str], guest_netns: dict[str, str], cluster_dir: Path | None
+    ) -> None:
+        """Where the guests live (their VM's node namespace) and, with transport tls, where
+        they dial: ``listen`` = (namespace or None, IP) of the management node."""
+        self.listen, self.guest_netns, self.cluster_dir = listen, guest_netns, cluster_dir
+
+    async def _serve_network(self) -> asyncio.AbstractServer:
+        """The mutual-TLS listener guests dial (``tls``), in the management namespace if any."""
+        import socket
+
+        from nfvha.drivers import network, tls
+
+        assert self.listen is not None and self.cluster_dir is not None
+        netns, address = self.listen
+
+        def make() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, self.spec.port))
+            sock.listen(256)
+            sock.setblocking(False)
+            return sock
+
+        sock = network.in_namespace(netns, make) if netns else make()
+        context = tls.server_context(self.cluster_dir, self.spec.manager_member)
+
+        def refused(refusal: tls.Refusal) -> None:
+            self.note("PeerRefused", f"{refusal.peer}: {refusal.reason}")
+            tls.log_refusal(refusal)
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            reader._limit = MAX_LINE  # type: ignore[attr-defined]
+            await self._serve(reader, writer, tls.peer_member(writer))
+
+        return await tls.start_server(
+            self.connections.serve(handler), None, None, context, on_refused=refused, sock=sock
+        )
+
+    def _dial(self, host: str) -> dict[str, Any] | None:
+        if self.spec.transport != "tls" or self.listen is None or self.cluster_dir is None:
+            return None
+        return {
+            "host": self.listen[1],
+            "port": self.spec.port,
+            "dir": str(self.cluster_dir),
+            "member": host,
+            "server": self.spec.manager_member,
+        }
 
     async def start(self, adopt: bool = False) -> list[str]:
         """Boot every host and VM. ``adopt``: a manager that died left its agents running
@@ -104,6 +173,8 @@ class NfviDriver:
         self._server = await asyncio.start_unix_server(
             self.connections.serve(self._serve), self.socket_path, limit=MAX_LINE
         )
+        if self.spec.transport == "tls":
+            self._servers.append(await self._serve_network())
         self._spawn_task(self._watch_heartbeats())
         guests = {vm: h for vm, h in self.vm_host.items()}
         guests |= {standby_name(vm): h for vm, h in self.placement.standby_host.items()}
@@ -157,7 +228,17 @@ class NfviDriver:
         waiter = self._expect("guest", guest)
         zone = self.zone_of[guest] = self.cgroups.zone(host, guest)
         nice = STANDBY_NICE if is_standby(guest) and self.booted else 0
-        self._send(("host", host), "start_vm", vm=guest, cgroup=str(zone), nice=nice)
+        self.isolating.discard(guest)
+        self.leased_at.pop(guest, None)
+        self._send(
+            ("host", host),
+            "start_vm",
+            vm=guest,
+            cgroup=str(zone),
+            nice=nice,
+            netns=self.guest_netns.get(guest),
+            dial=self._dial(host),
+        )
         await asyncio.wait_for(waiter, 30)
 
     async def shutdown(self) -> None:
@@ -166,6 +247,8 @@ class NfviDriver:
         await self.cgroups.remove()
         if self._server:
             self._server.close()
+        for server in self._servers:
+            server.close()
         for link in self.links.values():
             link.writer.close()
         await self.connections.close()
@@ -228,11 +311,41 @@ class NfviDriver:
 
     async def _cleanup_vm(self, vm: str) -> None:
         zone = self.zone_of[vm]
-        with contextlib.suppress(OSError):
-            self.cgroups.freeze(zone, False)
-        ok = await self.cgroups.kill_and_confirm(zone)
+        link = self.links.get(("guest", vm))
+        if self.spec.fencing == "watchdog" and (link is None or self._silent(link)):
+            ok, detail = await self._watchdog_fenced(vm, zone)
+        else:  # reachable, or kernel fencing: killed through this machine's kernel
+            with contextlib.suppress(OSError):
+                self.cgroups.freeze(zone, False)
+            ok = await self.cgroups.kill_and_confirm(zone)
+            detail = "" if ok else "cgroup still populated"
         self._forget("guest", vm)
-        self.report(v.VmCleanedUp(vm=vm, ok=ok, detail="" if ok else "cgroup still populated"))
+        self.report(v.VmCleanedUp(vm=vm, ok=ok, detail=detail))
+
+    def _silent(self, link: AgentLink) -> bool:
+        last = self.heartbeats.last_beat(link.name)
+        limit = 2 * self.heartbeats.interval_s
+        return link.closed or last is None or time.monotonic() - last > limit
+
+    async def _watchdog_fenced(self, vm: str, zone: Path) -> tuple[bool, str]:
+        """A VM the VIM cannot reach is isolated once its guest's lease has passed: no more
+        lease for it, then wait for the last one given (+ margin), then the kernel must find its
+        zone empty (the guest killed its VNFCs and exited). Nothing is killed from here."""
+        self.isolating.add(vm)
+        if not self.cgroups.populated(zone):  # the kernel says it is gone: nothing to wait for
+            return True, "gone already (its cgroup is empty)"
+        lease_s = self.spec.agent_lease_ms / 1000
+        last = self.leased_at.get(vm)
+        if last is not None:
+            until = last + lease_s * (1 + LEASE_MARGIN) + LEASE_MARGIN_S
+            await asyncio.sleep(max(0.0, until - time.monotonic()))
+        deadline = time.monotonic() + SELF_FENCE_CONFIRM_S
+        while self.cgroups.populated(zone):
+            if time.monotonic() > deadline:
+                return False, "still running a lease after its last one: it did not fence itself"
+            await asyncio.sleep(0.005)
+        self.note("WatchdogFenced", f"{vm}: its lease passed and its cgroup is empty")
+        return True, "fenced by its own watchdog (its lease passed)"
 
     async def _fence(self, host: str) -> None:
         host_zone = self.cgroups.zone(host)
@@ -366,7 +479,11 @@ class NfviDriver:
             raise VmUnreachable(f"{key[0]} {key[1]} is not connected")
         link.writer.write(encode(kind, token=self.token, **fields))
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str | None = None
+    ) -> None:
+        """One agent's connection; ``peer``: the member its TLS certificate names (None on the
+        machine's own socket)."""
         link: AgentLink | None = None
         try:
             while line := await reader.readline():
@@ -376,6 +493,9 @@ class NfviDriver:
                     who = f"{link.kind} agent {link.name}" if link else "an NFVI agent"
                     self.note("MessageRefused", f"from {who}: {exc}")
                     continue
+                if link is None and (why := self._not_for(peer, msg)):
+                    self.note("MessageRefused", f"from {peer}: {why}")
+                    return  # a member posing as another's VM: not heard at all
                 link = self._on_message(link, writer, msg)
         except (ConnectionError, ValueError):
             pass
@@ -386,6 +506,19 @@ class NfviDriver:
                 # silent host) or its host agent (a guest's exit) to tell the VIM.
                 link.closed = True
                 self._fail_rpcs(link.name)
+
+    def _not_for(self, peer: str | None, hello: dict[str, Any]) -> str:
+        """Why a TLS peer may not say this hello: a host's certificate speaks for its guests."""
+        if peer is None:
+            return ""
+        if hello["kind"] != "guest":
+            return f"a {hello['kind']} agent does not dial in (hello as {hello['name']})"
+        name = hello["name"]
+        base = name.removesuffix(".standby")
+        host = self.placement.standby_host.get(base) if is_standby(name) else self.vm_host.get(name)
+        if host != peer:
+            return f"member {peer} may not speak for VM {name} (on {host or 'no host'})"
+        return ""
 
     def _on_message(self, link: AgentLink | None, writer, msg: dict[str, Any]) -> AgentLink | None:
         kind = msg["t"]
@@ -404,7 +537,9 @@ class NfviDriver:
         if link is None or self.links.get((link.kind, link.name)) is not link:
             return link  # a fenced or cleaned-up agent's last words
         self.heartbeats.beat(link.name, link.kind, now)
-        if kind == "vm_exited":
+        if kind == "hb" and msg["n"] is not None and self.spec.fencing == "watchdog":
+            self._lease(link, msg["n"], now)
+        elif kind == "vm_exited":
             self._guest_exited(link.name, msg["name"], msg["status"])
         elif kind in ("vnfc_started", "vnfc_failed"):
             _, fut = self._rpc.get(msg["req"], (None, None))
@@ -415,6 +550,12 @@ class NfviDriver:
                 else:
                     fut.set_exception(OSError(msg["reason"]))
         return link
+
+    def _lease(self, link: AgentLink, n: int, now: float) -> None:
+        if link.name in self.isolating:
+            return  # being isolated by its watchdog: its lease must run out
+        self.leased_at[link.name] = now
+        link.writer.write(encode("lease", token=self.token, n=n, ms=self.spec.agent_lease_ms))
 
     def _reap_orphans(self) -> None:
         """Reap those of our known pids that died as our (adopted) children."""

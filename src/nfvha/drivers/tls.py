@@ -41,6 +41,7 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterable
@@ -407,13 +408,16 @@ async def open_connection(
 
 async def start_server(
     handler: Handler,
-    host: str,
-    port: int,
+    host: str | None,
+    port: int | None,
     context: ssl.SSLContext,
     *,
     on_refused: Callable[[Refusal], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
-    """A server whose ``handler`` sees authenticated peers only; refusals are reported."""
+    """A server whose ``handler`` sees authenticated peers only; refusals are reported.
+    ``sock``: a listening socket made by the caller (in another network namespace), instead
+    of host and port."""
     report = on_refused or log_refusal
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -430,7 +434,7 @@ async def start_server(
         finally:
             writer.close()
 
-    return await asyncio.start_server(accept, host, port)
+    return await asyncio.start_server(accept, host, port, sock=sock)
 
 
 def refusal_reason(exc: BaseException) -> str:

@@ -193,6 +193,20 @@ class Engine(d.Drivers):
             note=self._nfvi_note,
         )
 
+    def _nfvi_network(self) -> tuple[tuple[str | None, str], dict[str, str], Path | None]:
+        """Where guests dial the NFVI (transport tls): the management node in netns mode,
+        else loopback; each VM's node namespace; the cluster's certificates."""
+        spec = self.deployment.nfvi
+        network = self.nodes.network
+        listen = (network.nodes[MGMT].netns, network.nodes[MGMT].address) if network else None
+        guests = {}
+        if network is not None and self.placement is not None:
+            guests = {
+                vm: network.nodes[vm].netns for vm in self.placement.vm_host if vm in network.nodes
+            }
+        cluster = self.base_dir / spec.cluster_dir if spec.cluster_dir else None
+        return listen or (None, "127.0.0.1"), guests, cluster
+
     def _nfvi_note(self, name: str, why: str) -> None:
         # Garbage on the NFVI socket costs the trace a few records a second, not one per line.
         log = self._refusals if name == "MessageRefused" else self.trace
@@ -284,6 +298,7 @@ class Engine(d.Drivers):
         if self.nfvi is not None:
             if self.leadership is not None and self.leadership.token is not None:
                 self.nfvi.token = self.leadership.token
+            self.nfvi.use_network(*self._nfvi_network())
             agents = await self.nfvi.start(adopt=bool(adoptable))
             data = {**self.vim.snapshot(), "adopted_agents": agents}
             self.trace.record("note", "NfviUp", src="vim", data=data)

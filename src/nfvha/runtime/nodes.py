@@ -171,8 +171,9 @@ class Nodes:
             "mode": self.mode,
             "subnet": str(self.network.subnet),
             "consumer_netns": self.netns(CONSUMER),
-            "nodes": {
-                name: {"netns": n.netns, "address": n.address}
+            "bridge_netns": self.network.netns,
+            "nodes": {  # port: its veth's bridge end (ip -n BRIDGE_NETNS link set PORT down)
+                name: {"netns": n.netns, "address": n.address, "port": n.port}
                 for name, n in self.network.nodes.items()
             },
         }
