@@ -260,3 +260,9 @@ def test_an_unknown_certificate_and_a_member_posing_as_another_hosts_vm_are_refu
     after = run.wait_steady()  # unharmed: the real guests are still connected
     assert active(after) == active(status)
     assert ask(after, "GET", 1) is not None
+    agents = after["nfvi"]["agents"]  # nfvha status: each guest's link and the lease it holds
+    assert set(agents) == set(after["placement"].values()), agents
+    assert all(a["transport"] == "tls" and a["connected"] for a in agents.values()), agents
+    assert all(0 < a["lease_remaining_ms"] <= LEASE_MS for a in agents.values()), agents
+    shown = cli("status", "--socket", str(run.socket))
+    assert re.search(r"lease\s+\d\.\d\s+s", shown.stdout), shown.stdout

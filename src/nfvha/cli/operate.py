@@ -464,6 +464,7 @@ def status(
         )
         placement = answer.get("placement", {})
         vm_host = answer.get("nfvi", {}).get("vms", {})
+        agents = answer.get("nfvi", {}).get("agents", {})
         columns = ["VNFC", "role", "state", "pid", "failures", "last failure"]
         table = Table(*columns, *(["VM (host)"] if placement else []))
         for c in vnf["vnfcs"]:
@@ -471,7 +472,9 @@ def status(
             where = []
             if placement:
                 vm = placement[c["name"]]
-                where = [f"{vm} ({vm_host[vm]['host']}, {vm_host[vm]['state']})"]
+                lease = agents.get(vm, {}).get("lease_remaining_ms")
+                held = f", lease {lease / 1000:.1f} s" if lease is not None else ""
+                where = [f"{vm} ({vm_host[vm]['host']}, {vm_host[vm]['state']}{held})"]
             table.add_row(
                 c["name"],
                 c["role"],

@@ -581,5 +581,21 @@ class NfviDriver:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def agents(self) -> dict[str, dict[str, Any]]:
+        """Each guest's link for ``nfvha status``: how it is connected, and with watchdog
+        fencing how much of its lease the VIM still counts (0: it has fenced itself or will)."""
+        now = time.monotonic()
+        out = {}
+        for (kind, name), link in self.links.items():
+            if kind != "guest":
+                continue
+            view: dict[str, Any] = {"transport": self.spec.transport, "connected": not link.closed}
+            if self.spec.fencing == "watchdog":
+                last = self.leased_at.get(name)
+                left = 0.0 if last is None else last + self.spec.agent_lease_ms / 1000 - now
+                view["lease_remaining_ms"] = max(0, round(left * 1000))
+            out[name] = view
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         return {"cgroups": str(self.cgroups.root), "vm_host": dict(self.vm_host)}

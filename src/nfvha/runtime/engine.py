@@ -907,6 +907,7 @@ class Engine(d.Drivers):
             status["pools"] = self.pools.snapshot()
         if self.vim is not None:
             status["nfvi"] = {**self.vim.snapshot(), "alarms": self.alarms[-50:]}
+            status["nfvi"]["agents"] = self.nfvi.agents() if self.nfvi else {}
             status["placement"] = dict(self.placement.vnfc_vm)
         return status
 
