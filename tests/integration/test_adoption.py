@@ -159,14 +159,19 @@ SLOW_COUNTER = Path(__file__).parent / "components" / "slow_counter.py"
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("coordination", ["embedded", "etcd"])
 def test_a_failover_half_done_when_the_leader_dies_is_finished_by_the_next(
-    tmp_path: Path, runtime_dir: Path, nfvha_runs
+    coordination: str, tmp_path: Path, runtime_dir: Path, nfvha_runs, request
 ) -> None:
     """The leader dies after the failed active is isolated and the standby is told to be
     active, before it confirms (it is slow to bind): the new leader finishes that failover from
-    what it observes; never two actives, nothing acknowledged lost."""
+    what it observes; never two actives, nothing acknowledged lost. With etcd coordination the
+    new leader is elected on the etcd lease (its token higher)."""
+    endpoints = request.getfixturevalue("etcd_cluster").endpoints if coordination == "etcd" else []
 
     def slow_to_bind(raw: dict) -> None:
+        if endpoints:
+            raw["coordination"] = "etcd://" + ",".join(endpoints)
         # Slow to bind, but well within the health budget (5 x 100 ms): pings wait for it.
         for vnfc in raw["vnfs"][0]["vnfcs"]:
             vnfc["command"] = [sys.executable, str(SLOW_COUNTER)]
@@ -223,6 +228,9 @@ def test_a_failover_half_done_when_the_leader_dies_is_finished_by_the_next(
         index(records, adopting, kind="command", name="KeepRole", dst=successor)
         assert max_simultaneous_actives(records) == 1, ctx
         assert inc(address, 6) == (acked + 1, successor), ctx
+        tokens = [r["data"]["token"] for r in select(records, kind="note", name="Leading")]
+        assert len(tokens) == (2 if endpoints else 0) and tokens == sorted(set(tokens)), ctx
+        assert status["leader"]["coordination"] == coordination, status["leader"]
     finally:
         if new_leader:
             os.kill(new_leader, signal.SIGTERM)

@@ -185,3 +185,56 @@ def test_without_quorum_nobody_new_leads_the_active_serves_on_and_all_resumes_wi
         assert after["leader"]["token"] > status["leader"]["token"], ctx
         now_active = after["vnfs"][0]["service"]["active"][0]
         assert inc(address, 2) == (acked[0] + 1, now_active), ctx  # nothing acknowledged lost
+
+
+@pytest.mark.timeout(180)
+def test_one_etcd_member_then_the_etcd_leader_lost_the_service_is_unharmed(
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    """A follower member killed: the deployment's leader keeps its term and a VNFC failover
+    meanwhile works. Then (the member back) the etcd leader killed: etcd's own election may
+    outlast a renewal attempt (0.75 s with the default TTL), so the leader keeps its term or is
+    deposed and its standby leads with a higher token; either way the consumer is answered
+    throughout and nothing acknowledged is lost."""
+    name, config, address = coordinated(tmp_path, etcd_cluster)
+    leader = NfvhaRun(config, name, runtime_dir, tmp_path)
+    nfvha_runs.append(leader)
+    status = leader.wait_steady()
+    pids, managers = vnfc_pids(status), [leader.proc.pid]
+    token = status["leader"]["token"]
+    with stopped_in_the_end(pids, managers):
+        acked = inc(address, 1)
+        assert acked is not None
+        follower = next(i for i in range(3) if i != etcd_cluster.leader())
+        etcd_cluster.kill(follower)
+        try:
+            active = status["vnfs"][0]["service"]["active"][0]
+            os.kill(pids[active], signal.SIGKILL)  # a failover with one member down
+            after = leader.wait_status(
+                lambda st: steady(st) and st["vnfs"][0]["service"]["active"] != [active],
+                "the failover done",
+            )
+            pids = vnfc_pids(after)
+        finally:
+            etcd_cluster.start(follower)
+        etcd_leader = etcd_cluster.leader()
+        etcd_cluster.kill(etcd_leader)
+        try:
+            answers = []
+            for seq in range(2, 32):  # about 1.5 s through etcd's election
+                answers.append(inc(address, seq))
+                time.sleep(0.05)
+        finally:
+            etcd_cluster.start(etcd_leader)
+        final = wait_for_sync(lambda: (st := leader.status()) and steady(st) and st, "steady")
+        managers.append(final["manager_pid"])
+        ctx = dump_records(leader.records()) + leader.stderr
+        deposed = select(leader.records(), kind="note", name="Deposed")
+        if leader.proc.poll() is None:  # it kept its term
+            assert final["leader"]["token"] == token and not deposed, ctx
+        else:
+            assert leader.proc.returncode == 3 and len(deposed) == 1, ctx
+            assert final["leader"]["token"] > token, ctx
+        print(f"etcd leader killed: the leader {'was deposed' if deposed else 'kept its term'}")
+        assert all(a is not None for a in answers), answers
+        assert answers[-1][0] == acked[0] + len(answers), answers  # nothing acknowledged lost
