@@ -286,6 +286,7 @@ class Deployment:
         edit: Callable[[dict[str, Any]], None] | None = None,
         standby_manager: bool = True,
         source: Path | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         if source is None:
             deployment, _ = run.bench_deployment("2n")
@@ -313,7 +314,8 @@ class Deployment:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "nfvha", "run", str(self.config)]
                 + ["--state-dir", str(work / "state"), "--trace", str(self.trace)]
-                + ([] if standby_manager else ["--no-standby-manager"]),
+                + ([] if standby_manager else ["--no-standby-manager"])
+                + list(extra),
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
