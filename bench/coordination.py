@@ -145,7 +145,9 @@ def takeovers(cluster: EtcdCluster, elsewhere: bool, log: Log, ttl_s: int = 2) -
             }
         )
     shutil.rmtree(work, ignore_errors=True)
-    where = f"another machine (waits for the lease, TTL {ttl_s} s)" if elsewhere else "the same machine"
+    where = "the same machine"
+    if elsewhere:
+        where = f"another machine (waits for the lease, TTL {ttl_s} s)"
     rows = [
         judged(
             "takeover",
