@@ -14,6 +14,7 @@ import re
 import sys
 from pathlib import Path
 
+import coordination
 import daemons
 import etcd_scale
 import manager
@@ -61,6 +62,7 @@ RENDER = {
     "daemons": daemons.table,
     "vip": vip.table,
     "etcd_scale": etcd_scale.table,
+    "coordination": coordination.table,
 }
 
 

@@ -244,3 +244,17 @@ def test_nfvi_errors_name_the_path(tmp_path: Path, text: str, what: str) -> None
     with pytest.raises(config.ConfigError) as err:
         config.load(write(tmp_path, text))
     assert what in str(err.value)
+
+
+def test_a_plain_process_under_etcd_without_watchdog_fencing_is_warned_about(
+    tmp_path: Path,
+) -> None:
+    plain = GOOD.replace("model: 2n", "model: n+m, spare_start: on_demand").replace(
+        "    vnfcs:", "    sdk: false\n    state: none\n    vnfcs:", 1
+    )
+    dep, _ = config.load(write(tmp_path, plain))
+    assert not any("role lease" in w for w in config.warnings(dep))
+    etcd = plain.replace("name: t\n", "name: t\ncoordination: etcd://a:1\n", 1)
+    dep, _ = config.load(write(tmp_path, etcd))
+    (warning,) = [w for w in config.warnings(dep) if "role lease" in w]
+    assert warning.startswith("vnfs[0].sdk: a plain process holds no role lease")

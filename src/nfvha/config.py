@@ -881,7 +881,25 @@ def _lb_vnf(vnf: Vnf, rundir: Path, binary: str) -> Vnf:
 
 def warnings(deployment: Deployment) -> list[str]:
     """What is valid but probably not meant: one line each, the path inside the file first."""
-    return _health_warnings(deployment) + _lb_vip_warnings(deployment)
+    return (
+        _health_warnings(deployment) + _lb_vip_warnings(deployment) + _unfenced_warnings(deployment)
+    )
+
+
+def _unfenced_warnings(deployment: Deployment) -> list[str]:
+    """With etcd a leader may be elected on another machine, which waits one lease for what
+    the previous term left to stop serving: a plain process outside a watchdog-fenced VM has no
+    lease, so nothing makes it stop."""
+    if deployment.coordination.backend != "etcd":
+        return []
+    fenced_vms = bool(deployment.hosts) and deployment.nfvi.fencing == "watchdog"
+    return [
+        f"vnfs[{i}].sdk: a plain process holds no role lease, so a manager elected on another "
+        "machine cannot know it stopped serving; give it hosts with nfvi.fencing: watchdog, or "
+        "run every manager instance on the machine of its VNFCs"
+        for i, vnf in enumerate(deployment.vnfs)
+        if not vnf.sdk and not fenced_vms
+    ]
 
 
 def _lb_vip_warnings(deployment: Deployment) -> list[str]:

@@ -9,8 +9,10 @@ Only orderings and outcomes are asserted, never how fast."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,12 +22,13 @@ from typing import Any
 
 import pytest
 
+from nfvha.runtime.control import ControlError, request
 from nfvha.sdk.stores import EtcdEndpoints, parse_endpoints
 from tests.integration.support.consumers import udp_get, udp_request
 from tests.integration.support.deployments import config_2n
 from tests.integration.support.etcd import EtcdCluster
 from tests.integration.support.processes import kill_and_reap, pid_alive
-from tests.integration.support.runs import NfvhaRun, steady
+from tests.integration.support.runs import NFVHA, NfvhaRun, steady
 from tests.integration.support.trace import dump_records, select
 from tests.integration.support.waiting import wait_for_sync
 
@@ -238,3 +241,81 @@ def test_one_etcd_member_then_the_etcd_leader_lost_the_service_is_unharmed(
         print(f"etcd leader killed: the leader {'was deposed' if deposed else 'kept its term'}")
         assert all(a is not None for a in answers), answers
         assert answers[-1][0] == acked[0] + len(answers), answers  # nothing acknowledged lost
+
+
+@pytest.mark.timeout(180)
+def test_a_leader_on_another_machine_waits_for_what_it_cannot_adopt_to_fence_itself(
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs
+) -> None:
+    """Machine A's leader dies; an instance on machine B (another member name and runtime
+    directory: it sees none of A's VNFCs) is elected once A's lease expires, finds that A's
+    term left VNFCs it cannot adopt, and waits one role lease (`WaitingForFencing`) before it
+    starts any: A's active, cut off from every manager, has stopped serving by then (the SDK's
+    self-fencing), so the consumer is never answered by both."""
+    name, config, address = coordinated(tmp_path, etcd_cluster)
+    first = NfvhaRun(
+        config, name, runtime_dir, tmp_path, standby_manager=False, extra=("--member", "host-a")
+    )
+    nfvha_runs.append(first)
+    status = first.wait_steady()
+    pids = vnfc_pids(status)
+    for seq in range(1, 6):
+        assert inc(address, seq) is not None
+    other_rt = tmp_path / "machine-b"
+    env = {**os.environ, "NFVHA_RUNTIME_DIR": str(other_rt)}
+    b_err = tmp_path / "b.err"
+    with open(b_err, "wb") as err:
+        second = subprocess.Popen(
+            [NFVHA, "manager", str(config), "--member", "host-b", "--state-dir",
+             str(tmp_path / "state-b"), "--trace", str(tmp_path / "b.jsonl")],
+            stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    b_socket = other_rt / name / "control.sock"
+    try:
+        wait_for_sync(lambda: "waiting to lead" in b_err.read_text(), "machine B standing by")
+        answers: list[tuple[int, int]] = []
+        done = threading.Event()
+
+        def consumer() -> None:
+            while not done.is_set():
+                got = udp_get(address, timeout_s=0.2)
+                if got is not None:
+                    answers.append((time.monotonic_ns(), got[0]))
+                time.sleep(0.005)
+
+        reader = threading.Thread(target=consumer)
+        reader.start()
+        try:
+            first.proc.kill()  # machine A's manager; its VNFCs run on, unseen by B
+            first.proc.wait()
+            killed = time.monotonic_ns()
+
+            def b_steady() -> dict | None:
+                try:
+                    st = request(b_socket, {"op": "status"}, timeout=2)
+                except (ControlError, ValueError):
+                    return None
+                return st if steady(st) else None
+
+            b_status = wait_for_sync(b_steady, "machine B serving", timeout_s=60)
+            time.sleep(0.5)
+        finally:
+            done.set()
+            reader.join()
+        records = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+        ctx = dump_records(records) + b_err.read_text()
+        waited = select(records, kind="note", name="WaitingForFencing")
+        assert len(waited) == 1 and waited[0]["data"]["previous"].startswith("host-a:"), ctx
+        assert waited[0]["data"]["wait_ms"] == 4000, ctx  # the role lease (2 x TTL)
+        assert b_status["leader"]["member"].startswith("host-b:"), b_status["leader"]
+        from_a = [t for t, total in answers if total == 5]  # A's state; B starts afresh
+        from_b = [t for t, total in answers if total == 0]
+        assert from_a and from_b, answers
+        assert max(from_a) < min(from_b), "answered by A after B began serving"
+        assert min(from_b) - killed > 4000 * 1_000_000  # not before A's role lease ran out
+    finally:
+        if second.poll() is None:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=30)
+        kill_and_reap(pid for pid in pids.values() if pid)

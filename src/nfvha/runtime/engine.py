@@ -309,6 +309,7 @@ class Engine(d.Drivers):
         if adoptable:
             await self._adopt(adoptable, escalated)
         else:
+            await self._until_fenced_elsewhere()
             self._adopting = False
             d.execute(self.dispatcher.start(time.monotonic()), self)
         self.started.set()
@@ -343,6 +344,29 @@ class Engine(d.Drivers):
         resumed |= {n: (Resumed(self._plain_role(n), 0), {}) for n in names - sdk if n in running}
         self._adopting = False
         self._run(lambda now: self.dispatcher.adopt(now, running, resumed, escalated))
+
+    async def _until_fenced_elsewhere(self) -> None:
+        """Nothing to adopt here, but a previous term may have left VNFCs running where this
+        manager cannot see them (another machine, with etcd): each active among them holds its
+        role for at most one role lease (a guest with watchdog fencing, one agent lease) after
+        its last manager's belief ended, which was before this one's election. Wait that long
+        before starting anyone, so two actives never serve one service (rule 1)."""
+        previous = await self.leadership.previous_term_left() if self.leadership else None
+        if previous:
+            wait_ms = max(v.spec.policies.role_lease_ms for v in self.vnfs.values())
+            if self.deployment.hosts and self.deployment.nfvi.fencing == "watchdog":
+                wait_ms = max(wait_ms, self.deployment.nfvi.agent_lease_ms)
+            self.trace.record(
+                "note",
+                "WaitingForFencing",
+                src="nfvha",
+                data={"previous": previous, "wait_ms": wait_ms},
+                why=f"{previous} left VNFCs this manager cannot see or adopt: waiting one lease "
+                "for any active among them to stop serving before starting the service",
+            )
+            await asyncio.sleep(wait_ms / 1000)
+        if self.leadership is not None:
+            await self.leadership.record_deployed()
 
     def _plain_role(self, vnfc: str) -> str:
         """What a plain process that a dead manager left is: it serves as it runs; behind a

@@ -167,6 +167,11 @@ class EtcdCoordinator(Coordinator):
         got = await self._etcd.call(lambda client: client.get(self.key))
         return _leader(got)
 
+    async def read(self, key: bytes) -> bytes | None:
+        """A key's value (a linearizable read), or None if it is absent."""
+        got = await self._etcd.call(lambda client: client.get(key))
+        return None if got is None else bytes(got.value)
+
     def describe(self) -> dict[str, object]:
         remaining = max(0.0, self.held_until - self._now()) if self.leads() else 0.0
         return {
@@ -430,6 +435,8 @@ class EtcdLeadership(Coordinator):
 
     async def close(self) -> None:
         self.stopping = True
+        if self.election.leads():
+            await self.record_stopped()
         await self.election.close()  # revoked first: the lock is held while it may lead
         await self.lock.close()
 
@@ -439,6 +446,32 @@ class EtcdLeadership(Coordinator):
 
     def describe(self) -> dict[str, object]:
         return self.election.describe()
+
+    # --- what a term left: whether VNFCs may run where this leader cannot see them -----------
+
+    @property
+    def _deployed_key(self) -> bytes:
+        return self.election.key.rpartition(b"/leader/")[0] + b"/deployed"
+
+    async def previous_term_left(self) -> str | None:
+        """The member whose term started the deployment's VNFCs and did not stop them (its
+        record in etcd), or None: a leader that finds one and has nothing of it to adopt here
+        must wait for them to fence themselves before it starts any (ADR 014)."""
+        value = await self.election.read(self._deployed_key)
+        member = None if value is None else value.decode(errors="replace")
+        if member is None or member.rpartition(":")[0] == self.host:
+            return None  # this machine's VNFCs were adopted, or removed as leftovers
+        return member
+
+    async def record_deployed(self) -> None:
+        """This term runs the deployment's VNFCs (a guarded write: only while leading)."""
+        await self.election.guarded_put(self._deployed_key, self.election.member.encode())
+
+    async def record_stopped(self) -> None:
+        """A deliberate stop: nothing is left running for a next leader to wait for."""
+        delete = _txn().Delete(self._deployed_key)
+        with contextlib.suppress(StoreUnavailable, Deposed, TimeoutError, _client_error()):
+            await self.election.guarded_txn([], [delete], [])
 
     def _dead_here(self, member: str) -> bool:
         host, _, pid = member.rpartition(":")

@@ -58,6 +58,15 @@ class Coordinator(ABC):
     @abstractmethod
     def release(self) -> None: ...
 
+    async def previous_term_left(self) -> str | None:
+        """Who left VNFCs this manager could not adopt (on another machine): None on one
+        machine, where every VNFC is adopted or removed."""
+        return None
+
+    async def record_deployed(self) -> None:
+        """This term runs the deployment's VNFCs (for the next leader to know)."""
+        return None
+
     async def close(self) -> None:
         """A deliberate stop: leadership ends now, nothing left behind."""
         self.stopping = True
