@@ -249,9 +249,18 @@ def test_nfvi_errors_name_the_path(tmp_path: Path, text: str, what: str) -> None
 def test_a_plain_process_under_etcd_without_watchdog_fencing_is_warned_about(
     tmp_path: Path,
 ) -> None:
-    plain = GOOD.replace("model: 2n", "model: n+m, spare_start: on_demand").replace(
-        "    vnfcs:", "    sdk: false\n    state: none\n    vnfcs:", 1
-    )
+    plain = """
+name: t
+vnfs:
+  - name: v
+    redundancy: {model: none}
+    sdk: false
+    state: none
+    service: {name: s, address: "127.0.0.1:7000"}
+    policies: {health_check: {kind: udp}}
+    vnfcs:
+      - {name: a, command: "sleep 100"}
+"""
     dep, _ = config.load(write(tmp_path, plain))
     assert not any("role lease" in w for w in config.warnings(dep))
     etcd = plain.replace("name: t\n", "name: t\ncoordination: etcd://a:1\n", 1)
