@@ -44,6 +44,7 @@ from typing import Any
 
 from nfvha.agents.protocol import decode_from_driver
 from nfvha.core.fencing import FenceGate, Refused
+from nfvha.core.watchdog import GuestLease
 from nfvha.drivers.cgroups import in_cgroup
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, encode
 
@@ -51,7 +52,6 @@ PR_SET_CHILD_SUBREAPER = 36
 RETRY_FIRST_S = 0.020  # reconnecting: the first delay, doubled after each failure ...
 RETRY_MAX_S = 0.050  # ... up to this
 LEADER_KIND = "managers"
-BEATS_KEPT = 64  # send times of the last heartbeats, to date the lease that answers one
 FENCE_CONFIRM_S = 0.5  # how long a guest that fences itself waits for its VNFCs to be gone
 EXIT_SELF_FENCED = 4
 
@@ -77,9 +77,7 @@ class Agent:
         self.writer: asyncio.StreamWriter | None = None
         self.gate = FenceGate()  # a deployment's managers lead together: one kind (ADR 014)
         self.vnfc_zones: dict[str, str] = {}  # VNFC -> its cgroup, for a self-fencing
-        self._beats: dict[int, float] = {}  # heartbeat number -> when it was sent
-        self._beat_no = 0
-        self._lease_until: float | None = None  # None: no lease held (kernel fencing)
+        self.lease = GuestLease()  # core/watchdog.py: held only if the VIM gives one
         self._lease_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
@@ -135,10 +133,7 @@ class Agent:
     async def _heartbeat(self) -> None:
         while True:
             if self.kind == "guest":  # numbered: a lease may answer it
-                self._beat_no += 1
-                self._beats[self._beat_no] = time.monotonic()
-                self._beats.pop(self._beat_no - BEATS_KEPT, None)
-                self.send("hb", n=self._beat_no)
+                self.send("hb", n=self.lease.beat(time.monotonic()))
             else:
                 self.send("hb")
             await asyncio.sleep(self.interval)
@@ -146,25 +141,21 @@ class Agent:
     # --- watchdog fencing ------------------------------------------------------------------------
 
     def _leased(self, n: int, ms: int) -> None:
-        """A lease answering heartbeat ``n``: held until that heartbeat's send + ``ms``."""
-        sent = self._beats.get(n)
-        if sent is None:
-            return  # too old to date: the next answer will do
-        until = sent + ms / 1000
-        if self._lease_until is not None and until <= self._lease_until:
-            return  # a late answer never shortens (nor lengthens) what a newer one gave
-        self._lease_until = until
+        """A lease answering heartbeat ``n`` (core/watchdog.py rule 1), and its end armed."""
+        if not self.lease.answered(n, ms / 1000) or self.lease.held_until is None:
+            return
         if self._lease_timer is not None:
             self._lease_timer.cancel()
         loop = asyncio.get_running_loop()
-        self._lease_timer = loop.call_later(until - time.monotonic(), self._expire)
+        self._lease_timer = loop.call_later(self.lease.held_until - time.monotonic(), self._expire)
 
     def _expire(self) -> None:
-        if self._lease_until is not None and time.monotonic() >= self._lease_until:
+        if self.lease.expired(time.monotonic()):
             self._fence_self()
-        elif self._lease_until is not None:  # the timer came early: look again then
+        elif self.lease.held_until is not None:  # the timer came early: look again then
             loop = asyncio.get_running_loop()
-            self._lease_timer = loop.call_later(self._lease_until - time.monotonic(), self._expire)
+            delay = self.lease.held_until - time.monotonic()
+            self._lease_timer = loop.call_later(delay, self._expire)
 
     def _fence_self(self) -> None:
         """Cut off from every manager for a lease: kill every VNFC (its cgroup, whatever it

@@ -39,18 +39,15 @@ from nfvha.core import vim as v
 from nfvha.core.heartbeat import AgentKind, Heartbeats
 from nfvha.core.messages import Traced
 from nfvha.core.placement import Placement, standby_name
+from nfvha.core.watchdog import VimLeases
 from nfvha.drivers import leftovers
 from nfvha.drivers.cgroups import Cgroups, in_cgroup
+from nfvha.drivers.fencing import KernelFence, WatchdogFence
 from nfvha.runtime.connections import Connections
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, encode
 
 RPC_TIMEOUT_S = 2.0
 STANDBY_NICE = 15
-# Watchdog fencing: what the VIM adds to a guest's lease before counting it fenced (clock rates
-# of two machines, the guest's own exit), and how long the kernel then has to find it empty.
-LEASE_MARGIN = 0.05
-LEASE_MARGIN_S = 0.05
-SELF_FENCE_CONFIRM_S = 2.0
 
 
 def is_standby(guest: str) -> bool:
@@ -68,7 +65,6 @@ class AgentLink:
     writer: asyncio.StreamWriter
     pid: int = 0
     closed: bool = False  # its connection ended; only its heartbeat timeout reports it
-    leased_at: float | None = None  # watchdog: receipt of the last heartbeat given a lease
 
 
 ADOPT_WAIT_S = 1.0  # agents reconnect within 50 ms; a loaded machine gets its margin
@@ -108,8 +104,12 @@ class NfviDriver:
         self.listen: tuple[str | None, str] | None = None  # (netns, address) to listen on
         self.guest_netns: dict[str, str] = {}
         self.cluster_dir: Path | None = None
-        self.leased_at: dict[str, float] = {}  # guest -> last lease given (outlives its link)
-        self.isolating: set[str] = set()  # guests given no more lease
+        self.leases = VimLeases(spec.agent_lease_ms / 1000)  # core/watchdog.py
+        self.fence = (
+            WatchdogFence(self.cgroups, self.leases)
+            if spec.fencing == "watchdog"
+            else KernelFence(self.cgroups)
+        )
         # When silence means failure is the core's rule; the driver only feeds it the beats.
         self.heartbeats = Heartbeats(spec.heartbeat_interval_ms / 1000, spec.heartbeat_misses)
 
@@ -228,8 +228,7 @@ class NfviDriver:
         waiter = self._expect("guest", guest)
         zone = self.zone_of[guest] = self.cgroups.zone(host, guest)
         nice = STANDBY_NICE if is_standby(guest) and self.booted else 0
-        self.isolating.discard(guest)
-        self.leased_at.pop(guest, None)
+        self.leases.booted(guest)
         self._send(
             ("host", host),
             "start_vm",
@@ -310,15 +309,11 @@ class NfviDriver:
         self.report(v.StandbyVmUp(vm=vm, host=host))
 
     async def _cleanup_vm(self, vm: str) -> None:
-        zone = self.zone_of[vm]
         link = self.links.get(("guest", vm))
-        if self.spec.fencing == "watchdog" and (link is None or self._silent(link)):
-            ok, detail = await self._watchdog_fenced(vm, zone)
-        else:  # reachable, or kernel fencing: killed through this machine's kernel
-            with contextlib.suppress(OSError):
-                self.cgroups.freeze(zone, False)
-            ok = await self.cgroups.kill_and_confirm(zone)
-            detail = "" if ok else "cgroup still populated"
+        reachable = link is not None and not self._silent(link)
+        ok, detail = await self.fence.isolate(vm, self.zone_of[vm], reachable)
+        if ok and detail.startswith("fenced by its own watchdog"):
+            self.note("WatchdogFenced", f"{vm}: its lease passed and its cgroup is empty")
         self._forget("guest", vm)
         self.report(v.VmCleanedUp(vm=vm, ok=ok, detail=detail))
 
@@ -326,26 +321,6 @@ class NfviDriver:
         last = self.heartbeats.last_beat(link.name)
         limit = 2 * self.heartbeats.interval_s
         return link.closed or last is None or time.monotonic() - last > limit
-
-    async def _watchdog_fenced(self, vm: str, zone: Path) -> tuple[bool, str]:
-        """A VM the VIM cannot reach is isolated once its guest's lease has passed: no more
-        lease for it, then wait for the last one given (+ margin), then the kernel must find its
-        zone empty (the guest killed its VNFCs and exited). Nothing is killed from here."""
-        self.isolating.add(vm)
-        if not self.cgroups.populated(zone):  # the kernel says it is gone: nothing to wait for
-            return True, "gone already (its cgroup is empty)"
-        lease_s = self.spec.agent_lease_ms / 1000
-        last = self.leased_at.get(vm)
-        if last is not None:
-            until = last + lease_s * (1 + LEASE_MARGIN) + LEASE_MARGIN_S
-            await asyncio.sleep(max(0.0, until - time.monotonic()))
-        deadline = time.monotonic() + SELF_FENCE_CONFIRM_S
-        while self.cgroups.populated(zone):
-            if time.monotonic() > deadline:
-                return False, "still running a lease after its last one: it did not fence itself"
-            await asyncio.sleep(0.005)
-        self.note("WatchdogFenced", f"{vm}: its lease passed and its cgroup is empty")
-        return True, "fenced by its own watchdog (its lease passed)"
 
     async def _fence(self, host: str) -> None:
         host_zone = self.cgroups.zone(host)
@@ -552,9 +527,8 @@ class NfviDriver:
         return link
 
     def _lease(self, link: AgentLink, n: int, now: float) -> None:
-        if link.name in self.isolating:
+        if not self.leases.answer(link.name, now):
             return  # being isolated by its watchdog: its lease must run out
-        self.leased_at[link.name] = now
         link.writer.write(encode("lease", token=self.token, n=n, ms=self.spec.agent_lease_ms))
 
     def _reap_orphans(self) -> None:
@@ -591,9 +565,7 @@ class NfviDriver:
                 continue
             view: dict[str, Any] = {"transport": self.spec.transport, "connected": not link.closed}
             if self.spec.fencing == "watchdog":
-                last = self.leased_at.get(name)
-                left = 0.0 if last is None else last + self.spec.agent_lease_ms / 1000 - now
-                view["lease_remaining_ms"] = max(0, round(left * 1000))
+                view["lease_remaining_ms"] = round(self.leases.remaining(name, now) * 1000)
             out[name] = view
         return out
 
