@@ -33,3 +33,14 @@ def test_unit_is_notified_and_watched() -> None:
     assert service["Type"] == "notify"
     assert service["NotifyAccess"] == "main"  # the leader, never its standby manager
     assert service["WatchdogSec"]
+
+
+MANAGER_UNIT = UNIT.with_name("nfvha-manager@.service")
+
+
+def test_the_manager_instance_unit_stands_by_or_leads_and_leaves_the_vnfcs_running() -> None:
+    service = section(MANAGER_UNIT.read_text(), "Service")
+    assert service["ExecStart"].split()[1:3] == ["manager", "/etc/nfvha/%i.yaml"]
+    assert service["Restart"] == "always"  # a deposed leader exits 3: it comes back standing by
+    assert service["KillMode"] == "process"
+    assert service["Type"] == "notify"

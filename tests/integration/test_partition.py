@@ -1,7 +1,7 @@
-"""Guests on the network: each VM's guest agent lives in its VM's namespace and dials the
-manager over TCP with mutual TLS (``nfvi.transport: tls``), so cutting a VM's link is a real
-partition of its agent; with ``nfvi.fencing: watchdog`` the guest holds a lease, renewed by
-every answer to its heartbeats.
+"""examples/three-hosts.yaml, for real: managers elected on etcd; each VM's guest agent lives
+in its VM's namespace and dials the manager over TCP with mutual TLS (``nfvi.transport: tls``),
+so cutting a VM's link is a real partition of its agent; with ``nfvi.fencing: watchdog`` the
+guest holds a lease, renewed by every answer to its heartbeats.
 
 - A cut active VM fences itself (its agent kills its VNFCs and exits) before the VNFC elsewhere
   is made active, and the VIM counts the VM isolated only after its lease: the order is read
@@ -34,6 +34,7 @@ from nfvha.sdk.protocol import encode
 from tests.integration.support.cgroups import cgroup_v2_writable
 from tests.integration.support.consumers import parse_answer
 from tests.integration.support.deployments import unique_name
+from tests.integration.support.etcd import EtcdCluster
 from tests.integration.support.runs import NfvhaRun, cli, steady
 from tests.integration.support.trace import dump_records, select
 from tests.integration.support.waiting import wait_for_sync
@@ -44,37 +45,22 @@ pytestmark = [
     pytest.mark.skipif(not cgroup_v2_writable(), reason="the NFVI needs a writable cgroup v2"),
 ]
 
-VIP, PORT, LEASE_MS = "10.79.0.100", 7740, 1000
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "three-hosts.yaml"
+VIP, PORT, LEASE_MS = "10.79.0.100", 7740, 2000
 SELF_FENCED = re.compile(r"nfvha event=self-fenced agent=(\S+) at_ns=(\d+)")
 
 
-def deploy(tmp_path: Path) -> tuple[str, Path]:
+def deploy(tmp_path: Path, cluster: EtcdCluster) -> tuple[str, Path]:
+    """examples/three-hosts.yaml as the README runs it: its own name, the tests' etcd cluster
+    and a cluster CA made with `nfvha cluster init`."""
     name = unique_name("pt")
-    result = cli("cluster", "init", str(tmp_path / "cluster"), "--member", "manager",
-                 "--member", "host-1", "--member", "host-2")  # fmt: skip
+    members = ["--member", "manager"] + [f"--member=host-{i}" for i in (1, 2, 3)]
+    result = cli("cluster", "init", str(tmp_path / "cluster"), *members)
     assert result.returncode == 0, result.stderr
-    raw = {
-        "name": name,
-        "hosts": [{"name": "host-1"}, {"name": "host-2"}],
-        "network": {"mode": "netns", "subnet": "10.79.0.0/24"},
-        "nfvi": {
-            "transport": "tls",
-            "cluster_dir": "cluster",
-            "fencing": "watchdog",
-            "agent_lease_ms": LEASE_MS,
-        },
-        "vnfs": [
-            {
-                "name": "counter",
-                "redundancy": {"model": "2n"},
-                "service": {"name": "count", "address": f"127.0.0.1:{PORT}", "vip": VIP},
-                "vnfcs": [
-                    {"name": "vnfc-1", "command": "nfvha-counter"},
-                    {"name": "vnfc-2", "command": "nfvha-counter"},
-                ],
-            }
-        ],
-    }
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["name"] = name
+    raw["coordination"]["endpoints"] = ",".join(cluster.endpoints)
+    assert raw["nfvi"]["agent_lease_ms"] == LEASE_MS
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return name, path
@@ -114,8 +100,8 @@ def other(vnfc: str) -> str:
     return "vnfc-2" if vnfc == "vnfc-1" else "vnfc-1"
 
 
-def started(tmp_path: Path, runtime_dir: Path, nfvha_runs: list) -> NfvhaRun:
-    name, config = deploy(tmp_path)
+def started(tmp_path: Path, runtime_dir: Path, nfvha_runs: list, cluster: EtcdCluster) -> NfvhaRun:
+    name, config = deploy(tmp_path, cluster)
     run = NfvhaRun(config, name, runtime_dir, tmp_path, standby_manager=False)
     nfvha_runs.append(run)
     run.wait_steady()
@@ -124,9 +110,9 @@ def started(tmp_path: Path, runtime_dir: Path, nfvha_runs: list) -> NfvhaRun:
 
 @pytest.mark.timeout(120)
 def test_a_cut_active_vm_fences_itself_before_the_standby_is_promoted(
-    tmp_path: Path, runtime_dir: Path, nfvha_runs: list
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs: list
 ) -> None:
-    run = started(tmp_path, runtime_dir, nfvha_runs)
+    run = started(tmp_path, runtime_dir, nfvha_runs, etcd_cluster)
     status = run.wait_steady()
     old = active(status)
     assert old is not None
@@ -172,9 +158,9 @@ def test_a_cut_active_vm_fences_itself_before_the_standby_is_promoted(
 
 @pytest.mark.timeout(150)
 def test_a_flapping_link_moves_the_role_at_most_once(
-    tmp_path: Path, runtime_dir: Path, nfvha_runs: list
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs: list
 ) -> None:
-    run = started(tmp_path, runtime_dir, nfvha_runs)
+    run = started(tmp_path, runtime_dir, nfvha_runs, etcd_cluster)
     status = run.wait_steady()
     first = active(status)
     assert first is not None
@@ -203,9 +189,9 @@ def test_a_flapping_link_moves_the_role_at_most_once(
 
 @pytest.mark.timeout(120)
 def test_an_unknown_certificate_and_a_member_posing_as_another_hosts_vm_are_refused(
-    tmp_path: Path, runtime_dir: Path, nfvha_runs: list
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs: list
 ) -> None:
-    run = started(tmp_path, runtime_dir, nfvha_runs)
+    run = started(tmp_path, runtime_dir, nfvha_runs, etcd_cluster)
     status = run.wait_steady()
     mgmt = status["network"]["nodes"]["mgmt"]["address"]
     consumer = status["network"]["consumer_netns"]
