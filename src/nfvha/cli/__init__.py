@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstrings' paragraphs reflowed to the terminal's width
 )
 # Top-level commands first (as in the help), then the groups.
 for group in (operate.commands, admin.commands, measure.commands, simulate.commands):

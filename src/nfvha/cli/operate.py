@@ -131,8 +131,10 @@ def run(
 ) -> None:
     """Run a deployment in the foreground until SIGINT or SIGTERM, then stop all it started.
 
-    One manager leads (it holds a lock the kernel releases when it dies); a hot standby manager
-    waits and, if the leader dies, takes over and adopts the VNFCs, which keep serving meanwhile.
+    One manager leads (it holds a lock the kernel releases when it dies; with `coordination:
+    etcd://...` also an etcd lease, and a leader whose lease is lost exits 3, stopping nothing);
+    a hot standby manager waits and, if the leader dies, takes over and adopts the VNFCs, which
+    keep serving meanwhile.
     """
     deployment, base_dir = load_config(config)
     sock = paths.control_socket(deployment.name)
