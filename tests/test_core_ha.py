@@ -441,3 +441,16 @@ def test_a_held_active_is_isolated_at_twice_the_threshold_whatever_its_standby_d
             isolated_at = i
             break
     assert isolated_at == 2 * limit
+
+
+def test_rule_12_epochs_continue_above_what_the_store_holds() -> None:
+    d = Driver("2n")
+    d.mgr.continue_above(7)  # the state store's epoch, read before any assignment
+    cmds = d.up("c0")
+    assert m.AssignRole(vnfc="c0", role="active", epoch=8) in cmds
+    d.mgr.continue_above(3)  # never lowers it
+    d.up("c1")
+    d.feed(m.ProcessExited(vnfc="c0", status="x"))
+    assert m.AssignRole(vnfc="c1", role="active", epoch=9) in d.feed(
+        m.CleanupDone(vnfc="c0", ok=True)
+    )

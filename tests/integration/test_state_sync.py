@@ -136,3 +136,44 @@ def test_a_store_the_components_write_keeps_every_acknowledged_write(
     assert total == 6, "an acknowledged increment was lost in the failover"
     assert increments(address, 7, 1) == [7]
     assert second.stop() == 0, second.stderr
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["shared_storage", "store"])
+def test_a_deployment_started_again_continues_above_its_stores_epoch(
+    mode: str, tmp_path: Path, runtime_dir: Path, nfvha_runs, request: pytest.FixtureRequest
+) -> None:
+    """Stopped on purpose after a failover (the store's epoch is 2 by then) and run again (a
+    new manager, here or on another machine, whose epochs would start at 1): the new active
+    claims above the store's epoch (core/ha.py rule 12) instead of being refused as stale, and
+    serves every acknowledged write."""
+
+    def edit(raw: dict[str, Any]) -> None:
+        vnf = raw["vnfs"][0]
+        vnf["state_sync"] = mode
+        if mode == "store":
+            endpoints = request.getfixturevalue("etcd_cluster").endpoints
+            vnf["state_store"] = {"etcd": ",".join(endpoints)}
+        else:
+            vnf["state_store"] = {"path": str(tmp_path / "shared" / "counter.log")}
+
+    name, config, address = config_2n(tmp_path, edit)
+    for work in ("first", "second"):
+        (tmp_path / work).mkdir()
+    first = NfvhaRun(config, name, runtime_dir, tmp_path / "first", standby_manager=False)
+    nfvha_runs.append(first)
+    active, pid = active_of(first.wait_steady())
+    assert increments(address, 1, 3) == [1, 2, 3]
+    os.kill(pid, signal.SIGKILL)  # a failover: the store's epoch is 2 from here on
+    first.wait_status(
+        lambda st: st["vnfs"][0]["epoch"] == 2 and st["vnfs"][0]["service"]["up"], "epoch 2"
+    )
+    assert increments(address, 4, 1) == [4]
+    assert first.stop() == 0, first.stderr
+
+    second = NfvhaRun(config, name, runtime_dir, tmp_path / "second", standby_manager=False)
+    nfvha_runs.append(second)
+    status = second.wait_steady()
+    assert status["vnfs"][0]["epoch"] == 3, status["vnfs"][0]
+    assert increments(address, 5, 1) == [5], "the acknowledged total did not survive"
+    assert second.stop() == 0, second.stderr

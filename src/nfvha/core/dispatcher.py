@@ -229,6 +229,11 @@ class Dispatcher:
             window = self.deployment.nfvi.correlation_window_s
             self.vim = pol.vim.build(list(p.hosts), specs, window)
 
+    def continue_epochs(self, epochs: dict[str, int]) -> None:
+        """What the VNFs' state stores hold (VNF -> epoch): their next actives go above it."""
+        for name, epoch in epochs.items():
+            self.ha[name].continue_above(epoch)
+
     # --- names ------------------------------------------------------------------------------
 
     def label(self, target: str) -> str:

@@ -38,6 +38,9 @@ Rules (design brief 1, 2, 5, 6; each has tests in tests/test_core_ha.py):
    cause, an overloaded machine or the checks' own path, is likelier, and isolating it would
    turn a slowdown into an outage); it is once a successor answers again, or at twice the
    threshold whatever the successors do. An exit or an error report is acted on at once.
+12. Epochs only grow. A manager that starts a VNF whose state lives in a store with an epoch
+   of its own (shared storage, etcd) continues above it (``continue_above``): a new active's
+   claim would otherwise be refused by the store as stale, and the service never come up.
 
 Theory of operation: every VNFC has a life (stopped, starting, running, failed = being cleaned
 up, escalated) and a role (none, active, standby, spare). The runtime feeds events with the
@@ -154,6 +157,10 @@ class HAManager:
                 f"starting {', '.join(names)} ({self._model_text()})",
             )
         )
+
+    def continue_above(self, epoch: int) -> None:
+        """Rule 12: the next active assignment gets an epoch above ``epoch``."""
+        self.epoch = max(self.epoch, epoch)
 
     def adopt(
         self,

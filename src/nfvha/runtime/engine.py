@@ -306,6 +306,7 @@ class Engine(d.Drivers):
             adoptable = [e for e in adoptable if leftovers.runs_as_recorded(e)]
         self._spawn_task(self._renew_leases())
         self.pools.start()
+        await self._continue_store_epochs()
         if adoptable:
             await self._adopt(adoptable, escalated)
         else:
@@ -344,6 +345,25 @@ class Engine(d.Drivers):
         resumed |= {n: (Resumed(self._plain_role(n), 0), {}) for n in names - sdk if n in running}
         self._adopting = False
         self._run(lambda now: self.dispatcher.adopt(now, running, resumed, escalated))
+
+    async def _continue_store_epochs(self) -> None:
+        """Rule 12 of core/ha.py: the epochs the VNFs' own stores hold (shared storage, etcd),
+        read before any assignment. A store that cannot be read is noted; its active's claim
+        will say the rest."""
+        from nfvha.sdk.stores import StoreUnavailable, open_store
+
+        epochs = {}
+        for name, vnf in self.vnfs.items():
+            if vnf.spec.sync not in ("shared_storage", "store"):
+                continue
+            store = open_store(sync_spec(vnf.spec, self.deployment.name, self.state_dir))
+            try:
+                epochs[name] = await store.epoch()
+            except StoreUnavailable as exc:
+                self.trace.record("note", "StoreUnread", src="nfvha", dst=name, why=str(exc))
+            finally:
+                await store.close()
+        self.dispatcher.continue_epochs(epochs)
 
     async def _until_fenced_elsewhere(self) -> None:
         """Nothing to adopt here, but a previous term may have left VNFCs running where this

@@ -55,6 +55,11 @@ class StateStore(Protocol):
         others."""
         ...
 
+    async def epoch(self) -> int:
+        """The epoch the store holds (0 when none): a manager starts its epochs above it.
+        StoreUnavailable on I/O failure."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -124,6 +129,12 @@ class SharedLog:
         except StoreError as exc:  # what DiskStore makes of every OSError
             raise StoreUnavailable(f"{self._log.path}: {exc.strerror or exc}") from exc
 
+    async def epoch(self) -> int:
+        try:
+            return await asyncio.to_thread(self._log.held_epoch)
+        except OSError as exc:
+            raise StoreUnavailable(f"{self._log.path}: {exc.strerror or exc}") from exc
+
     async def close(self) -> None:
         self._log.close()
 
@@ -150,6 +161,12 @@ class _FencedLog(DiskStore):
             if fence != epoch:
                 self._write_fence(epoch)
             return version, state
+
+    def held_epoch(self) -> int:
+        with self._locked():
+            self.close()
+            _, last_epoch, _ = self.load()
+            return max(self._read_fence(), last_epoch)
 
     @contextlib.contextmanager
     def _appending(self, epoch: int) -> Iterator[None]:
@@ -262,6 +279,10 @@ class EtcdStore:
 
     async def write(self, epoch: int, version: int, state: dict[str, Any]) -> None:
         await self._commits.write((epoch, version, state))
+
+    async def epoch(self) -> int:
+        got = await self._etcd.call(lambda client: client.get(self._epoch_key))
+        return _unpad(None if got is None else got.value)
 
     async def _put(self, record: tuple[int, int, dict[str, Any]]) -> None:
         epoch, version, state = record
