@@ -159,3 +159,67 @@ def test_a_manager_that_dies_while_it_waits_for_the_agents_restarts_nothing() ->
     outcome = simulate(deployment("uc2"), 1, SECOND_CRASH, settle=5.0)
     assert outcome.ok, outcome.violation  # (it holds: the loss is of availability)
     assert outcome.sim.vnfcs["vnfc-1"].gen == 1, "vnfc-1 restarted"
+
+
+# --- watchdog fencing: a cut host's guests fence themselves (core/watchdog.py) ---------------
+
+
+def watchdog(name: str = "uc2", lease_ms: int = 1000) -> Deployment:
+    raw = deployment(name).model_dump()
+    raw["nfvi"].update(fencing="watchdog", agent_lease_ms=lease_ms)
+    return Deployment.model_validate(raw)
+
+
+def test_a_cut_host_fences_itself_before_it_counts_fenced_and_the_role_moves() -> None:
+    dep = watchdog()
+    outcome = simulate(dep, 1, [fs.Fault(2.0, "link-cut", "host-1", 5.0)], settle=4.0)
+    assert outcome.ok, outcome.violation
+    records = outcome.sim.records
+    (fenced,) = after(records, 2.0, "SelfFenced")
+    (isolated,) = after(records, 2.0, "HostFenced")  # the host is silent: the VIM fences it
+    (moved,) = after(records, 2.0, "AssignRole", role="active")
+    assert isolated["data"]["ok"]
+    assert 2.0e9 + 1.0e9 <= fenced["t"] < isolated["t"] <= moved["t"]  # one lease after the cut
+    assert records.index(isolated) < records.index(moved)
+    assert moved["dst"] == "vnfc-2" and outcome.sim.lost == []
+
+
+def test_a_cut_healed_within_the_lease_fences_nothing_and_moves_no_role() -> None:
+    """Shorter than the heartbeat detection too: nobody noticed."""
+    dep = watchdog()
+    outcome = simulate(dep, 1, [fs.Fault(2.0, "link-cut", "host-1", 0.1)], settle=4.0)
+    assert outcome.ok, outcome.violation
+    assert not after(outcome.sim.records, 2.0, "SelfFenced")
+    assert not after(outcome.sim.records, 2.0, "AssignRole", role="active")
+
+
+@pytest.mark.parametrize("name", ["uc6"])
+def test_fuzz_with_watchdog_fencing_keeps_every_invariant(name: str) -> None:
+    dep = watchdog(name)
+    cuts = 0
+    for seed in range(1, 61):
+        schedule = random_schedule(dep, seed, 30, 1.0)
+        cuts += sum(f.kind == "link-cut" for f in schedule)
+        outcome = simulate(dep, seed, schedule, record=False)
+        assert outcome.violation is None, (seed, outcome.violation)
+    assert cuts > 20
+
+
+# --- found by fuzzing, open: a double fault within the lease (see the closing note) ----------
+
+DOUBLE = [
+    fs.Fault(25.46017, "link-cut", "host-2", 0.469),  # the standby's host cut off ...
+    fs.Fault(25.607895, "host-crash", "host-1"),  # ... and the active's host lost within the lease
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: the restarted active is given the manager's lagging replica while the cut "
+    "standby, which holds the newer acknowledged writes, waits for its watchdog; it fences "
+    "itself later, so they are lost either way (a double fault), but the core should wait for "
+    "its isolation before serving from an older copy",
+)
+def test_a_double_fault_within_the_lease_serves_no_older_state() -> None:
+    outcome = simulate(watchdog("uc2"), 52, DOUBLE)
+    assert outcome.violation is None, outcome.violation

@@ -81,6 +81,9 @@ class VimLeases:
         last = self._answered.get(guest)
         return None if last is None else last + self.lease_s * (1 + self.margin) + self.slack_s
 
+    def isolating(self, guest: str) -> bool:
+        return guest in self._isolating
+
     def remaining(self, guest: str, now: float) -> float:
         """How much of its lease the VIM still counts for ``guest`` (0 when none)."""
         last = self._answered.get(guest)

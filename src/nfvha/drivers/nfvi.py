@@ -309,13 +309,15 @@ class NfviDriver:
         self.report(v.StandbyVmUp(vm=vm, host=host))
 
     async def _cleanup_vm(self, vm: str) -> None:
-        link = self.links.get(("guest", vm))
-        reachable = link is not None and not self._silent(link)
-        ok, detail = await self.fence.isolate(vm, self.zone_of[vm], reachable)
+        ok, detail = await self.fence.isolate(vm, self.zone_of[vm], self._heard(vm))
         if ok and detail.startswith("fenced by its own watchdog"):
             self.note("WatchdogFenced", f"{vm}: its lease passed and its cgroup is empty")
         self._forget("guest", vm)
         self.report(v.VmCleanedUp(vm=vm, ok=ok, detail=detail))
+
+    def _heard(self, guest: str) -> bool:
+        link = self.links.get(("guest", guest))
+        return link is not None and not self._silent(link)
 
     def _silent(self, link: AgentLink) -> bool:
         last = self.heartbeats.last_beat(link.name)
@@ -323,7 +325,20 @@ class NfviDriver:
         return link.closed or last is None or time.monotonic() - last > limit
 
     async def _fence(self, host: str) -> None:
+        """A host's guests are isolated first (with watchdog fencing, those not heard fence
+        themselves within their lease), then its zone is killed through the kernel: its host
+        agent serves nothing, and a real host would have been reset by its own watchdog."""
         host_zone = self.cgroups.zone(host)
+        guests = [(g, z) for g, z in self.zone_of.items() if z.parent == host_zone]
+        if self.spec.fencing == "watchdog":
+            isolated = await asyncio.gather(
+                *(self.fence.isolate(g, z, self._heard(g)) for g, z in guests)
+            )
+            failed = [g for (g, _), (done, _) in zip(guests, isolated, strict=True) if not done]
+            if failed:
+                why = f"guests still running after their lease: {', '.join(failed)}"
+                self.report(v.HostFenced(host=host, ok=False, detail=why))
+                return
         ok = await self.cgroups.kill_and_confirm(host_zone)
         self._forget("host", host)
         for guest, zone in self.zone_of.items():

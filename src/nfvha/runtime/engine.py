@@ -487,6 +487,10 @@ class Engine(d.Drivers):
         self._spawn_task(self._start_vnfc(self.vnfs[vnf], cmd.vnfc, cmd.token))
 
     def cleanup(self, vnf: str, cmd: m.Cleanup) -> None:
+        # A standby being isolated holds no more writes (the core dropped it): the active is
+        # told at once, and writes through the manager with the whole state, rather than keep
+        # acknowledging through a standby that may be alive but cut off until it is killed.
+        self._pair(vnf)
         self._spawn_task(self._cleanup(vnf, cmd))
 
     def assign_role(self, vnf: str, cmd: m.AssignRole, state: dict[str, Any]) -> None:

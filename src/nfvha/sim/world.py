@@ -78,6 +78,7 @@ from nfvha.core.ha import Decision, Life, Resumed, Role
 from nfvha.core.heartbeat import AgentKind, Heartbeats
 from nfvha.core.messages import Traced
 from nfvha.core.placement import plan
+from nfvha.core.watchdog import VimLeases
 from nfvha.sim.faults import Fault
 
 
@@ -117,6 +118,7 @@ class SimHost:
     alive: bool = True
     link: bool = True
     gen: int = 0
+    cut_at: float = 0.0  # when its link was last cut: its guests' last lease was answered then
 
     @property
     def reachable(self) -> bool:
@@ -131,6 +133,8 @@ class SimVm:
     frozen: bool = False
     gen: int = 0
     vnfcs: list[str] = field(default_factory=list)
+    answered: bool = True  # watchdog: a manager answers its heartbeats (its lease renewed)
+    lease_gen: int = 0  # bumped when answers stop or resume: a pending self-fence is stale
 
 
 @dataclass(slots=True)
@@ -234,6 +238,11 @@ class Simulation(d.Drivers):
         self.placement = self.dispatcher.placement
         nfvi = deployment.nfvi
         self.heartbeats = Heartbeats(nfvi.heartbeat_interval_ms / 1000, nfvi.heartbeat_misses)
+        # Watchdog fencing (core/watchdog.py, the rules the runtime's agents and VIM follow): a
+        # guest cut off for its lease kills its VNFCs and exits; the VIM counts a VM it cannot
+        # reach isolated only after that lease, from its own view of it.
+        self.watchdog = bool(deployment.hosts) and nfvi.fencing == "watchdog"
+        self.leases = VimLeases(nfvi.agent_lease_ms / 1000)
         self._build_world()
         self.acked = dict.fromkeys(self.specs, 0)
         self.sync = {vnf.name: vnf.sync for vnf in deployment.vnfs}
@@ -368,6 +377,7 @@ class Simulation(d.Drivers):
         self._do_StartVnfc(vnf, cmd)
 
     def cleanup(self, vnf: str, cmd: m.Cleanup) -> None:
+        self._pair(vnf)  # as the runtime: a standby being isolated is no peer any more
         self._do_Cleanup(vnf, cmd)
 
     def assign_role(self, vnf: str, cmd: m.AssignRole, state: dict[str, Any]) -> None:
@@ -548,6 +558,8 @@ class Simulation(d.Drivers):
         self.mgen += 1
         self.leading, self.adopting, self.nfvi_starting = False, False, False
         self.crashed_at = self.now  # the agents lose their connection: they reconnect
+        for vm in self.vms.values():
+            self._answers_stop(vm)
         for c in self.vnfcs.values():
             c.watched, c.watch_gen = False, c.watch_gen + 1  # its health checks die with it
             if c.via_manager:  # writes in flight through it fail: back to what was acknowledged
@@ -580,6 +592,7 @@ class Simulation(d.Drivers):
             return
         self.mgen += 1  # whatever was sent to the dead manager is lost
         self.dispatcher = self._new_dispatcher()
+        self.leases = VimLeases(self.leases.lease_s)  # the new VIM's own view
         for obs in self.observers:
             hook = getattr(obs, "on_takeover", None)
             if hook is not None:
@@ -636,6 +649,9 @@ class Simulation(d.Drivers):
         if mgen != self.mgen:
             return
         back = self._agents_reachable()
+        for kind, name in back:
+            if kind == "guest":  # its hello heard: the new driver answers its heartbeats
+                self._answers_resume(self.vms[name])
         if len(back) == len(self.hosts) + len(self.vms):
             self._agents_waited(mgen, back)
         else:  # the driver waits the whole ADOPT_WAIT_S for the others
@@ -698,6 +714,7 @@ class Simulation(d.Drivers):
             vm.host, vm.gen = host, vm.gen + 1
             if self.hosts[host].reachable:
                 vm.alive, vm.frozen = True, False
+                self._new_life(vm)
         self._nfvi_up(mgen, adopt)
 
     def _nfvi_up(self, mgen: int, adopt: bool) -> None:
@@ -798,6 +815,12 @@ class Simulation(d.Drivers):
 
     def _do_CleanupVm(self, _: str, cmd: v.CleanupVm) -> None:
         vm = self.vms[cmd.vm]
+        host = self.hosts[vm.host]
+        if self.watchdog and host.alive and not host.link:
+            until = self.leases.isolate(vm.name)  # no more lease for it
+            wait = max(0.0, (until or self.now) - self.now)
+            self.after(wait, self._watchdog_fenced, vm, self.mgen)
+            return
         if self.hosts[vm.host].alive and not self.hosts[vm.host].link:
             event = v.VmCleanedUp(vm=vm.name, ok=False, detail="host unreachable")
             self._tell(self.lat.rpc_timeout, routing.VIM, event)
@@ -817,8 +840,56 @@ class Simulation(d.Drivers):
             self._note("ZoneMissed", vm.name, where)
         self.feed(routing.VIM, v.VmCleanedUp(vm=vm.name, ok=True))
 
+    def _watchdog_fenced(self, vm: SimVm, mgen: int) -> None:
+        """The lease has passed in the VIM's view: the guest fenced itself before (its own
+        view ends first), so the VM is found empty. The wait dies with its manager."""
+        if mgen != self.mgen:
+            return
+        ok = not vm.alive
+        detail = "fenced by its own watchdog" if ok else "still running after its lease"
+        self.feed(routing.VIM, v.VmCleanedUp(vm=vm.name, ok=ok, detail=detail))
+
+    def _new_life(self, vm: SimVm) -> None:
+        """A VM booted (or promoted): a new guest, answered from its hello on."""
+        self.leases.booted(vm.name)
+        vm.answered, vm.lease_gen = False, vm.lease_gen + 1
+        self._answers_resume(vm)
+
+    def _answers_stop(self, vm: SimVm) -> None:
+        """No manager answers its guest any more (cut off, no manager, or being isolated):
+        one lease from now it fences itself, unless answers resume first."""
+        if not self.watchdog or not vm.answered:
+            return
+        vm.answered, vm.lease_gen = False, vm.lease_gen + 1
+        self.after(self.leases.lease_s, self._self_fence, vm, vm.lease_gen)
+
+    def _answers_resume(self, vm: SimVm) -> None:
+        """A leading manager hears the guest again and answers it (not one it isolates)."""
+        if not self.watchdog or vm.answered or not vm.alive:
+            return
+        if self.leases.answer(vm.name, self.now):
+            vm.answered, vm.lease_gen = True, vm.lease_gen + 1
+
+    def _self_fence(self, vm: SimVm, lease_gen: int) -> None:
+        """Its lease ran out: it kills its VNFCs and exits. Its host agent reports the exit
+        if a manager hears it; the VNFCs' exits are not seen (as from another machine)."""
+        if lease_gen != vm.lease_gen or vm.answered or not vm.alive:
+            return
+        self._note("SelfFenced", vm.name, f"{vm.name}: no lease for its lease time")
+        self._vm_down(vm, reported=self.leading and self.hosts[vm.host].reachable)
+
     def _do_FenceHost(self, _: str, cmd: v.FenceHost) -> None:
-        self.after(self.lat.fence, self._fenced, self.hosts[cmd.host])
+        host = self.hosts[cmd.host]
+        if self.watchdog and host.alive and not host.link:  # its guests' leases run out first
+            ends = [self.leases.isolate(vm.name) for vm in self._vms_on(host.name)]
+            until = max([self.now, *(e for e in ends if e is not None)])
+            self.after(until - self.now + self.lat.fence, self._fenced_if, host, self.mgen)
+            return
+        self.after(self.lat.fence, self._fenced, host)
+
+    def _fenced_if(self, host: SimHost, mgen: int) -> None:
+        if mgen == self.mgen:  # the manager that waited still leads
+            self._fenced(host)
 
     def _fenced(self, host: SimHost) -> None:
         elsewhere = [vm for vm in self._vms_on(host.name) if self.zone_host[vm.name] != host.name]
@@ -864,6 +935,7 @@ class Simulation(d.Drivers):
         vm.host, vm.gen, vm.alive, vm.frozen = cmd.host, vm.gen + 1, True, False
         self.zone_host[vm.name] = cmd.host
         self.heartbeats.forget(vm.name)  # its standby's agent beats for it from now on
+        self._new_life(vm)
         self._tell(self.lat.message, routing.VIM, v.VmUp(vm=vm.name, host=cmd.host))
 
     def _do_StartStandbyVm(self, _: str, cmd: v.StartStandbyVm) -> None:
@@ -887,6 +959,7 @@ class Simulation(d.Drivers):
             return
         vm.alive, vm.frozen = True, False
         self.heartbeats.forget(vm.name)  # a new life
+        self._new_life(vm)
         self.feed(routing.VIM, v.VmUp(vm=vm.name, host=vm.host))
 
     # --- checkpoints --------------------------------------------------------------------------
@@ -1199,17 +1272,24 @@ class Simulation(d.Drivers):
         host = self.hosts[f.target]
         if not host.reachable:
             return
-        host.link = False
+        host.link, host.cut_at = False, self.now
         cut_gen = host.gen
         on_it = [self.vnfcs[n] for vm in self._vms_on(host.name) for n in vm.vnfcs]
         self._unresponsive([c for c in on_it if c.alive])
         self._silent(host.name, "host")
         self.after(f.duration, self._heal, host, cut_gen)
+        for vm in self._vms_on(host.name):
+            if self.leading and vm.answered:
+                self.leases.answer(vm.name, self.now)  # the last heartbeat it had answered
+            self._answers_stop(vm)
 
     def _heal(self, host: SimHost, gen: int) -> None:
         if gen == host.gen and host.alive:
             host.link = True
             self.heartbeats.forget(host.name)  # heard again before its silence was a failure
+            if self.leading:
+                for vm in self._vms_on(host.name):
+                    self._answers_resume(vm)  # renewed, unless being isolated
 
     def _fault_slow_disk(self, f: Fault) -> None:
         self.slow_disk_until[f.target] = self.now + f.duration
