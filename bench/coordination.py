@@ -9,7 +9,10 @@ probe (the consumer's side).
 1. Takeover: the leading `nfvha run` SIGKILLed, 10 times each way. *Same machine*: its hot
    standby (`nfvha run --standby`) gets the machine's lock, revokes the dead leader's lease and
    is elected at once. *Another machine*: a `nfvha manager --member host-K` instance (another
-   member name: it cannot know the leader dead) waits for etcd to expire the lease. Measured:
+   member name: it cannot know the leader dead) watches the leader key; the dead leader's
+   witness (runtime/witness.py, on the leader's machine) revokes the lease when the kernel says
+   the leader exited. *Machine lost*: the leader's witness is killed with it, as a machine's
+   loss takes both: the standby waits for etcd to expire the lease (TTL 2 s, then 1). Measured:
    kill -> the new leader's `Leading` note (elected) and its `Adopting` note (acting), and the
    probe's longest silence (the data path while the VNFCs are healthy).
 2. UC1 (`vnfc-crash` of the active) and UC2 (`vm-crash` of the active's VM, 2 hosts) under the
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -97,7 +101,9 @@ def judged(measure: str, what: str, values: list[float | None], ceiling, n: int)
 # --- 1. takeover -----------------------------------------------------------------------------
 
 
-def takeovers(cluster: EtcdCluster, elsewhere: bool, log: Log, ttl_s: int = 2) -> dict[str, Any]:
+def takeovers(
+    cluster: EtcdCluster, elsewhere: bool, log: Log, ttl_s: int = 2, machine_lost: bool = False
+) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="nfvha-bc-"))
     extra = ("--member", "host-0") if elsewhere else ()
     dep = manager.Deployment(work, with_etcd(cluster, ttl_s), not elsewhere, extra=extra)
@@ -112,6 +118,8 @@ def takeovers(cluster: EtcdCluster, elsewhere: bool, log: Log, ttl_s: int = 2) -
             else:
                 manager.wait_for(lambda k=k: dep.standbys_started() >= k + 1, "hot standby")
             time.sleep(manager.LEAD_S)
+            if machine_lost:  # the leader's machine goes, and the leader's witness with it
+                kill_witness_of(leader)
             kill_ns = dep.kill(leader)
             leader = wait_led_by_another(dep, leader)["manager_pid"]
             kills.append(kill_ns)
@@ -146,8 +154,13 @@ def takeovers(cluster: EtcdCluster, elsewhere: bool, log: Log, ttl_s: int = 2) -
         )
     shutil.rmtree(work, ignore_errors=True)
     where = "the same machine"
-    if elsewhere:
-        where = f"another machine (waits for the lease, TTL {ttl_s} s)"
+    if elsewhere and machine_lost:
+        where = (
+            f"another machine, the leader's machine lost (leader and witness killed: the lease "
+            f"expires, TTL {ttl_s} s)"
+        )
+    elif elsewhere:
+        where = f"another machine (the leader's witness revokes its lease; TTL {ttl_s} s)"
     rows = [
         judged(
             "takeover",
@@ -168,6 +181,28 @@ def takeovers(cluster: EtcdCluster, elsewhere: bool, log: Log, ttl_s: int = 2) -
     rows[1]["checks"]["every_kill_answered"] = all(p["answered"] for p in per)
     rows[1]["met"] = all(rows[1]["checks"].values())
     return {"rows": rows, "per_kill": per, "stopped_clean": not left}
+
+
+def kill_witness_of(leader: int) -> None:
+    """SIGKILL the leader's witness (runtime/witness.py), as a machine's loss would."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_bytes().rpartition(b")")[2].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            if int(fields[1]) == leader and b"nfvha.runtime.witness" in cmdline:
+                pid = int(stat.parent.name)
+                os.kill(pid, signal.SIGKILL)
+                break
+    else:
+        raise RuntimeError(f"leader {leader} has no witness")
+    manager.wait_for(lambda: dead(pid), "the witness dead")
+
+
+def dead(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] == b"Z"
+    except OSError:
+        return True
 
 
 def standby_instance(dep: manager.Deployment, work: Path, k: int) -> subprocess.Popen[bytes]:
@@ -447,7 +482,8 @@ def main() -> int:
         cluster.start_all()
         here = takeovers(cluster, elsewhere=False, log=log)
         there = takeovers(cluster, elsewhere=True, log=log)
-        short = takeovers(cluster, elsewhere=True, log=log, ttl_s=1)
+        lost = takeovers(cluster, elsewhere=True, log=log, machine_lost=True)
+        short = takeovers(cluster, elsewhere=True, log=log, ttl_s=1, machine_lost=True)
         outages = {f: failovers(cluster, f, log) for f in ("vnfc-crash", "vm-crash")}
     finally:
         cluster.stop_all()
@@ -461,18 +497,20 @@ def main() -> int:
         "etcd": "3 members on loopback, heartbeat 50 ms, election 500 ms; lease TTL 2 s (default)",
         "runs": here["rows"]
         + there["rows"]
+        + lost["rows"]
         + short["rows"]
         + failover_rows(outages)
         + partition_rows(per_lease),
         "per_kill": {
             "here": here["per_kill"],
             "elsewhere": there["per_kill"],
-            "elsewhere_ttl_1": short["per_kill"],
+            "machine_lost": lost["per_kill"],
+            "machine_lost_ttl_1": short["per_kill"],
         },
         "outages": outages,
         "partitions": {str(k): v for k, v in per_lease.items()},
         "partition_skipped": None if ok else why,
-        "stopped_clean": all(t["stopped_clean"] for t in (here, there, short)),
+        "stopped_clean": all(t["stopped_clean"] for t in (here, there, lost, short)),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -248,7 +248,8 @@ def test_a_leader_on_another_machine_waits_for_what_it_cannot_adopt_to_fence_its
     etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs
 ) -> None:
     """Machine A's leader dies; an instance on machine B (another member name and runtime
-    directory: it sees none of A's VNFCs) is elected once A's lease expires, finds that A's
+    directory: it sees none of A's VNFCs) is elected once A's witness has revoked A's lease
+    (runtime/witness.py: the kernel told it A exited), finds that A's
     term left VNFCs it cannot adopt, and waits one role lease (`WaitingForFencing`) before it
     starts any: A's active, cut off from every manager, has stopped serving by then (the SDK's
     self-fencing), so the consumer is never answered by both."""
@@ -309,6 +310,8 @@ def test_a_leader_on_another_machine_waits_for_what_it_cannot_adopt_to_fence_its
         assert len(waited) == 1 and waited[0]["data"]["previous"].startswith("host-a:"), ctx
         assert waited[0]["data"]["wait_ms"] == 4000, ctx  # the role lease (2 x TTL)
         assert b_status["leader"]["member"].startswith("host-b:"), b_status["leader"]
+        witnessed = f"event=leader-exited pid={first.proc.pid} "
+        assert witnessed in first.stderr and "revoked=yes" in first.stderr, first.stderr
         from_a = [t for t, total in answers if total == 5]  # A's state; B starts afresh
         from_b = [t for t, total in answers if total == 0]
         assert from_a and from_b, answers

@@ -21,13 +21,15 @@ instances of a deployment, wherever they run:
   Otherwise ``Deposed`` (a ``StoreRefused``) says who leads now, and this member demotes; an
   unreachable etcd raises ``StoreUnavailable``. Nothing is written in either case.
 - A demoted member revokes its old lease as soon as etcd answers (so the key goes at once, not
-  after its TTL) and campaigns again.
+  after its TTL) and campaigns again. A member that does not lead watches the key and campaigns
+  the moment it is deleted (at the latest every ``renew_s``).
 
 ``try_lead`` never blocks: it starts the campaign on the running event loop and says whether
 this member leads now; ``wait_to_lead`` waits for the election. ``close`` (or ``release``, which
 schedules it) ends the term and revokes the lease: the next leader is elected without waiting
-for the TTL. A member that dies leaves its key until its lease expires: at most ``ttl_s`` plus
-etcd's expiry granularity (its lessor looks every 0.5 s), and never before its belief ended.
+for the TTL. A member that dies leaves its key until its lease expires (at most ``ttl_s`` plus
+etcd's expiry granularity: its lessor looks every 0.5 s) unless its witness revokes it
+(``EtcdLeadership``, runtime/witness.py).
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from nfvha.core.lease import LeaseTiming, Tenure
+from nfvha.runtime import witness
 from nfvha.runtime.leadership import Coordinator
 from nfvha.sdk.stores import EtcdEndpoints, StoreRefused, StoreUnavailable, parse_endpoints
 
@@ -95,7 +100,7 @@ class EtcdCoordinator(Coordinator):
             raise ValueError(f"a prefix is like /nfvha/<deployment>, not {prefix!r}")
         if not kind or "/" in kind or not member:
             raise ValueError(f"a manager kind has no '/' and a member a name: {kind!r}, {member!r}")
-        self.kind, self.member = kind, member
+        self.kind, self.member, self.endpoints = kind, member, endpoints
         self.key = f"{prefix}/leader/{kind}".encode()
         # A call is given a third of an attempt: one sent to a member while etcd elects a leader
         # may hang until etcd's own timeout, and the next pass has to have time to answer.
@@ -103,6 +108,7 @@ class EtcdCoordinator(Coordinator):
         self._etcd = EtcdEndpoints(parse_endpoints(endpoints), timeout=call_s)
         self._tenure = Tenure(self.timing)
         self._lease: int | None = None  # the lease of the current term
+        self._seen_revision = 0  # of the leader key when last read: a vacancy is a later delete
         self._stale: list[int] = []  # leases of ended terms, revoked once etcd answers
         self._on_change = on_change
         self._elected = asyncio.Event()
@@ -157,6 +163,11 @@ class EtcdCoordinator(Coordinator):
     def token(self) -> int | None:
         """The fencing token of the term this member leads now, else None."""
         return self._tenure.token if self.leads() else None
+
+    @property
+    def lease_id(self) -> int | None:
+        """The lease of the term this member leads now, else None."""
+        return self._lease if self.leads() else None
 
     @property
     def held_until(self) -> float:
@@ -249,15 +260,17 @@ class EtcdCoordinator(Coordinator):
         if self._tenure.token is None:
             await self._revoke_stale()
             if not await self._campaign():
-                await asyncio.sleep(self.timing.renew_s)
+                await self._vacancy()
         else:
             await asyncio.sleep(self.timing.renew_s)
             await self._renew()
 
     async def _campaign(self) -> bool:
         """One attempt; whether this member leads now."""
-        if _leader(await self._etcd.call(lambda client: client.get(self.key))) is not None:
-            return False  # a read first: no lease granted while somebody leads
+        got = await self._etcd.call(lambda client: client.get(self.key))
+        if got is not None:  # a read first: no lease granted while somebody leads
+            self._seen_revision = int(got.mod_revision)
+            return False
         sent = self._now()
         lease = await self._etcd.call(lambda client: client.lease(self.timing.ttl_s))
         self._stale.append(lease.id)  # until the key is ours (a call that timed out may be applied)
@@ -278,6 +291,17 @@ class EtcdCoordinator(Coordinator):
         self._elected.set()
         self._tell(True, "elected: created the leader key with this member's lease")
         return True
+
+    async def _vacancy(self) -> None:
+        """Wait until the leader key is deleted (its lease revoked or expired) or ``renew_s``
+        has passed: a standby campaigns the moment the key goes, not a period later."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.timing.renew_s
+        with contextlib.suppress(TimeoutError, StoreUnavailable, _client_error()):
+            async with asyncio.timeout_at(until):
+                await self._etcd.deleted(self.key, self._seen_revision + 1)
+                return
+        await asyncio.sleep(max(0.0, until - loop.time()))  # a failed watch: no busy loop
 
     async def _renew(self) -> None:
         lease, token = self._lease, self._tenure.token
@@ -406,21 +430,23 @@ class EtcdLeadership(Coordinator):
     first. A manager takes the local lock (``LocalLock``) before it campaigns and keeps it while
     it lives, so a standby on the same machine that gets the lock knows that any leader of this
     machine is dead (the kernel released its lock): it revokes that leader's lease and is
-    elected at once. A standby on another machine waits for the lease to expire. The member
-    name is ``HOST:PID``; the fencing token is etcd's (the leader key's create revision)."""
+    elected at once. A standby on another machine is elected once the leader's witness, started
+    with each term, revokes a dead leader's lease (or, the machine lost, once it expires). The
+    member name is ``HOST:PID``; the fencing token is etcd's (the leader key's create revision)."""
 
     def __init__(self, lock: Coordinator, election: EtcdCoordinator, host: str) -> None:
         self.lock, self.election, self.host = lock, election, host
+        self._witness: subprocess.Popen[bytes] | None = None
 
     def try_lead(self) -> bool:
-        return self.lock.try_lead() and self.election.try_lead()
+        return self._witnessed(self.lock.try_lead() and self.election.try_lead())
 
     async def wait_to_lead(self, give_up: asyncio.Event) -> bool:
         if not await self.lock.wait_to_lead(give_up):
             return False
         with contextlib.suppress(StoreUnavailable, TimeoutError, _client_error()):
             await self.election.revoke_dead(self._dead_here)  # else: its lease expires
-        return await self.election.wait_to_lead(give_up)
+        return self._witnessed(await self.election.wait_to_lead(give_up))
 
     async def lead_at_start(self) -> bool:
         if not self.lock.try_lead():
@@ -428,7 +454,29 @@ class EtcdLeadership(Coordinator):
         if await self.election.leader() is not None:  # led from another machine
             return False
         async with asyncio.timeout(START_WITHIN_S):
-            return await self.election.wait_to_lead(asyncio.Event())
+            return self._witnessed(await self.election.wait_to_lead(asyncio.Event()))
+
+    def _witnessed(self, leads: bool) -> bool:
+        """A term starts with its witness (runtime/witness.py): when this process dies, its
+        lease is revoked at once and a standby anywhere is elected without waiting out the TTL."""
+        lease = self.election.lease_id
+        if leads and lease is not None and self._witness is None:
+            self._witness = witness.spawn(os.getpid(), lease, self.election.endpoints)
+            self._reap_when_done(self._witness)
+        return leads
+
+    @staticmethod
+    def _reap_when_done(proc: subprocess.Popen[bytes]) -> None:
+        """A witness ends with its term: reaped then, not left a zombie while this one lives."""
+        pidfd = os.pidfd_open(proc.pid)
+        loop = asyncio.get_running_loop()
+
+        def reap() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            proc.wait()
+
+        loop.add_reader(pidfd, reap)
 
     def release(self) -> None:
         self.election.release()
@@ -439,6 +487,10 @@ class EtcdLeadership(Coordinator):
             await self.record_stopped()
         await self.election.close()  # revoked first: the lock is held while it may lead
         await self.lock.close()
+        if self._witness is not None and self._witness.poll() is None:
+            self._witness.kill()  # it ignores SIGTERM: the leader's exit is what ends it
+            with contextlib.suppress(ChildProcessError):
+                self._witness.wait()
 
     @property
     def token(self) -> int | None:

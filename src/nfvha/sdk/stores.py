@@ -346,6 +346,13 @@ class EtcdEndpoints:
             return result
         raise StoreUnavailable("no etcd endpoint answered: " + "; ".join(errors))
 
+    async def deleted(self, key: bytes, from_revision: int) -> None:
+        """Return once ``key`` is deleted at ``from_revision`` or later (a watch on the member
+        that answered last; the caller bounds the wait)."""
+        kind = _aetcd().rtypes.EventKind.DELETE
+        client = self._client(self._current)
+        await client.watch_once(key, start_revision=from_revision, kind=kind)
+
     def _client(self, index: int) -> Any:
         if index not in self._clients:
             host, port = self._endpoints[index]
