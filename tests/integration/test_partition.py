@@ -250,5 +250,11 @@ def test_an_unknown_certificate_and_a_member_posing_as_another_hosts_vm_are_refu
     assert set(agents) == set(after["placement"].values()), agents
     assert all(a["transport"] == "tls" and a["connected"] for a in agents.values()), agents
     assert all(0 < a["lease_remaining_ms"] <= LEASE_MS for a in agents.values()), agents
+    hosts = after["nfvi"]["host_agents"]  # each host's: the longest lease of its guests
+    assert set(hosts) == set(after["nfvi"]["hosts"]), hosts
+    assert all(h["connected"] for h in hosts.values()), hosts
+    leased = [h["lease_remaining_ms"] for h in hosts.values() if "lease_remaining_ms" in h]
+    assert len(leased) >= 2 and all(0 < ms <= LEASE_MS for ms in leased), hosts  # VMs' hosts
     shown = cli("status", "--socket", str(run.socket))
     assert re.search(r"lease\s+\d\.\d\s+s", shown.stdout), shown.stdout
+    assert re.search(r"^hosts  host-1 up, lease \d\.\d s", shown.stdout, re.M), shown.stdout

@@ -443,6 +443,8 @@ def status(
     )
     if line := leader_line(answer.get("leader", {})):
         console.print(line, highlight=False)
+    if line := hosts_line(answer.get("nfvi", {})):
+        console.print(line, highlight=False)
     if (network := answer.get("network", {})).get("mode") == "netns":
         console.print(
             f"network netns {network['subnet']}  consumers: ip netns exec "
@@ -507,6 +509,21 @@ def leader_line(leader: dict[str, Any]) -> str:
     if leader.get("coordination") == "embedded":
         return f"leader embedded (lock {leader['lock']})  token {leader['token']}"
     return ""
+
+
+def hosts_line(nfvi: dict[str, Any]) -> str:
+    """Each host: its state, whether its agent is connected and, with watchdog fencing, its
+    lease (``hosts  host-1 up, lease 1.9 s  host-2 failed, not connected, lease 0.0 s``)."""
+    parts = []
+    for host, state in nfvi.get("hosts", {}).items():
+        agent = nfvi.get("host_agents", {}).get(host, {})
+        words = [f"{host} {state}"]
+        if agent and not agent.get("connected"):
+            words.append("not connected")
+        if (lease := agent.get("lease_remaining_ms")) is not None:
+            words.append(f"lease {lease / 1000:.1f} s")
+        parts.append(", ".join(words))
+    return ("hosts  " + "  ".join(parts)) if parts else ""
 
 
 def pool_line(pool: dict[str, Any]) -> str:

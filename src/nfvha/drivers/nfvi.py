@@ -584,5 +584,25 @@ class NfviDriver:
             out[name] = view
         return out
 
+    def host_agents(self) -> dict[str, dict[str, Any]]:
+        """Each host's link for ``nfvha status``; with watchdog fencing, its lease: the longest
+        its guests still hold (a host cut off now has fenced itself once that has passed); a
+        host without guests has none to hold."""
+        guests = self.agents()
+        out: dict[str, dict[str, Any]] = {}
+        for host in self.placement.hosts:
+            link = self.links.get(("host", host))
+            view: dict[str, Any] = {"connected": link is not None and not link.closed}
+            if self.spec.fencing == "watchdog":
+                held = [
+                    guests[g]["lease_remaining_ms"]
+                    for g, z in self.zone_of.items()
+                    if z.parent.name == host and g in guests
+                ]
+                if held:
+                    view["lease_remaining_ms"] = max(held)
+            out[host] = view
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         return {"cgroups": str(self.cgroups.root), "vm_host": dict(self.vm_host)}

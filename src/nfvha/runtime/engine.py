@@ -956,6 +956,7 @@ class Engine(d.Drivers):
         if self.vim is not None:
             status["nfvi"] = {**self.vim.snapshot(), "alarms": self.alarms[-50:]}
             status["nfvi"]["agents"] = self.nfvi.agents() if self.nfvi else {}
+            status["nfvi"]["host_agents"] = self.nfvi.host_agents() if self.nfvi else {}
             status["placement"] = dict(self.placement.vnfc_vm)
         return status
 
