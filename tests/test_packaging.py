@@ -44,3 +44,13 @@ def test_the_manager_instance_unit_stands_by_or_leads_and_leaves_the_vnfcs_runni
     assert service["Restart"] == "always"  # a deposed leader exits 3: it comes back standing by
     assert service["KillMode"] == "process"
     assert service["Type"] == "notify"
+
+
+AGENT_UNIT = UNIT.with_name("nfvha-agent@.service")
+
+
+def test_the_host_agent_unit_runs_this_hosts_agent_and_comes_back() -> None:
+    service = section(AGENT_UNIT.read_text(), "Service")
+    assert service["ExecStart"].split()[1:5] == ["agent", "/etc/nfvha/%i.yaml", "--host", "%H"]
+    assert service["Restart"] == "always"  # a fenced or rebooted host's agent returns
+    assert service["KillMode"] == "process"

@@ -333,7 +333,11 @@ class Nfvi(Strict):
     ``watchdog``: each guest agent holds a lease of ``agent_lease_ms``, renewed by every answer
     to its heartbeats; one that hears no answer for a lease kills its VNFCs and exits (it fences
     itself), and the VIM takes a VM it cannot reach for isolated only once that lease has
-    passed since the last answer it sent (sbd's watchdog fencing)."""
+    passed since the last answer it sent (sbd's watchdog fencing). ``host_agents``: ``spawned``
+    (the VIM starts each host's agent on this machine) or ``external``: each host runs its own,
+    ``nfvha agent CONFIG --host NAME`` (a unit per host), which finds the leading manager
+    through etcd (``coordination: etcd``) and dials it with mutual TLS (``transport: tls``) as
+    that host."""
 
     heartbeat_interval_ms: PositiveInt = 50
     heartbeat_misses: PositiveInt = 3
@@ -344,11 +348,17 @@ class Nfvi(Strict):
     port: int = Field(7400, ge=1, le=65535)
     fencing: Literal["kernel", "watchdog"] = "kernel"
     agent_lease_ms: PositiveInt = 2000
+    host_agents: Literal["spawned", "external"] = "spawned"
 
     @model_validator(mode="after")
     def _complete(self) -> Nfvi:
         if self.transport == "tls" and not self.cluster_dir:
             raise ValueError("transport tls needs cluster_dir (made by nfvha cluster init)")
+        if self.host_agents == "external" and self.transport != "tls":
+            raise ValueError(
+                "host_agents external needs transport tls: a host's agent dials the manager over "
+                "the network, authenticated by its certificate"
+            )
         detection = self.heartbeat_interval_ms * self.heartbeat_misses
         if self.fencing == "watchdog" and self.agent_lease_ms <= detection:
             raise ValueError(
@@ -652,6 +662,11 @@ class Deployment(Strict):
                 raise ValueError(f"{label} names must be unique, repeated: {', '.join(dupes)}")
         if self.vms and not self.hosts:
             raise ValueError("VMs are declared but no hosts: declare 'hosts' too")
+        if self.nfvi.host_agents == "external" and self.coordination.backend != "etcd":
+            raise ValueError(
+                "nfvi.host_agents: external host agents find the leading manager through etcd: "
+                "set coordination to etcd://HOST:PORT,..."
+            )
         if not self.hosts and (self.nfvi.transport == "tls" or self.nfvi.fencing == "watchdog"):
             raise ValueError("nfvi transport tls and fencing watchdog are for VMs: declare 'hosts'")
         rel = self.reliability

@@ -14,6 +14,10 @@ its own session, and reaps them. Messages are JSON lines, each checked on arriva
 its fencing token (``core/fencing.py``), logged as
 ``nfvha event=command-refused agent=NAME token=N reason="..."`` and answered ``*_failed``.
 
+An external host agent (``nfvha agent``, ``nfvi.host_agents: external``) is given a ``find``
+instead of an address: it asks it before every dial where the leader listens (through etcd,
+``agents/finder.py``) and dials it with mutual TLS as its host.
+
 An agent is a host or a VM: it outlives the manager, as the VNFCs it runs do. When the VIM's
 connection goes away it reconnects to the same socket (every 20 ms, backing off to 50 ms) for
 as long as it runs, and says hello again; the manager that leads then adopts it. What it saw
@@ -38,6 +42,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,13 +70,21 @@ class Dial:
     dir: Path
     member: str
     server: str
+    netns: str | None = None  # dialled from this namespace (the management node's)
 
 
 class Agent:
     def __init__(
-        self, kind: str, name: str, socket_path: str, interval_ms: int, dial: Dial | None = None
+        self,
+        kind: str,
+        name: str,
+        socket_path: str,
+        interval_ms: int,
+        dial: Dial | None = None,
+        find: Callable[[], Awaitable[Dial]] | None = None,
     ) -> None:
         self.kind, self.name, self.socket_path, self.dial = kind, name, socket_path, dial
+        self.find = find  # an external host agent: where the leader listens, asked each time
         self.interval = interval_ms / 1000
         self.children: dict[int, tuple[subprocess.Popen, str, str]] = {}
         self.writer: asyncio.StreamWriter | None = None
@@ -104,14 +117,14 @@ class Agent:
             beat.cancel()
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.dial is None:
+        d = await self.find() if self.find is not None else self.dial
+        if d is None:
             return await asyncio.open_unix_connection(self.socket_path, limit=MAX_LINE)
         from nfvha.drivers import tls
 
-        d = self.dial
         context = tls.client_context(d.dir, d.member)
         async with asyncio.timeout(max(1.0, self.interval * 10)):  # a cut link: try again
-            reader, writer = await tls.open_connection(d.host, d.port, context, d.server)
+            reader, writer = await tls.open_connection(d.host, d.port, context, d.server, d.netns)
         reader._limit = MAX_LINE  # type: ignore[attr-defined]  # as for the unix socket
         return reader, writer
 

@@ -168,3 +168,23 @@ def decode_from_driver(line: bytes, receiver: str) -> dict[str, Any]:
     if msg["t"] not in SENT_TO[receiver]:
         raise ProtocolError(f"{msg['t']} is not for a {receiver} agent")
     return msg
+
+
+class NfviEndpoint(NfviMessage):
+    """Where the leading manager's NFVI listens, as its term publishes it in etcd
+    (``PREFIX/NAME/nfvi``, under the leader's lease): what an external host agent dials."""
+
+    address: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    netns: str | None = None  # the management node's namespace in netns mode
+    server: str = Field(min_length=1)  # the member name the manager's certificate carries
+    member: str = Field(min_length=1)  # the leader (HOST:PID)
+    token: PositiveInt  # the leader's fencing token
+
+
+def decode_endpoint(raw: bytes) -> NfviEndpoint:
+    """An endpoint record; ProtocolError (with the reason) for anything else."""
+    try:
+        return NfviEndpoint.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ProtocolError(f"NFVI endpoint record: {_reason(exc)}") from None

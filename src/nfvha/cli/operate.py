@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -164,6 +165,46 @@ def run(
         )
     except OSError as exc:
         raise fail(f"{deployment.name}: {exc}") from None
+
+
+@commands.command()
+def agent(
+    config: Annotated[Path, typer.Argument(help="Deployment file (YAML).")],
+    host: Annotated[str, typer.Option(help="The host this agent is: a name under `hosts`.")],
+) -> None:
+    """Run a host's agent (with `nfvi.host_agents: external`): one per host, started by the
+    host (the unit `nfvha-agent@`), not by the VIM.
+
+    It finds the leading manager through etcd (the NFVI endpoint the leader's term publishes),
+    dials it with mutual TLS as this host (its certificate from `nfvha cluster init`), says
+    hello, and starts the guests (VMs) the VIM asks for, reporting each one's exit. When the
+    leader goes it dials whoever leads next, by itself; commands of an older leader are
+    refused by their fencing token. It outlives every manager, as a host does; stopping it
+    leaves its guests running.
+    """
+    from nfvha.agents.agent import Agent
+    from nfvha.agents.finder import LeaderFinder, endpoint_key
+    from nfvha.drivers import tls
+
+    deployment, base_dir = load_config(config)
+    spec = deployment.nfvi
+    if spec.host_agents != "external":
+        raise fail(f"{config}: nfvi.host_agents is {spec.host_agents}: the VIM starts the host "
+                   "agents itself (set it to external to run them per host)", code=2)  # fmt: skip
+    if host not in (hosts := [h.name for h in deployment.hosts]):
+        raise fail(f"{config}: hosts: no host named {host!r} (hosts: {', '.join(hosts)})", code=2)
+    cluster = base_dir / (spec.cluster_dir or "")
+    try:
+        tls.client_context(cluster, host)
+    except tls.TlsSetupError as exc:
+        raise fail(f"{config}: nfvi.cluster_dir: {exc}", code=2) from None
+    coordination = deployment.coordination
+    key = endpoint_key(coordination.prefix, deployment.name)
+    finder = LeaderFinder(coordination.endpoints, key, cluster, host, host)
+    host_agent = Agent("host", host, "", spec.heartbeat_interval_ms, find=finder)
+    err.print(f"nfvha: host agent {host} of {deployment.name}: finding the leader in etcd")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(host_agent.run())
 
 
 @commands.command()

@@ -13,6 +13,9 @@ Contracts (each answered as an event to the VIM core):
   ``MessageRefused`` and dropped.
 - Transport ``tls``: guests dial the driver over TCP with mutual TLS; a guest is known by its
   certificate, its host's, and may say hello only as a VM (or standby VM) of that host.
+- Host agents ``external``: none is spawned; once the TLS listener is up, ``on_listening`` is
+  given its ``endpoint()`` (the engine publishes it in etcd for the agents, ``nfvha agent``),
+  and a host is up when its agent says hello, on its own certificate only.
 - Fencing ``watchdog``: every numbered heartbeat of a guest is answered with a lease; a VM
   that is not connected is counted isolated (``VmCleanedUp``) only once a lease has passed
   since the last heartbeat answered (plus a margin), and the kernel then finds its cgroup
@@ -25,10 +28,11 @@ import asyncio
 import contextlib
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,7 @@ class AgentLink:
 
 
 ADOPT_WAIT_S = 1.0  # agents reconnect within 50 ms; a loaded machine gets its margin
+HELLO_WAIT_S = 30.0  # an agent started (or, external, expected) that has not said hello by then
 
 
 class NfviDriver:
@@ -99,6 +104,8 @@ class NfviDriver:
         self.zone_of: dict[str, Path] = {}  # guest (VM or standby) -> its cgroup
         self.promoted: dict[tuple[str, str], str] = {}  # (host, standby name) -> VM it became
         self.booted = False
+        # External host agents (nfvi.host_agents): told where this leader listens, once it does.
+        self.on_listening: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.token = 1  # the leader's fencing token, carried by every command (agents check it)
         # Where guests dial (transport tls) and live (netns mode): set by use_network.
         self.listen: tuple[str | None, str] | None = None  # (netns, address) to listen on
@@ -175,6 +182,8 @@ class NfviDriver:
         )
         if self.spec.transport == "tls":
             self._servers.append(await self._serve_network())
+            if self.on_listening is not None:
+                await self.on_listening(self.endpoint())
         self._spawn_task(self._watch_heartbeats())
         guests = {vm: h for vm, h in self.vm_host.items()}
         guests |= {standby_name(vm): h for vm, h in self.placement.standby_host.items()}
@@ -216,10 +225,28 @@ class NfviDriver:
         if pids is not None:
             self.note("LeftoverRemoved", f"{zone}: {why} (pids {pids})")
 
+    def endpoint(self) -> dict[str, Any]:
+        """Where this driver's TLS listener is (what an external host agent dials)."""
+        assert self.listen is not None
+        netns, address = self.listen
+        return {
+            "address": address,
+            "port": self.spec.port,
+            "netns": netns,
+            "server": self.spec.manager_member,
+        }
+
     async def _boot_host(self, host: str) -> None:
+        """Start a host's agent; an external one (``nfvi.host_agents``) is the host's own: it
+        is waited for, and one connected already is the host up."""
+        if self.spec.host_agents == "external":
+            link = self.links.get(("host", host))
+            if link is None or link.closed:
+                await asyncio.wait_for(self._expect("host", host), HELLO_WAIT_S)
+            return
         waiter = self._expect("host", host)
         self._spawn_agent("host", host, self.cgroups.zone(host))
-        await asyncio.wait_for(waiter, 30)
+        await asyncio.wait_for(waiter, HELLO_WAIT_S)
 
     async def _boot_vm(self, guest: str, host: str) -> None:
         """Boot a guest (a VM, or a VM's standby) in its own zone under ``host``. A standby
@@ -238,7 +265,7 @@ class NfviDriver:
             netns=self.guest_netns.get(guest),
             dial=self._dial(host),
         )
-        await asyncio.wait_for(waiter, 30)
+        await asyncio.wait_for(waiter, HELLO_WAIT_S)
 
     async def shutdown(self) -> None:
         for task in list(self._tasks):
@@ -414,6 +441,10 @@ class NfviDriver:
             if target not in self.placement.hosts:
                 raise KeyError(f"no host named {target!r}")
             self.cgroups.kill(self.cgroups.zone(target))
+            link = self.links.get(("host", target))
+            if self.spec.host_agents == "external" and link is not None:
+                with contextlib.suppress(ProcessLookupError):  # the host's own agent goes too
+                    os.kill(link.pid, signal.SIGKILL)
         else:
             raise KeyError(f"unknown fault {kind!r}")
         return {"target": target, "fault": kind}
@@ -501,9 +532,11 @@ class NfviDriver:
         """Why a TLS peer may not say this hello: a host's certificate speaks for its guests."""
         if peer is None:
             return ""
-        if hello["kind"] != "guest":
-            return f"a {hello['kind']} agent does not dial in (hello as {hello['name']})"
         name = hello["name"]
+        if hello["kind"] == "host" and self.spec.host_agents == "external":
+            return "" if name == peer else f"member {peer} may not speak for host {name}"
+        if hello["kind"] != "guest":
+            return f"a {hello['kind']} agent does not dial in (hello as {name})"
         base = name.removesuffix(".standby")
         host = self.placement.standby_host.get(base) if is_standby(name) else self.vm_host.get(name)
         if host != peer:

@@ -394,15 +394,29 @@ def peer_member(writer: asyncio.StreamWriter) -> str:
 
 
 async def open_connection(
-    host: str, port: int, context: ssl.SSLContext, member: str
+    host: str, port: int, context: ssl.SSLContext, member: str, netns: str | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Dial member ``member`` at host:port; its certificate must name it."""
+    """Dial member ``member`` at host:port (from network namespace ``netns`` if given: the
+    socket is made there); its certificate must name it."""
+    if netns is None:
+        return await asyncio.open_connection(
+            host,
+            port,
+            ssl=context,
+            server_hostname=member,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+        )
+    from nfvha.drivers import network
+
+    sock = network.socket_in(netns, socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
     return await asyncio.open_connection(
-        host,
-        port,
-        ssl=context,
-        server_hostname=member,
-        ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+        sock=sock, ssl=context, server_hostname=member, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
     )
 
 

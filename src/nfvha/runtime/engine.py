@@ -64,6 +64,7 @@ HELLO_LINE = 4 << 10
 REFUSALS_IN_A_ROW = 20  # malformed lines from a registered component before it is dropped
 REFUSALS_TRACED = 20  # MessageRefused records per second; the rest are counted (Throttle)
 REPAIR_NICE = 10  # a repair's start-up, while the service is served: below the active's work
+PUBLISH_WITHIN_S = 30.0  # etcd unreachable this long at start: the run fails, naming it
 
 
 @dataclass(slots=True)
@@ -207,6 +208,24 @@ class Engine(d.Drivers):
         cluster = self.base_dir / spec.cluster_dir if spec.cluster_dir else None
         return listen or (None, "127.0.0.1"), guests, cluster
 
+    async def _publish_nfvi(self, endpoint: dict[str, Any]) -> None:
+        """Where external host agents find this leader's NFVI (etcd, under its lease); etcd
+        unreachable for a moment is ridden out, for as long as the agents would be waited for."""
+        from nfvha.sdk.stores import StoreUnavailable
+
+        assert self.leadership is not None
+        deadline = time.monotonic() + PUBLISH_WITHIN_S
+        while True:
+            try:
+                await self.leadership.publish("nfvi", endpoint)
+            except StoreUnavailable as exc:
+                if time.monotonic() > deadline:
+                    raise OSError(f"cannot publish the NFVI endpoint in etcd: {exc}") from None
+                await asyncio.sleep(0.2)
+                continue
+            self.trace.record("note", "NfviPublished", src="nfvha", data=endpoint)
+            return
+
     def _nfvi_note(self, name: str, why: str) -> None:
         # Garbage on the NFVI socket costs the trace a few records a second, not one per line.
         log = self._refusals if name == "MessageRefused" else self.trace
@@ -299,6 +318,8 @@ class Engine(d.Drivers):
             if self.leadership is not None and self.leadership.token is not None:
                 self.nfvi.token = self.leadership.token
             self.nfvi.use_network(*self._nfvi_network())
+            if self.leadership is not None and self.deployment.nfvi.host_agents == "external":
+                self.nfvi.on_listening = self._publish_nfvi
             agents = await self.nfvi.start(adopt=bool(adoptable))
             data = {**self.vim.snapshot(), "adopted_agents": agents}
             self.trace.record("note", "NfviUp", src="vim", data=data)

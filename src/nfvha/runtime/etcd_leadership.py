@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -46,7 +47,13 @@ from typing import Any, TypeVar
 from nfvha.core.lease import LeaseTiming, Tenure
 from nfvha.runtime import witness
 from nfvha.runtime.leadership import Coordinator
-from nfvha.sdk.stores import EtcdEndpoints, StoreRefused, StoreUnavailable, parse_endpoints
+from nfvha.sdk.stores import (
+    EtcdEndpoints,
+    StoreRefused,
+    StoreUnavailable,
+    aetcd_module,
+    parse_endpoints,
+)
 
 R = TypeVar("R")
 RETRY_PAUSE_S = 0.05
@@ -406,14 +413,8 @@ async def _revoke(client: Any, lease: int) -> None:
             raise
 
 
-def _aetcd() -> Any:
-    import aetcd  # type: ignore[import-untyped]  # grpc is loaded only by those who use etcd
-
-    return aetcd
-
-
 def _txn() -> Any:
-    return _aetcd().transactions
+    return aetcd_module().transactions
 
 
 def _created(key: bytes) -> Any:
@@ -421,7 +422,7 @@ def _created(key: bytes) -> Any:
 
 
 def _client_error() -> type[Exception]:
-    error: type[Exception] = _aetcd().ClientError
+    error: type[Exception] = aetcd_module().ClientError
     return error
 
 
@@ -518,6 +519,14 @@ class EtcdLeadership(Coordinator):
     async def record_deployed(self) -> None:
         """This term runs the deployment's VNFCs (a guarded write: only while leading)."""
         await self.election.guarded_put(self._deployed_key, self.election.member.encode())
+
+    async def publish(self, name: str, record: dict[str, object]) -> None:
+        """``PREFIX/NAME/<name>`` = ``record`` with this term's member and token, as JSON,
+        under the term's lease (gone with it) and only while this term holds the leader key."""
+        value = {**record, "member": self.election.member, "token": self.election.token}
+        key = self.election.key.rpartition(b"/leader/")[0] + b"/" + name.encode()
+        put = _txn().Put(key, json.dumps(value).encode(), lease=self.election.lease_id)
+        await self.election.guarded_txn([], [put], [])
 
     async def record_stopped(self) -> None:
         """A deliberate stop: nothing is left running for a next leader to wait for."""

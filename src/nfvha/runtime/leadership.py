@@ -67,6 +67,11 @@ class Coordinator(ABC):
         """This term runs the deployment's VNFCs (for the next leader to know)."""
         return None
 
+    async def publish(self, name: str, record: dict[str, object]) -> None:
+        """Tell the other machines ``record`` for this term (with etcd: a key under the
+        leader's lease, written only while it leads); one machine has nobody to tell."""
+        return None
+
     async def close(self) -> None:
         """A deliberate stop: leadership ends now, nothing left behind."""
         self.stopping = True

@@ -266,7 +266,7 @@ class EtcdStore:
         self._commits: GroupCommit[tuple[int, int, dict[str, Any]]] = GroupCommit(self._put)
 
     async def claim(self, epoch: int) -> tuple[int, dict[str, Any]]:
-        t = _aetcd().transactions
+        t = aetcd_module().transactions
         put = [t.Put(self._epoch_key, _pad(epoch)), t.Get(self._state_key)]
         # etcd's value compare is false for a missing key: the first claim is a case of its own.
         ok, got = await self._txn([t.Create(self._epoch_key) == 0], put, [])
@@ -287,7 +287,7 @@ class EtcdStore:
     async def _put(self, record: tuple[int, int, dict[str, Any]]) -> None:
         epoch, version, state = record
         value = json.dumps({"v": version, "epoch": epoch, "state": state}, separators=(",", ":"))
-        t = _aetcd().transactions
+        t = aetcd_module().transactions
         ok, got = await self._txn(
             [t.Value(self._epoch_key) == _pad(epoch)],
             [t.Put(self._state_key, value.encode())],
@@ -303,7 +303,7 @@ class EtcdStore:
         self, compare: list[Any], success: list[Any], failure: list[Any]
     ) -> tuple[bool, list[bytes | None]]:
         """One transaction: whether it succeeded, and the value read by each of its gets."""
-        get_op = _aetcd().transactions.Get
+        get_op = aetcd_module().transactions.Get
 
         async def run(client: Any) -> tuple[bool, list[bytes | None]]:
             ok, responses = await client.transaction(compare, success, failure)
@@ -338,7 +338,7 @@ class EtcdEndpoints:
             try:
                 async with asyncio.timeout(self._timeout):
                     result = await op(self._client(index))
-            except (_aetcd().ClientError, TimeoutError) as exc:
+            except (aetcd_module().ClientError, TimeoutError) as exc:
                 errors.append(f"{self._address(index)}: {str(exc) or type(exc).__name__}")
                 await self._drop(index)  # a new channel next time, not grpc's reconnect backoff
                 continue
@@ -349,7 +349,7 @@ class EtcdEndpoints:
     async def deleted(self, key: bytes, from_revision: int) -> None:
         """Return once ``key`` is deleted at ``from_revision`` or later (a watch on the member
         that answered last; the caller bounds the wait)."""
-        kind = _aetcd().rtypes.EventKind.DELETE
+        kind = aetcd_module().rtypes.EventKind.DELETE
         client = self._client(self._current)
         await client.watch_once(key, start_revision=from_revision, kind=kind)
 
@@ -358,7 +358,7 @@ class EtcdEndpoints:
             host, port = self._endpoints[index]
             # No HTTP proxy from the environment: the endpoints are reached directly.
             options = {"grpc.enable_http_proxy": 0}
-            self._clients[index] = _aetcd().Client(
+            self._clients[index] = aetcd_module().Client(
                 host, port, timeout=self._timeout, options=options
             )
         return self._clients[index]
@@ -375,8 +375,13 @@ class EtcdEndpoints:
         return f"{host}:{port}"
 
 
-def _aetcd() -> Any:
-    import aetcd  # type: ignore[import-untyped]  # grpc is loaded only by those who use etcd
+def aetcd_module() -> Any:
+    """aetcd, imported on first use: grpc is loaded only by those who use etcd. Without gRPC's
+    fork handlers: a manager forks its VNFCs and agents while its etcd calls run on gRPC's
+    threads, and the handlers would only log that they skip each fork (children never use the
+    parent's channels)."""
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+    import aetcd  # type: ignore[import-untyped]
 
     return aetcd
 

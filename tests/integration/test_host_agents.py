@@ -1,0 +1,207 @@
+"""`nfvha agent`: host agents run by the hosts (``nfvi.host_agents: external``), not by the VIM,
+on examples/three-hosts.yaml with a real 3-member etcd and real namespaces.
+
+- Each agent finds the leading manager through etcd (the NFVI endpoint its term publishes, under
+  its lease), dials it with mutual TLS as its host, and starts the guests the VIM asks for; the
+  service serves.
+- The leader killed, its hot standby leads: every agent finds it by itself and is adopted with
+  its guests; the VNFCs are not restarted and nothing acknowledged is lost.
+- A deliberate stop of the deployment leaves the agents running (they are the hosts'), waiting
+  for the next leader.
+- An endpoint record that is malformed or older than one followed is refused and logged; bad
+  invocations exit 2 naming what is wrong.
+
+Only orderings and outcomes are asserted, never how fast."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nfvha.agents.finder import LeaderFinder, LeaderUnknown, endpoint_key
+from nfvha.drivers import network
+from nfvha.sdk.stores import EtcdEndpoints, parse_endpoints
+from tests.integration.support.cgroups import cgroup_v2_writable
+from tests.integration.support.etcd import EtcdCluster
+from tests.integration.support.processes import pid_alive
+from tests.integration.support.runs import NFVHA, NfvhaRun, cli, steady
+from tests.integration.support.trace import dump_records, select
+from tests.integration.support.waiting import wait_for_sync
+from tests.integration.test_partition import active, ask, deploy
+
+OK, WHY = network.available()
+needs_netns = pytest.mark.skipif(not OK, reason=f"network namespaces unavailable: {WHY}")
+needs_cgroups = pytest.mark.skipif(
+    not cgroup_v2_writable(), reason="the NFVI needs a writable cgroup v2"
+)
+HOSTS = ("host-1", "host-2", "host-3")
+FOUND = re.compile(r"nfvha event=leader-found agent=(\S+) leader=(\S+) token=(\d+)")
+
+
+def external(tmp_path: Path, cluster: EtcdCluster) -> tuple[str, Path]:
+    name, path = deploy(tmp_path, cluster)
+    raw = yaml.safe_load(path.read_text())
+    raw["nfvi"]["host_agents"] = "external"
+    path.write_text(yaml.safe_dump(raw))
+    return name, path
+
+
+def start_agents(config: Path, tmp_path: Path) -> dict[str, tuple[subprocess.Popen, Path]]:
+    agents = {}
+    for host in HOSTS:
+        err = tmp_path / f"agent-{host}.err"
+        with open(err, "wb") as sink:
+            agents[host] = (
+                subprocess.Popen(
+                    [NFVHA, "agent", str(config), "--host", host],
+                    stdout=subprocess.DEVNULL,
+                    stderr=sink,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                ),
+                err,
+            )
+    return agents
+
+
+def found(err: Path) -> list[tuple[str, int]]:
+    return [(leader, int(token)) for _, leader, token in FOUND.findall(err.read_text())]
+
+
+def stop_agents(agents: dict[str, tuple[subprocess.Popen, Path]]) -> None:
+    for proc, _ in agents.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+@needs_netns
+@needs_cgroups
+@pytest.mark.timeout(180)
+def test_host_agents_find_each_leader_through_etcd_and_are_adopted_with_their_guests(
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs: list
+) -> None:
+    name, config = external(tmp_path, etcd_cluster)
+    agents = start_agents(config, tmp_path)
+    try:
+        run = NfvhaRun(config, name, runtime_dir, tmp_path)
+        nfvha_runs.append(run)
+        status = run.wait_steady()
+        first = status["leader"]
+        for host, (_, err) in agents.items():
+            assert found(err) == [(first["member"], first["token"])], (host, err.read_text())
+        assert all(h["connected"] for h in status["nfvi"]["host_agents"].values()), status
+        old = active(status)
+        acked = wait_for_sync(lambda: ask(status, "INC", 1), "an answer through the VIP")
+        pids = {c["name"]: c["pid"] for c in status["vnfs"][0]["vnfcs"]}
+        wait_for_sync(lambda: "waiting to lead" in run.stderr, "the hot standby")
+
+        run.proc.kill()  # the leader; its standby leads next, the agents find it themselves
+        run.proc.wait()
+
+        def led_anew() -> dict | None:
+            st = run.status()
+            return st if st and st["manager_pid"] != run.proc.pid and steady(st) else None
+
+        after = wait_for_sync(led_anew, "steady, led anew")
+        second = after["leader"]
+        records = run.records()
+        ctx = dump_records(records)
+        assert second["token"] > first["token"], ctx
+        for proc, err in agents.values():
+            assert proc.poll() is None, err.read_text()
+            assert found(err)[-1] == (second["member"], second["token"]), err.read_text()
+        nfvi_up = [r for r in select(records, name="NfviUp") if r["t"] > records[0]["t"]]
+        assert set(HOSTS) <= set(nfvi_up[-1]["data"]["adopted_agents"]), ctx
+        assert {c["name"]: c["pid"] for c in after["vnfs"][0]["vnfcs"]} == pids, ctx
+        assert active(after) == old, ctx
+        assert ask(after, "INC", 2) == (acked[0] + 1, old), ctx  # nothing acknowledged lost
+
+        new_leader = after["manager_pid"]
+        os.kill(new_leader, signal.SIGTERM)  # a deliberate stop of the deployment
+        wait_for_sync(lambda: not pid_alive(new_leader), "the deployment stopped")
+        for host, (proc, err) in agents.items():
+            assert proc.poll() is None, (host, err.read_text())  # the hosts' own, still there
+    finally:
+        stop_agents(agents)
+
+
+def put(cluster: EtcdCluster, key: bytes, value: bytes) -> None:
+    async def go() -> None:
+        etcd = EtcdEndpoints(parse_endpoints(cluster.endpoints), timeout=2.0)
+        try:
+            await etcd.call(lambda c: c.put(key, value))
+        finally:
+            await etcd.close()
+
+    asyncio.run(go())
+
+
+def test_an_endpoint_record_malformed_or_older_than_one_followed_is_refused(
+    etcd_cluster: EtcdCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = endpoint_key("/nfvha", "finder-test")
+    record = {"address": "10.0.0.1", "port": 7400, "netns": None, "server": "manager"}
+
+    async def find(value: dict | bytes | None) -> object:
+        if value is not None:
+            raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+            await asyncio.to_thread(put, etcd_cluster, key, raw)
+        try:
+            return await finder()
+        except LeaderUnknown as exc:
+            return exc
+
+    async def scenario() -> list[object]:
+        return [
+            await find(None),  # nothing published yet
+            await find({**record, "member": "m:1", "token": 5}),
+            await find(b"{not json"),
+            await find({**record, "member": "m:0", "token": 3}),  # a deposed leader's
+            await find({**record, "address": "10.0.0.2", "member": "m:2", "token": 9}),
+        ]
+
+    finder = LeaderFinder(etcd_cluster.endpoints, key, tmp_path, "host-1", "host-1")
+    try:
+        none, first, garbled, stale, newer = asyncio.run(scenario())
+    finally:
+        asyncio.run(finder.close())
+    assert isinstance(none, LeaderUnknown) and "no leading manager" in str(none)
+    assert first.host == "10.0.0.1" and first.member == "host-1" and first.server == "manager"
+    assert isinstance(garbled, LeaderUnknown) and "NFVI endpoint record" in str(garbled)
+    assert isinstance(stale, LeaderUnknown) and "older than 5" in str(stale)
+    assert newer.host == "10.0.0.2"
+    logged = capsys.readouterr().err
+    assert logged.count("event=endpoint-refused agent=host-1") == 2, logged
+    assert "event=leader-found agent=host-1 leader=m:2 token=9" in logged, logged
+
+
+def test_bad_invocations_of_the_agent_exit_2_naming_what_is_wrong(
+    etcd_cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    name, config = deploy(tmp_path, etcd_cluster)  # host_agents: spawned
+    spawned = cli("agent", str(config), "--host", "host-1")
+    assert spawned.returncode == 2 and "nfvi.host_agents is spawned" in spawned.stderr
+    (tmp_path / "x").mkdir()
+    name, config = external(tmp_path / "x", etcd_cluster)
+    unknown = cli("agent", str(config), "--host", "host-9")
+    assert unknown.returncode == 2 and "no host named 'host-9'" in unknown.stderr
+    raw = yaml.safe_load(config.read_text())
+    raw["coordination"] = "embedded"
+    config.write_text(yaml.safe_dump(raw))
+    checked = cli("check", str(config))
+    assert checked.returncode == 2 and "nfvi.host_agents" in checked.stderr, checked.stderr
+    raw["coordination"] = {"backend": "etcd", "endpoints": etcd_cluster.endpoints[0]}
+    raw["nfvi"]["transport"] = "unix"
+    config.write_text(yaml.safe_dump(raw))
+    checked = cli("check", str(config))
+    assert checked.returncode == 2 and "host_agents external needs transport tls" in checked.stderr
+    assert "Traceback" not in checked.stderr
