@@ -342,6 +342,14 @@ class EtcdEndpoints:
                 errors.append(f"{self._address(index)}: {str(exc) or type(exc).__name__}")
                 await self._drop(index)  # a new channel next time, not grpc's reconnect backoff
                 continue
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this call was cancelled (a timeout around it, a stop)
+                # gRPC cancels the calls in flight on a channel that another call dropped:
+                # a failed endpoint, like any other.
+                errors.append(f"{self._address(index)}: the channel was closed under the call")
+                continue
             self._current = index
             return result
         raise StoreUnavailable("no etcd endpoint answered: " + "; ".join(errors))
