@@ -45,6 +45,31 @@ def test_a_member_is_elected_renews_and_is_demoted_when_renewals_fail() -> None:
     assert second is not None and second > first
 
 
+def elect(world: LeadershipWorld, i: int) -> int | None:
+    world.send(i)
+    world.deliver(i, "loop")
+    world.reply(i, "loop")
+    return world.members[i].tenure.token
+
+
+def test_a_dead_leaders_witness_lets_the_next_lead_at_once_a_lost_machine_after_the_ttl() -> None:
+    for witnessed in (True, False):
+        world = LeadershipWorld.of(2, TIMING)
+        first = elect(world, 0)
+        world.send(0, write=True)  # in flight when it dies: applied after the takeover
+        world.crash(0, witnessed)
+        world.advance(0.1)
+        second = elect(world, 1)
+        if witnessed:  # revoked by the witness: the key was gone at once
+            assert second is not None and second > first
+        else:  # the lease runs on: nobody leads until it expires
+            assert second is None
+            world.advance(float(TIMING.ttl_s))
+            assert elect(world, 1) is not None
+        world.deliver_late(0)  # the dead leader's write: refused, its term is over
+        assert world.applied_writes == []
+
+
 def test_a_deposed_leaders_write_is_refused_by_the_store() -> None:
     world = LeadershipWorld.of(2, TIMING)
     for i in (0,):
@@ -75,6 +100,7 @@ actions = st.one_of(
     st.tuples(st.just("reply"), members, st.sampled_from(["loop", "write"]), st.booleans()),
     st.tuples(st.just("late"), st.integers(0, 10)),
     st.tuples(st.just("quorum"), st.booleans()),
+    st.tuples(st.just("crash"), members, st.booleans()),  # witnessed, or the machine lost
 )
 
 
@@ -103,6 +129,8 @@ def test_never_two_believers_and_never_a_deposed_write(steps: list[tuple]) -> No
                 world.deliver_late(k)
             case ("quorum", up):
                 world.set_quorum(up)
+            case ("crash", i, witnessed):
+                world.crash(i, witnessed)
     tokens = world.issued
     event(f"{len(tokens)} terms")
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)  # monotonic

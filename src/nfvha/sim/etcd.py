@@ -11,6 +11,9 @@ as in the runtime; its requests are sent at one instant, applied by the store at
 never, or after the member gave up on them) and answered later still. A reply later than
 ``retry_s`` after the send is a failure, whatever the store did.
 
+A member can crash and start again (``crash``): what it sent may still be applied, and its
+witness revokes its term's lease at once (runtime/witness.py), unless its machine was lost with it.
+
 ``LeadershipWorld`` runs members against the store one action at a time and checks after each:
 - ``one-believer``: at no virtual instant do two members believe they lead;
 - ``believer-holds-key``: a member that believes it leads has the leader key with its token;
@@ -19,6 +22,7 @@ never, or after the member gave up on them) and answered later still. A reply la
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -221,6 +225,19 @@ class LeadershipWorld:
 
     def set_quorum(self, quorum: bool) -> None:
         self.store.set_quorum(self.now, quorum)
+        self.check()
+
+    def crash(self, i: int, witnessed: bool = True) -> None:
+        """Member ``i`` dies and is started again, believing nothing. What it had sent may still
+        be applied (``late``). Its witness (runtime/witness.py), started once it knew it had
+        won, revokes the lease of that term at once if the store has a quorum (else it expires);
+        a lost machine takes the witness with it (``witnessed`` False)."""
+        member = self.members[i]
+        self.late.extend((member, request) for request in member.pending.values())
+        if witnessed and member.lease is not None:
+            with contextlib.suppress(SimUnavailable):
+                self.store.revoke(member.lease)
+        self.members[i] = SimMember(member.name, Tenure(self.timing))
         self.check()
 
     # --- the store's side and the member's side ----------------------------------------------
