@@ -8,20 +8,24 @@ died is followed by whoever publishes next, with no address configured on the ag
 A record that is malformed, or that carries an older fencing token than one this agent already
 followed (a deposed leader's, read from a lagging etcd member), is refused and logged
 (``nfvha event=endpoint-refused agent=NAME reason="..."``); no record, no etcd, or a refused
-one is a failed dial (``LeaderUnknown``), tried again by the agent's reconnect loop.
+one is a failed dial (``LeaderUnknown``), tried again by the agent's reconnect loop; with no
+record it first watches the key for up to a second, so waiting agents do not poll etcd.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
 from nfvha.agents.agent import Dial
 from nfvha.agents.protocol import NfviEndpoint, decode_endpoint
 from nfvha.sdk.protocol import ProtocolError
-from nfvha.sdk.stores import EtcdEndpoints, StoreUnavailable, parse_endpoints
+from nfvha.sdk.stores import EtcdEndpoints, StoreUnavailable, aetcd_module, parse_endpoints
 
 CALL_TIMEOUT_S = 0.5
+WAIT_FOR_LEADER_S = 1.0
 
 
 def endpoint_key(prefix: str, deployment: str) -> bytes:
@@ -47,6 +51,7 @@ class LeaderFinder:
         except StoreUnavailable as exc:
             raise LeaderUnknown(str(exc)) from None
         if got is None:
+            await self._published()
             raise LeaderUnknown("no leading manager has published its NFVI endpoint")
         try:
             record = decode_endpoint(bytes(got.value))
@@ -68,6 +73,14 @@ class LeaderFinder:
         return Dial(
             record.address, record.port, self.cluster_dir, self.member, record.server, record.netns
         )
+
+    async def _published(self) -> None:
+        """Wait for a leader's record (a watch, at most ``WAIT_FOR_LEADER_S``): agents waiting
+        for a leader do not poll etcd at their reconnect rate; a put missed between the read
+        and the watch costs one wait."""
+        with contextlib.suppress(TimeoutError, aetcd_module().ClientError):  # read again
+            async with asyncio.timeout(WAIT_FOR_LEADER_S):
+                await self._etcd.put(self.key)
 
     async def close(self) -> None:
         await self._etcd.close()

@@ -361,6 +361,11 @@ class EtcdEndpoints:
         client = self._client(self._current)
         await client.watch_once(key, start_revision=from_revision, kind=kind)
 
+    async def put(self, key: bytes) -> None:
+        """Return at the next put of ``key`` (a watch, as ``deleted``)."""
+        kind = aetcd_module().rtypes.EventKind.PUT
+        await self._client(self._current).watch_once(key, kind=kind)
+
     def _client(self, index: int) -> Any:
         if index not in self._clients:
             host, port = self._endpoints[index]
