@@ -136,6 +136,23 @@ def takeovers(
         for proc in standbys:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+    where = "the same machine"
+    if elsewhere and machine_lost:
+        where = (
+            f"another machine, the leader's machine lost (leader and witness killed: the lease "
+            f"expires, TTL {ttl_s} s)"
+        )
+    elif elsewhere:
+        where = f"another machine (the leader's witness revokes its lease; TTL {ttl_s} s)"
+    result = takeover_rows(dep, work, kills, end_ns, where, not left)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def takeover_rows(
+    dep: manager.Deployment, work: Path, kills: list[int], end_ns: int, where: str, clean: bool
+) -> dict[str, Any]:
+    """Kill -> elected and acting, from the trace; the longest silence at the probe."""
     records = manager.read_trace(dep.trace)
     answers = manager.read_answers(work / "answers.csv")
     ends = kills[1:] + [end_ns]
@@ -152,15 +169,6 @@ def takeovers(
                 "answered": view.answered,
             }
         )
-    shutil.rmtree(work, ignore_errors=True)
-    where = "the same machine"
-    if elsewhere and machine_lost:
-        where = (
-            f"another machine, the leader's machine lost (leader and witness killed: the lease "
-            f"expires, TTL {ttl_s} s)"
-        )
-    elif elsewhere:
-        where = f"another machine (the leader's witness revokes its lease; TTL {ttl_s} s)"
     rows = [
         judged(
             "takeover",
@@ -180,7 +188,7 @@ def takeovers(
     rows[0]["elected_ms"] = stats([p["elected_ms"] for p in per if p["elected_ms"] is not None])
     rows[1]["checks"]["every_kill_answered"] = all(p["answered"] for p in per)
     rows[1]["met"] = all(rows[1]["checks"].values())
-    return {"rows": rows, "per_kill": per, "stopped_clean": not left}
+    return {"rows": rows, "per_kill": per, "stopped_clean": clean}
 
 
 def kill_witness_of(leader: int) -> None:
@@ -332,6 +340,23 @@ def partition_config(work: Path, lease_ms: int) -> Path:
     return path
 
 
+def netns_probe(dep: manager.Deployment, st: dict[str, Any], work: Path) -> subprocess.Popen[str]:
+    """The 1 ms INC probe on the VIP, from the consumers' namespace."""
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "nfvha", "probe", f"udp://{PARTITION_VIP}:{PARTITION_PORT}"]
+        + ["--op", "INC", "--interval-ms", "1", "--duration", "3600", "--json"]
+        + ["--answers-out", str(work / "answers.csv")]
+        + ["--netns", st["network"]["consumer_netns"]],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=dep.env,
+    )
+    answers_file = work / "answers.csv"
+    manager.wait_for(lambda: answers_file.exists() and answers_file.stat().st_size, "probe")
+    return probe
+
+
 def set_link(status: dict[str, Any], vnfc: str, state: str) -> int:
     net = status["network"]
     port = net["nodes"][status["placement"][vnfc]]["port"]
@@ -347,18 +372,7 @@ def partitions(lease_ms: int, log: Log) -> list[dict[str, Any]]:
     try:
         st = manager.wait_for(dep.steady_status, "steady deployment", timeout_s=60)
         leader = st["manager_pid"]
-        probe = subprocess.Popen(
-            [sys.executable, "-m", "nfvha", "probe", f"udp://{PARTITION_VIP}:{PARTITION_PORT}"]
-            + ["--op", "INC", "--interval-ms", "1", "--duration", "3600", "--json"]
-            + ["--answers-out", str(work / "answers.csv")]
-            + ["--netns", st["network"]["consumer_netns"]],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=dep.env,
-        )
-        answers_file = work / "answers.csv"
-        manager.wait_for(lambda: answers_file.exists() and answers_file.stat().st_size, "probe")
+        probe = netns_probe(dep, st, work)
         for k in range(CUTS):
             st = manager.wait_for(dep.steady_status, "steady deployment", timeout_s=60)
             time.sleep(manager.LEAD_S)
@@ -438,6 +452,65 @@ def partition_rows(per_lease: dict[int, list[dict[str, Any]]]) -> list[dict[str,
     return rows
 
 
+# --- 4. takeover with the host agents run by the hosts ---------------------------------------
+
+
+def agent_takeovers(cluster: EtcdCluster, log: Log) -> dict[str, Any]:
+    """The partition setup (netns, TLS guests, watchdog) with `nfvi.host_agents: external`: two
+    `nfvha agent` processes find each new leader through etcd and are adopted by it."""
+    work = Path(tempfile.mkdtemp(prefix="nfvha-bc-"))
+
+    def external(raw: dict[str, Any]) -> None:
+        with_etcd(cluster)(raw)
+        raw["nfvi"]["host_agents"] = "external"
+
+    source = partition_config(work, LEASES_MS[-1])
+    dep = manager.Deployment(work, external, standby_manager=True, source=source)
+    agents = [start_agent(dep, work, host) for host in ("host-1", "host-2")]
+    probe, kills, leader, left = None, [], dep.proc.pid, []
+    try:
+        st = manager.wait_for(dep.steady_status, "steady deployment", timeout_s=60)
+        leader = st["manager_pid"]
+        probe = netns_probe(dep, st, work)
+        for k in range(TAKEOVERS):
+            manager.wait_for(lambda k=k: dep.standbys_started() >= k + 1, "hot standby")
+            time.sleep(manager.LEAD_S)
+            kill_ns = dep.kill(leader)
+            leader = wait_led_by_another(dep, leader)["manager_pid"]
+            kills.append(kill_ns)
+            log(f"takeover {k + 1}/{TAKEOVERS} (host agents external)")
+        time.sleep(0.5)
+        end_ns = time.monotonic_ns()
+        manager.stop_probe(probe)
+        probe = None
+    finally:
+        if probe is not None:
+            probe.kill()
+            probe.wait()
+        left = dep.stop(leader)
+        for agent in agents:
+            agent.kill()
+            agent.wait()
+    where = "the same machine, host agents external (`nfvha agent`, found through etcd)"
+    result = takeover_rows(dep, work, kills, end_ns, where, not left)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def start_agent(dep: manager.Deployment, work: Path, host: str) -> subprocess.Popen[bytes]:
+    """A host's own agent: not of the deployment's runtime (a stop leaves it running)."""
+    env = {k: v for k, v in dep.env.items() if k != "NFVHA_RUNTIME_DIR"}
+    with open(work / f"agent-{host}.err", "wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "nfvha", "agent", str(dep.config), "--host", host],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+
+
 # --- the table --------------------------------------------------------------------------------
 
 
@@ -485,10 +558,11 @@ def main() -> int:
         lost = takeovers(cluster, elsewhere=True, log=log, machine_lost=True)
         short = takeovers(cluster, elsewhere=True, log=log, ttl_s=1, machine_lost=True)
         outages = {f: failovers(cluster, f, log) for f in ("vnfc-crash", "vm-crash")}
+        ok, why = network.available()
+        hosted = agent_takeovers(cluster, log) if ok else {"rows": [], "per_kill": []}
     finally:
         cluster.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
-    ok, why = network.available()
     per_lease = {lease: partitions(lease, log) for lease in LEASES_MS} if ok else {}
     results = {
         "provenance": prov,
@@ -499,6 +573,7 @@ def main() -> int:
         + there["rows"]
         + lost["rows"]
         + short["rows"]
+        + hosted["rows"]
         + failover_rows(outages)
         + partition_rows(per_lease),
         "per_kill": {
@@ -506,11 +581,14 @@ def main() -> int:
             "elsewhere": there["per_kill"],
             "machine_lost": lost["per_kill"],
             "machine_lost_ttl_1": short["per_kill"],
+            "host_agents_external": hosted["per_kill"],
         },
         "outages": outages,
         "partitions": {str(k): v for k, v in per_lease.items()},
         "partition_skipped": None if ok else why,
-        "stopped_clean": all(t["stopped_clean"] for t in (here, there, lost, short)),
+        "stopped_clean": all(
+            t.get("stopped_clean", True) for t in (here, there, lost, short, hosted)
+        ),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

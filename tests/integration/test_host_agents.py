@@ -5,7 +5,9 @@ on examples/three-hosts.yaml with a real 3-member etcd and real namespaces.
   its lease), dials it with mutual TLS as its host, and starts the guests the VIM asks for; the
   service serves.
 - The leader killed, its hot standby leads: every agent finds it by itself and is adopted with
-  its guests; the VNFCs are not restarted and nothing acknowledged is lost.
+  its guests; the VNFCs are not restarted, every INC meanwhile is answered (the active writes
+  to its standby in the other VM's namespace, not through a manager) and nothing acknowledged
+  is lost.
 - A deliberate stop of the deployment leaves the agents running (they are the hosts'), waiting
   for the next leader.
 - An endpoint record that is malformed or older than one followed is refused and logged; bad
@@ -21,6 +23,8 @@ import os
 import re
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -104,14 +108,29 @@ def test_host_agents_find_each_leader_through_etcd_and_are_adopted_with_their_gu
         pids = {c["name"]: c["pid"] for c in status["vnfs"][0]["vnfcs"]}
         wait_for_sync(lambda: "waiting to lead" in run.stderr, "the hot standby")
 
-        run.proc.kill()  # the leader; its standby leads next, the agents find it themselves
-        run.proc.wait()
-
         def led_anew() -> dict | None:
             st = run.status()
             return st if st and st["manager_pid"] != run.proc.pid and steady(st) else None
 
-        after = wait_for_sync(led_anew, "steady, led anew")
+        answered: list[bool] = []
+        done = threading.Event()
+
+        def consumer() -> None:  # INCs all along: writes go VM to VM, not through a manager
+            seq = 100
+            while not done.is_set():
+                seq += 1
+                answered.append(ask(status, "INC", seq) is not None)
+                time.sleep(0.002)
+
+        reader = threading.Thread(target=consumer)
+        reader.start()
+        try:
+            run.proc.kill()  # the leader; its standby leads next, the agents find it themselves
+            run.proc.wait()
+            after = wait_for_sync(led_anew, "steady, led anew")
+        finally:
+            done.set()
+            reader.join()
         second = after["leader"]
         records = run.records()
         ctx = dump_records(records)
@@ -123,7 +142,8 @@ def test_host_agents_find_each_leader_through_etcd_and_are_adopted_with_their_gu
         assert set(HOSTS) <= set(nfvi_up[-1]["data"]["adopted_agents"]), ctx
         assert {c["name"]: c["pid"] for c in after["vnfs"][0]["vnfcs"]} == pids, ctx
         assert active(after) == old, ctx
-        assert ask(after, "INC", 2) == (acked[0] + 1, old), ctx  # nothing acknowledged lost
+        assert answered and all(answered), f"{answered.count(False)} INCs unanswered\n{ctx}"
+        assert ask(after, "INC", 2) == (acked[0] + len(answered) + 1, old), ctx  # none lost
 
         new_leader = after["manager_pid"]
         os.kill(new_leader, signal.SIGTERM)  # a deliberate stop of the deployment

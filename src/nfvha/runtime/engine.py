@@ -49,7 +49,7 @@ from nfvha.runtime.metrics import Metrics
 from nfvha.runtime.nodes import MGMT, Nodes
 from nfvha.runtime.outcomes import Outcomes
 from nfvha.runtime.pool import Pools
-from nfvha.runtime.sync import peer_address, sync_spec
+from nfvha.runtime.sync import peer_address, peer_dir, sync_spec
 from nfvha.runtime.trace import Throttle, Trace
 from nfvha.sdk import ENV_ADDRESS, ENV_PEER, ENV_SOCKET, ENV_VNFC
 from nfvha.sdk.protocol import MAX_LINE, ProtocolError, decode_from_component, encode
@@ -208,6 +208,11 @@ class Engine(d.Drivers):
         cluster = self.base_dir / spec.cluster_dir if spec.cluster_dir else None
         return listen or (None, "127.0.0.1"), guests, cluster
 
+    @property
+    def _peers_on_disk(self) -> bool:
+        """netns mode: the peers of a direct-sync VNF live in two namespaces (runtime/sync.py)."""
+        return self.nodes is not None and self.nodes.mode == "netns"
+
     async def _publish_nfvi(self, endpoint: dict[str, Any]) -> None:
         """Where external host agents find this leader's NFVI (etcd, under its lease); etcd
         unreachable for a moment is ridden out, for as long as the agents would be waited for."""
@@ -309,6 +314,10 @@ class Engine(d.Drivers):
             "note", "NetworkUp", src="nfvha", data=self.nodes.snapshot(), why=self.nodes.describe()
         )
         print(f"nfvha: {self.nodes.describe()}", file=sys.stderr, flush=True)  # the mode in use
+        if self._peers_on_disk:  # the adopted standbys' sockets stay; a fresh start's go
+            if not adoptable:
+                shutil.rmtree(peer_dir(self.runtime_dir), ignore_errors=True)
+            peer_dir(self.runtime_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.metrics is not None and (endpoint := self.deployment.metrics) is not None:
             self.metrics.serve(endpoint.address, endpoint.port)
         self.trace.record(
@@ -452,6 +461,10 @@ class Engine(d.Drivers):
             if vnf.store:
                 vnf.store.close()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        if self._peers_on_disk:
+            shutil.rmtree(peer_dir(self.runtime_dir), ignore_errors=True)
+            with contextlib.suppress(OSError):  # the last deployment's: the base goes too
+                peer_dir(self.runtime_dir).parent.rmdir()
         self.trace.record("note", "DeploymentStopped", src="nfvha")
         self.stopped.set()
 
@@ -538,7 +551,12 @@ class Engine(d.Drivers):
             return
         if link := self.links.get(service.writer[0]):
             standby = service.standby
-            link.send("peer", address=peer_address(self.runtime_dir, standby) if standby else None)
+            link.send(
+                "peer",
+                address=peer_address(self.runtime_dir, standby, self._peers_on_disk)
+                if standby
+                else None,
+            )
 
     def _listen_address(self, vnf: str, vnfc: str) -> str:
         """A pooled VNFC (or LB instance) listens on its own backend address; others on the
@@ -643,7 +661,7 @@ class Engine(d.Drivers):
             }
         )
         if vnf.spec.sync == "direct":
-            env[ENV_PEER] = peer_address(self.runtime_dir, name)
+            env[ENV_PEER] = peer_address(self.runtime_dir, name, self._peers_on_disk)
         try:
             self.pools.prepare(name)  # an LB instance: its configuration, with today's pool
             vm = self.placement.vnfc_vm[name] if self.placement else None

@@ -16,14 +16,30 @@ from typing import Any
 
 from nfvha.config import Vnf
 
+PEER_DIR = Path("/run/nfvha-peers")  # netns mode (root): short paths, beside no runtime dir
 
-def peer_address(runtime_dir: Path, vnfc: str) -> str:
-    """The abstract Unix socket a component of a direct-sync VNF listens on for its active,
-    written with a leading '@' for the NUL (see ``nfvha.sdk.peer.unix_address``). Abstract:
-    nothing on disk, so a new leader replacing the runtime directory
-    does not unlink it, and the kernel frees it when the component dies."""
-    tag = hashlib.sha1(str(runtime_dir).encode()).hexdigest()[:12]
-    return f"@nfvha-peer/{tag}/{vnfc}"
+
+def peer_address(runtime_dir: Path, vnfc: str, on_disk: bool = False) -> str:
+    """The Unix socket a component of a direct-sync VNF listens on for its active.
+
+    Abstract (written with a leading '@' for the NUL, see ``nfvha.sdk.peer.unix_address``):
+    nothing on disk, so a new leader replacing the runtime directory does not unlink it, and the
+    kernel frees it when the component dies. But an abstract socket belongs to its network
+    namespace: in netns mode (``on_disk``) the active and its standby live in two VMs' namespaces
+    and could not reach it, and every write went through the manager, which a takeover then
+    stopped. There it is a socket file under ``peer_dir``, which no runtime directory contains."""
+    if on_disk:
+        return str(peer_dir(runtime_dir) / vnfc)
+    return f"@nfvha-peer/{_tag(runtime_dir)}/{vnfc}"
+
+
+def peer_dir(runtime_dir: Path) -> Path:
+    """Where a netns deployment's peer sockets are: removed by its deliberate stop."""
+    return PEER_DIR / _tag(runtime_dir)
+
+
+def _tag(runtime_dir: Path) -> str:
+    return hashlib.sha1(str(runtime_dir).encode()).hexdigest()[:12]
 
 
 def sync_spec(vnf: Vnf, deployment: str, state_dir: Path) -> dict[str, Any]:

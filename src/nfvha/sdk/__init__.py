@@ -154,6 +154,9 @@ class Component:
             self.closed = loop.create_future()
         self._heard = loop.time()
         if (path := os.environ.get(ENV_PEER)) and self._peer_server is None:
+            if not path.startswith("@"):  # a socket file: one this component's last run left
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             self._peer_server = await asyncio.start_unix_server(
                 self._serve_peer, unix_address(path), limit=MAX_LINE
             )
