@@ -1,5 +1,5 @@
 """`nfvha agent`: host agents run by the hosts (``nfvi.host_agents: external``), not by the VIM,
-on examples/three-hosts.yaml with a real 3-member etcd and real namespaces.
+on examples/three-hosts-agents.yaml with a real 3-member etcd and real namespaces.
 
 - Each agent finds the leading manager through etcd (the NFVI endpoint its term publishes, under
   its lease), dials it with mutual TLS as its host, and starts the guests the VIM asks for; the
@@ -39,7 +39,7 @@ from tests.integration.support.processes import pid_alive
 from tests.integration.support.runs import NFVHA, NfvhaRun, cli, steady
 from tests.integration.support.trace import dump_records, select
 from tests.integration.support.waiting import wait_for_sync
-from tests.integration.test_partition import active, ask, deploy
+from tests.integration.test_partition import EXAMPLE, active, ask, deploy
 
 OK, WHY = network.available()
 needs_netns = pytest.mark.skipif(not OK, reason=f"network namespaces unavailable: {WHY}")
@@ -51,10 +51,9 @@ FOUND = re.compile(r"nfvha event=leader-found agent=(\S+) leader=(\S+) token=(\d
 
 
 def external(tmp_path: Path, cluster: EtcdCluster) -> tuple[str, Path]:
-    name, path = deploy(tmp_path, cluster)
-    raw = yaml.safe_load(path.read_text())
-    raw["nfvi"]["host_agents"] = "external"
-    path.write_text(yaml.safe_dump(raw))
+    """examples/three-hosts-agents.yaml, as the README runs it."""
+    name, path = deploy(tmp_path, cluster, EXAMPLE.with_name("three-hosts-agents.yaml"))
+    assert yaml.safe_load(path.read_text())["nfvi"]["host_agents"] == "external"
     return name, path
 
 

@@ -50,14 +50,14 @@ VIP, PORT, LEASE_MS = "10.79.0.100", 7740, 2000
 SELF_FENCED = re.compile(r"nfvha event=self-fenced agent=(\S+) at_ns=(\d+)")
 
 
-def deploy(tmp_path: Path, cluster: EtcdCluster) -> tuple[str, Path]:
-    """examples/three-hosts.yaml as the README runs it: its own name, the tests' etcd cluster
-    and a cluster CA made with `nfvha cluster init`."""
+def deploy(tmp_path: Path, cluster: EtcdCluster, example: Path = EXAMPLE) -> tuple[str, Path]:
+    """examples/three-hosts.yaml (or ``example``) as the README runs it: its own name, the
+    tests' etcd cluster and a cluster CA made with `nfvha cluster init`."""
     name = unique_name("pt")
     members = ["--member", "manager"] + [f"--member=host-{i}" for i in (1, 2, 3)]
     result = cli("cluster", "init", str(tmp_path / "cluster"), *members)
     assert result.returncode == 0, result.stderr
-    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw = yaml.safe_load(example.read_text())
     raw["name"] = name
     raw["coordination"]["endpoints"] = ",".join(cluster.endpoints)
     assert raw["nfvi"]["agent_lease_ms"] == LEASE_MS
