@@ -10,8 +10,9 @@ on examples/three-hosts-agents.yaml with a real 3-member etcd and real namespace
   is lost.
 - A deliberate stop of the deployment leaves the agents running (they are the hosts'), waiting
   for the next leader.
-- An endpoint record that is malformed or older than one followed is refused and logged; bad
-  invocations exit 2 naming what is wrong.
+- A member saying hello as another host is refused (its certificate names another); an endpoint
+  record that is malformed or older than one followed is refused and logged; bad invocations
+  exit 2 naming what is wrong.
 
 Only orderings and outcomes are asserted, never how fast."""
 
@@ -22,6 +23,8 @@ import json
 import os
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -31,7 +34,8 @@ import pytest
 import yaml
 
 from nfvha.agents.finder import LeaderFinder, LeaderUnknown, endpoint_key
-from nfvha.drivers import network
+from nfvha.drivers import network, tls
+from nfvha.sdk.protocol import encode
 from nfvha.sdk.stores import EtcdEndpoints, parse_endpoints
 from tests.integration.support.cgroups import cgroup_v2_writable
 from tests.integration.support.etcd import EtcdCluster
@@ -224,3 +228,54 @@ def test_bad_invocations_of_the_agent_exit_2_naming_what_is_wrong(
     checked = cli("check", str(config))
     assert checked.returncode == 2 and "host_agents external needs transport tls" in checked.stderr
     assert "Traceback" not in checked.stderr
+
+
+@needs_netns
+@needs_cgroups
+@pytest.mark.timeout(120)
+def test_a_member_saying_hello_as_another_host_is_refused_and_the_real_agent_stays(
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs: list
+) -> None:
+    name, config = external(tmp_path, etcd_cluster)
+    agents = start_agents(config, tmp_path)
+    try:
+        run = NfvhaRun(config, name, runtime_dir, tmp_path, standby_manager=False)
+        nfvha_runs.append(run)
+        status = run.wait_steady()
+        mgmt = status["network"]["nodes"]["mgmt"]["address"]
+
+        async def pose() -> str:  # host-2's certificate, a hello as host-1
+            def make() -> socket.socket:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.settimeout(5)
+                sock.connect((mgmt, 7400))
+                sock.setblocking(False)
+                return sock
+
+            sock = network.in_namespace(status["network"]["consumer_netns"], make)
+            context = tls.client_context(tmp_path / "cluster", "host-2")
+            reader, writer = await asyncio.open_connection(
+                sock=sock, ssl=context, server_hostname="manager"
+            )
+            writer.write(encode("hello", kind="host", name="host-1", pid=4242))
+            await writer.drain()
+            try:
+                line = await asyncio.wait_for(reader.read(100), 5)
+            except (ConnectionError, ssl.SSLError):
+                line = b""
+            writer.close()
+            return "answered" if line else "closed"
+
+        assert asyncio.run(pose()) == "closed"
+
+        def refused() -> list | None:
+            recs = select(run.records(), name="MessageRefused")
+            return [r for r in recs if "may not speak for host host-1" in r["why"]] or None
+
+        posing = wait_for_sync(refused, "the posing member refused")
+        assert "member host-2" in posing[0]["why"], posing
+        after = run.wait_steady()  # the real host-1 agent was never displaced
+        assert after["nfvi"]["host_agents"]["host-1"]["connected"], after["nfvi"]
+        assert ask(after, "GET", 1) is not None
+    finally:
+        stop_agents(agents)

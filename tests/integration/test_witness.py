@@ -1,6 +1,7 @@
 """The leader's witness (runtime/witness.py) on a real 3-member etcd: it revokes its leader's
 lease once the kernel says the leader exited, and only then; a term that ends otherwise ends it
-too; the signals of a stop do not take it down before its leader."""
+too; the signals of a stop do not take it down before its leader; a leader stopped on purpose
+takes it along."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 
 from nfvha.runtime import witness
 from nfvha.sdk.stores import EtcdEndpoints, parse_endpoints
+from tests.integration.support.deployments import config_2n
 from tests.integration.support.etcd import EtcdCluster
+from tests.integration.support.runs import NfvhaRun
 from tests.integration.support.waiting import wait_for_sync
 
 LONG_TTL_S = 60  # far beyond any test: only a revocation can end the lease in time
@@ -136,3 +139,72 @@ def test_a_leader_dead_before_it_could_be_watched_is_revoked_at_once(
 
     assert asyncio.run(run()) is not None
     assert lease_ttl(etcd_cluster, lease) == -1
+
+
+def witnesses_of(pid: int) -> list[int]:
+    """The witness processes whose leader is ``pid`` (its argv names it)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"nfvha.runtime.witness" in argv and str(pid).encode() in argv:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_a_leader_stopped_on_purpose_takes_its_witness_with_it_and_releases_its_lease(
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs: list
+) -> None:
+    def on_etcd(raw: dict) -> None:
+        raw["coordination"] = "etcd://" + ",".join(etcd_cluster.endpoints)
+
+    name, config, _ = config_2n(tmp_path, on_etcd)
+    run = NfvhaRun(config, name, runtime_dir, tmp_path, standby_manager=False)
+    nfvha_runs.append(run)
+    status = run.wait_steady()
+    leader = run.proc.pid
+    assert f"event=witnessing pid={leader} " in run.stderr, run.stderr
+    assert len(witnesses_of(leader)) == 1
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.proc.wait(timeout=60) == 0, run.stderr
+    assert witnesses_of(leader) == []  # killed by the stop, not left to watch a dead pid
+    assert "event=leader-exited" not in run.stderr  # nothing for it to revoke: released
+    assert etcd_cluster.value(status["leader"]["key"]) is None
+
+
+@pytest.mark.timeout(60)
+def test_a_one_second_lease_renewed_on_time_keeps_its_witness_watching(
+    etcd_cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    """etcd counts a lease's TTL left in whole seconds: a 1 s lease shows 0 between renewals,
+    which is not gone (-1)."""
+    leader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+
+    async def scenario() -> tuple[bool, int]:
+        client = etcd(etcd_cluster)
+        try:
+            lease = await client.call(lambda c: c.lease(1))
+            err = open(tmp_path / "witness.err", "w+b")  # noqa: SIM115  (the child's)
+            argv = [sys.executable, "-m", "nfvha.runtime.witness", str(leader.pid), str(lease.id)]
+            proc = subprocess.Popen([*argv, ",".join(etcd_cluster.endpoints)], stderr=err)
+            err.close()
+            for _ in range(14):  # 3.5 s of renewals every 0.25 s, three lease checks
+                await client.call(lambda c: c.refresh_lease(lease.id))
+                await asyncio.sleep(0.25)
+            watching = proc.poll() is None
+            leader.kill()
+            return watching, proc.wait(timeout=20)
+        finally:
+            await client.close()
+
+    try:
+        watching, code = asyncio.run(scenario())
+    finally:
+        leader.kill()
+        leader.wait()
+    log = (tmp_path / "witness.err").read_text()
+    assert watching, log  # it did not take the renewed lease for gone
+    assert code == 0 and "revoked=yes" in log, log

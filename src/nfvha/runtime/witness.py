@@ -80,11 +80,13 @@ async def _exited(pidfd: int, etcd: EtcdEndpoints, lease: int) -> bool:
 
 
 async def _alive(etcd: EtcdEndpoints, lease: int) -> bool:
+    """Whether etcd still has the lease: its TTL left is -1 once it is gone (0 is a lease of
+    less than a second left, in etcd's whole seconds: a TTL of 1 s renewed on time)."""
     try:
         reply = await etcd.call(lambda client: client.get_lease_info(lease))
     except StoreUnavailable:
         return True  # cannot tell: keep watching
-    return reply.TTL > 0
+    return reply.TTL >= 0
 
 
 async def _revoke(etcd: EtcdEndpoints, lease: int) -> bool:
