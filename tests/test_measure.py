@@ -58,6 +58,18 @@ def test_reply_in_flight_when_the_active_died_does_not_hide_the_outage() -> None
     assert view.failover_from_ns == view.last_good_ns
 
 
+def test_replies_read_late_by_a_descheduled_probe_are_the_dying_actives() -> None:
+    """The probe, descheduled, reads the dying active's last replies 4 ms after the fault; then
+    the successor answers. The failover is from a's last reply to b's first, and only b answers
+    after it (what answered_by checks)."""
+    answers = stream([*every_ms(900, 1000), 1003.9, 1004.0], "a") + stream(
+        every_ms(1007, 1100), "b", 103
+    )
+    view = consumer_view(answers, FAULT, 1100 * MS)
+    assert (view.failover_from_ns, view.failover_to_ns) == (1004 * MS, 1007 * MS)
+    assert {v for t, _, v in answers if t >= view.failover_to_ns} == {"b"}
+
+
 def test_no_answer_after_the_fault_runs_to_the_end_of_the_window() -> None:
     answers = stream(every_ms(900, 1000))
     view = consumer_view(answers, FAULT, 2000 * MS)

@@ -263,6 +263,24 @@ def _read_answers(path: Path) -> list[tuple[int, int, str]]:
 
 
 REPLY_IN_FLIGHT_NS = 2_000_000  # a reply sent just before the fault arrives within this
+LATE_READ_NS = 20_000_000  # ... unless the probe, descheduled, reads it this much later
+
+
+def _after_late_replies(
+    answers: list[tuple[int, int, str]], i: int, last: int, fault_ns: int
+) -> tuple[int, int] | None:
+    """When the first answers after the fault come from the VNFC that answered before it and
+    another VNFC's answer ends them within LATE_READ_NS, they are the dying active's replies,
+    read late by a descheduled probe: the failover is the silence from the last of them to the
+    other's first (None if there is no such run)."""
+    if i == 0:
+        return None
+    dying, j = answers[i - 1][2], i
+    while j < last and answers[j][2] == dying and answers[j][0] <= fault_ns + LATE_READ_NS:
+        j += 1
+    if i < j < last and answers[j][2] != dying:
+        return answers[j - 1][0], answers[j][0]
+    return None
 
 
 def acknowledged_repeats(totals: list[int]) -> list[bool]:
@@ -296,7 +314,9 @@ def consumer_view(
     gaps = list(itertools.pairwise(edges))
     longest = max(gaps, key=lambda g: g[1] - g[0])
     at_fault = [g for g in gaps if g[0] <= fault_ns + REPLY_IN_FLIGHT_NS and g[1] > fault_ns]
-    failover = max(at_fault, key=lambda g: g[1] - g[0], default=longest)
+    failover = _after_late_replies(answers, i, last, fault_ns) or max(
+        at_fault, key=lambda g: g[1] - g[0], default=longest
+    )
     if repeats is None:
         repeats = acknowledged_repeats([total for _, total, _ in answers])
     return ConsumerView(
