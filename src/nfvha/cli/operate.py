@@ -460,15 +460,28 @@ class StandbyManager:
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     socket: SocketOpt = None,
+    from_etcd: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-etcd",
+            metavar="CONFIG",
+            help="Read what the leader recorded in etcd (the deployment file's coordination) "
+            "instead of asking a manager on this machine: from any machine, even while nobody "
+            "leads.",
+        ),
+    ] = None,
 ) -> None:
     """Show each VNF, its VNFCs (role, state, pid) and its service (address, active VNFC).
 
     Exit codes, as a Nagios/Icinga check reads them:
     0 OK;
     1 WARNING: degraded (no standby holds the state), store failing, or a VNFC being recovered;
+    with --from-etcd also: nobody leads (the records are the last term's);
     2 CRITICAL: a service down, or a VNFC escalated;
-    3 UNKNOWN: no deployment reachable.
+    3 UNKNOWN: no deployment reachable (with --from-etcd: etcd unreachable).
     """
+    if from_etcd is not None:
+        raise typer.Exit(_status_from_etcd(from_etcd, as_json))
     try:
         answer = call(socket, {"op": "status"})
     except typer.Exit:
@@ -539,6 +552,71 @@ def status(
     raise typer.Exit(code)
 
 
+def _status_from_etcd(config: Path, as_json: bool) -> int:
+    from nfvha.runtime.etcd_leadership import read_recorded
+    from nfvha.sdk.stores import StoreUnavailable
+
+    deployment, _ = load_config(config)
+    coordination = deployment.coordination
+    if coordination.backend != "etcd":
+        raise fail(f"{config}: coordination: {coordination.backend}: nothing is recorded in "
+                   "etcd (--from-etcd needs coordination: etcd://...)", code=2)  # fmt: skip
+    prefix = f"{coordination.prefix}/{deployment.name}"
+    try:
+        answer = asyncio.run(read_recorded(coordination.endpoints, prefix))
+    except StoreUnavailable as exc:
+        err.print(f"nfvha: etcd does not answer: {exc}", highlight=False)
+        return UNKNOWN
+    answer = {"deployment": deployment.name, "prefix": prefix, **answer}
+    code = recorded_health_code(answer)
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return code
+    for line in recorded_lines(answer):
+        console.print(line, highlight=False)
+    return code
+
+
+def recorded_lines(answer: dict[str, Any]) -> list[str]:
+    """``nfvha status --from-etcd``: the leader, then each recorded VNF, host and VM."""
+    leader = answer["leader"]
+    who = f"{leader['member']}  token {leader['token']}" if leader else "nobody leads"
+    lines = [f"deployment {answer['deployment']}  recorded in etcd under {answer['prefix']}/",
+             f"leader {who}  (VNFCs run by {answer['deployed_by'] or 'nobody'})"]  # fmt: skip
+    records = answer["records"]
+    for name, vnf in sorted(records.items()):
+        kind, _, what = name.partition("/")
+        if kind == "vnfs":
+            lines.append(f"VNF {what}  epoch {vnf.get('epoch')}  "
+                         f"active: {', '.join(vnf.get('active') or []) or '-'}")  # fmt: skip
+            for vnfc, c in sorted(vnf.get("vnfcs", {}).items()):
+                failed = f"  last failure: {c['last_failure']}" if c.get("last_failure") else ""
+                lines.append(f"  {vnfc}  {c.get('role')}  {c.get('state')}{failed}")
+    hosts = [f"{n.partition('/')[2]} {r.get('state')}" for n, r in sorted(records.items())
+             if n.startswith("hosts/")]  # fmt: skip
+    if hosts:
+        lines.append("hosts  " + "  ".join(hosts))
+    vms = [f"{n.partition('/')[2]} {r.get('state')} on {r.get('host')}"
+           for n, r in sorted(records.items()) if n.startswith("vms/")]  # fmt: skip
+    if vms:
+        lines.append("VMs  " + "  ".join(vms))
+    lines += [f"refused: record {name} is not a JSON object" for name in answer["malformed"]]
+    return lines
+
+
+def recorded_health_code(answer: dict[str, Any]) -> int:
+    """As ``health_code``, from the records; nobody leading is a warning at least."""
+    vnfs = [r for n, r in answer["records"].items() if n.startswith("vnfs/")]
+    if not vnfs:
+        return UNKNOWN  # nothing recorded: no deployment runs (or it stopped)
+    states = {c.get("state") for v in vnfs for c in v.get("vnfcs", {}).values()}
+    if "escalated" in states or any(not v.get("active") for v in vnfs):
+        return CRITICAL
+    if states & {"starting", "failed"} or answer["leader"] is None:
+        return WARNING
+    return OK
+
+
 def leader_line(leader: dict[str, Any]) -> str:
     """How the deployment is led: ``leader etcd vm:4242  token 7  lease 1.8 s of 2 s left``."""
     if leader.get("coordination") == "etcd":
@@ -546,6 +624,7 @@ def leader_line(leader: dict[str, Any]) -> str:
         return (
             f"leader etcd {leader['member']}  token {leader['token']}  lease {left:.1f} s of "
             f"{leader['lease_ttl_s']} s left  ({leader['key']})"
+            + (f"  {leader['state_records']} state records" if "state_records" in leader else "")
         )
     if leader.get("coordination") == "embedded":
         return f"leader embedded (lock {leader['lock']})  token {leader['token']}"

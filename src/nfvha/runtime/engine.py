@@ -42,6 +42,7 @@ from nfvha.drivers.nfvi import NfviDriver, VmUnreachable
 from nfvha.drivers.process import ProcessDriver, StartSpec
 from nfvha.drivers.store import DiskStore, StoreError
 from nfvha.runtime import journal, paths, reload
+from nfvha.runtime import recorded_state as rs
 from nfvha.runtime.connections import Connections
 from nfvha.runtime.hooks import HookRunner
 from nfvha.runtime.leadership import Coordinator
@@ -103,6 +104,7 @@ class Engine(d.Drivers):
         self.state_dir = state_dir
         self.config_path: Path | None = None  # the deployment file, read again by a reload
         self.leadership: Coordinator | None = None  # set by whoever made this manager lead
+        self.state_writer: rs.StateWriter | None = None  # with etcd: the recorded state
         self.links: dict[str, Link] = {}
         self.monitors: dict[str, HealthMonitor] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -337,6 +339,7 @@ class Engine(d.Drivers):
         self._spawn_task(self._renew_leases())
         self.pools.start()
         await self._continue_store_epochs()
+        await self._continue_recorded_state()
         if adoptable:
             await self._adopt(adoptable, escalated)
         else:
@@ -395,6 +398,45 @@ class Engine(d.Drivers):
                 await store.close()
         self.dispatcher.continue_epochs(epochs)
 
+    async def _continue_recorded_state(self) -> None:
+        """With etcd: what the last term recorded (runtime/recorded_state.py). Its epochs are
+        continued (rule 12, also for VNFCs this manager cannot adopt), then this term keeps the
+        records. Unreadable: noted, and the records are written over as this term decides."""
+        if self.leadership is None or not self.leadership.records_state:
+            return
+        from nfvha.sdk.stores import StoreUnavailable
+
+        recorded: rs.Records = {}
+        try:
+            recorded, malformed = await self.leadership.read_state()
+        except StoreUnavailable as exc:
+            self.trace.record("note", "StateUnread", src="nfvha", why=str(exc))
+        else:
+            for name in malformed:
+                self.trace.record(
+                    "note",
+                    "RecordRefused",
+                    src="nfvha",
+                    data={"record": name},
+                    why=f"state record {name!r} in etcd is not a JSON object: ignored",
+                )
+        if recorded:
+            epochs = rs.epochs(recorded)
+            self.dispatcher.continue_epochs({n: e for n, e in epochs.items() if n in self.vnfs})
+            self.trace.record(
+                "note",
+                "RecordedState",
+                src="nfvha",
+                data={"records": len(recorded), "epochs": epochs},
+                why="the previous term's records: epochs continue above them",
+            )
+        self.state_writer = rs.StateWriter(self.leadership, self._records, self.trace)
+        self.state_writer.start(recorded)
+
+    def _records(self) -> rs.Records:
+        ha = [vnf.manager.snapshot() for vnf in self.vnfs.values()]
+        return rs.records_of(ha, self.vim.snapshot() if self.vim is not None else None)
+
     async def _until_fenced_elsewhere(self) -> None:
         """Nothing to adopt here, but a previous term may have left VNFCs running where this
         manager cannot see them (another machine, with etcd): each active among them holds its
@@ -438,6 +480,8 @@ class Engine(d.Drivers):
         if self._stopping:
             return
         self._stopping = True
+        if self.state_writer is not None:  # what stops now is not recorded: the stop deletes it
+            await self.state_writer.close()
         self.trace.record("note", "DeploymentStopping", src="nfvha")
         for monitor in self.monitors.values():
             monitor.stop()
@@ -509,6 +553,8 @@ class Engine(d.Drivers):
         """Every trace record, as it is made: escalations and failovers to stderr (journald),
         metrics, notify hooks. None of it may break or hold up the managers."""
         try:
+            if self.state_writer is not None and rec["kind"] in ("command", "event"):
+                self.state_writer.changed()
             for outcome in self.outcomes.feed(rec):
                 journal.emit(outcome)
                 if self.metrics is not None:
@@ -967,6 +1013,13 @@ class Engine(d.Drivers):
         """Every VNF's service is served by a confirmed active."""
         return all(vnf.manager.snapshot()["service"]["up"] for vnf in self.vnfs.values())
 
+    def _leader_status(self) -> dict[str, Any]:
+        status = self.leadership.describe() if self.leadership else {}
+        if self.state_writer is not None:
+            status["state_records"] = len(self.state_writer.written)
+            status["state_writes"] = self.state_writer.writes
+        return status
+
     def status(self) -> dict[str, Any]:
         vnfs = []
         for vnf in self.vnfs.values():
@@ -985,7 +1038,7 @@ class Engine(d.Drivers):
         status = {
             "deployment": self.deployment.name,
             "manager_pid": os.getpid(),
-            "leader": self.leadership.describe() if self.leadership else {},
+            "leader": self._leader_status(),
             "vnfs": vnfs,
             "escalations": self.escalations,
             "network": self.nodes.snapshot(),

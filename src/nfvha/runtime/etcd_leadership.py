@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 from nfvha.core.lease import LeaseTiming, Tenure
 from nfvha.runtime import witness
 from nfvha.runtime.leadership import Coordinator
+from nfvha.runtime.recorded_state import StateConflict
 from nfvha.sdk.stores import (
     EtcdEndpoints,
     StoreRefused,
@@ -189,6 +190,11 @@ class EtcdCoordinator(Coordinator):
         """A key's value (a linearizable read), or None if it is absent."""
         got = await self._etcd.call(lambda client: client.get(key))
         return None if got is None else bytes(got.value)
+
+    async def read_prefix(self, prefix: bytes) -> list[tuple[bytes, bytes, int]]:
+        """(key, value, mod revision) of every key under ``prefix`` (a linearizable read)."""
+        got = await self._etcd.call(lambda client: client.get_prefix(prefix))
+        return [(bytes(kv.key), bytes(kv.value), int(kv.mod_revision)) for kv in got]
 
     def describe(self) -> dict[str, object]:
         remaining = max(0.0, self.held_until - self._now()) if self.leads() else 0.0
@@ -413,6 +419,57 @@ async def _revoke(client: Any, lease: int) -> None:
             raise
 
 
+def _records(
+    prefix: bytes, kvs: list[tuple[bytes, bytes, int]]
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The state records under ``prefix`` by name, and the names of those that are not JSON
+    objects (refused: a record is only ever read, never trusted to be well formed)."""
+    records: dict[str, dict[str, Any]] = {}
+    malformed: list[str] = []
+    for key, value, _ in kvs:
+        name = key[len(prefix) :].decode(errors="replace")
+        try:
+            record = json.loads(value)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records[name] = record
+        else:
+            malformed.append(name)
+    return records, malformed
+
+
+async def read_recorded(
+    endpoints: list[str], prefix: str, timeout_s: float = 2.0
+) -> dict[str, Any]:
+    """What etcd holds of a deployment (``prefix``: ``PREFIX/NAME``), for anyone to read: who
+    leads, whose term runs the VNFCs, and the state records. StoreUnavailable if etcd does not
+    answer."""
+    etcd = EtcdEndpoints(parse_endpoints(endpoints), timeout=timeout_s)
+    base, state = prefix.encode(), f"{prefix}/state/".encode()
+    try:
+        leader = _leader(await etcd.call(lambda c: c.get(base + b"/leader/managers")))
+        deployed = await etcd.call(lambda c: c.get(base + b"/deployed"))
+        got = await etcd.call(lambda c: c.get_prefix(state))
+    finally:
+        await etcd.close()
+    records, malformed = _records(state, [(bytes(kv.key), bytes(kv.value), 0) for kv in got])
+    return {
+        "leader": None if leader is None else {"member": leader.member, "token": leader.token},
+        "deployed_by": None if deployed is None else bytes(deployed.value).decode(errors="replace"),
+        "records": records,
+        "malformed": malformed,
+    }
+
+
+def _json(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    return bytes(aetcd_module().utils.prefix_range_end(prefix))
+
+
 def _txn() -> Any:
     return aetcd_module().transactions
 
@@ -435,9 +492,12 @@ class EtcdLeadership(Coordinator):
     with each term, revokes a dead leader's lease (or, the machine lost, once it expires). The
     member name is ``HOST:PID``; the fencing token is etcd's (the leader key's create revision)."""
 
+    records_state = True
+
     def __init__(self, lock: Coordinator, election: EtcdCoordinator, host: str) -> None:
         self.lock, self.election, self.host = lock, election, host
         self._witness: subprocess.Popen[bytes] | None = None
+        self._revisions: dict[bytes, int] = {}  # of each state record, as this term last saw it
 
     def try_lead(self) -> bool:
         return self._witnessed(self.lock.try_lead() and self.election.try_lead())
@@ -503,8 +563,16 @@ class EtcdLeadership(Coordinator):
     # --- what a term left: whether VNFCs may run where this leader cannot see them -----------
 
     @property
+    def _base(self) -> bytes:
+        return self.election.key.rpartition(b"/leader/")[0]
+
+    @property
     def _deployed_key(self) -> bytes:
-        return self.election.key.rpartition(b"/leader/")[0] + b"/deployed"
+        return self._base + b"/deployed"
+
+    @property
+    def _state_prefix(self) -> bytes:
+        return self._base + b"/state/"
 
     async def previous_term_left(self) -> str | None:
         """The member whose term started the deployment's VNFCs and did not stop them (its
@@ -524,15 +592,48 @@ class EtcdLeadership(Coordinator):
         """``PREFIX/NAME/<name>`` = ``record`` with this term's member and token, as JSON,
         under the term's lease (gone with it) and only while this term holds the leader key."""
         value = {**record, "member": self.election.member, "token": self.election.token}
-        key = self.election.key.rpartition(b"/leader/")[0] + b"/" + name.encode()
+        key = self._base + b"/" + name.encode()
         put = _txn().Put(key, json.dumps(value).encode(), lease=self.election.lease_id)
         await self.election.guarded_txn([], [put], [])
 
     async def record_stopped(self) -> None:
-        """A deliberate stop: nothing is left running for a next leader to wait for."""
-        delete = _txn().Delete(self._deployed_key)
+        """A deliberate stop: nothing is left running for a next leader to wait for, nor any
+        state of it to continue."""
+        t, prefix = _txn(), self._state_prefix
+        deletes = [t.Delete(self._deployed_key), t.Delete(prefix, _prefix_end(prefix))]
         with contextlib.suppress(StoreUnavailable, Deposed, TimeoutError, _client_error()):
-            await self.election.guarded_txn([], [delete], [])
+            await self.election.guarded_txn([], deletes, [])
+
+    # --- the deployment's state, recorded for the next term (runtime/recorded_state.py) --------
+
+    async def read_state(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        kvs = await self.election.read_prefix(self._state_prefix)
+        self._revisions = {key: revision for key, _, revision in kvs}
+        return _records(self._state_prefix, kvs)
+
+    async def write_state(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        """One transaction, guarded by this term's leader key and, per record, by the mod
+        revision this term last saw (0: absent). StateConflict (with what etcd holds now) if a
+        record changed meanwhile; Deposed or StoreUnavailable as any guarded write."""
+        t = _txn()
+        keys = {name: self._state_prefix + name.encode() for name in changes}
+        compare = [t.Mod(key) == self._revisions.get(key, 0) for key in keys.values()]
+        ops = [
+            t.Delete(keys[name]) if value is None else t.Put(keys[name], _json(value))
+            for name, value in changes.items()
+        ]
+        written = [keys[name] for name, value in changes.items() if value is not None]
+        ok, responses = await self.election.guarded_txn(
+            compare, ops + [t.Get(key) for key in written], []
+        )
+        if not ok:
+            records, _ = await self.read_state()
+            raise StateConflict(records, f"records changed in etcd meanwhile: {sorted(changes)}")
+        for key in keys.values():
+            self._revisions.pop(key, None)
+        for response in responses[len(ops) :]:
+            for kv in response.response_range.kvs:
+                self._revisions[bytes(kv.key)] = int(kv.mod_revision)
 
     def _dead_here(self, member: str) -> bool:
         host, _, pid = member.rpartition(":")

@@ -25,7 +25,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nfvha.runtime.paths import leader_lock
 
@@ -70,6 +70,17 @@ class Coordinator(ABC):
     async def publish(self, name: str, record: dict[str, object]) -> None:
         """Tell the other machines ``record`` for this term (with etcd: a key under the
         leader's lease, written only while it leads); one machine has nobody to tell."""
+        return None
+
+    records_state = False  # whether the deployment's state is recorded (runtime/recorded_state.py)
+
+    async def read_state(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """The deployment's records as the last term left them, and the names of malformed ones
+        (skipped); one machine records nothing: its VNFCs themselves are adopted."""
+        return {}, []
+
+    async def write_state(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        """Write ``changes`` (record name -> value, None deletes) while this term leads."""
         return None
 
     async def close(self) -> None:
