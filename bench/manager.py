@@ -367,7 +367,21 @@ class Deployment:
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        if left:  # a manager killed cannot remove what it made: its namespaces, its cgroups
+            remove_made(self.name)
         return left
+
+
+def remove_made(name: str) -> None:
+    """The network namespaces and the cgroup tree of deployment ``name`` (a failed run's)."""
+    import asyncio
+
+    from nfvha.drivers import network
+    from nfvha.drivers.cgroups import Cgroups, NfviUnavailable
+
+    network.remove_leftovers(name)
+    with contextlib.suppress(NfviUnavailable):
+        asyncio.run(Cgroups(name).remove())
 
 
 def udp(address: str, op: str, seq: int) -> int | None:

@@ -9,7 +9,8 @@ A record that is malformed, or that carries an older fencing token than one this
 followed (a deposed leader's, read from a lagging etcd member), is refused and logged
 (``nfvha event=endpoint-refused agent=NAME reason="..."``); no record, no etcd, or a refused
 one is a failed dial (``LeaderUnknown``), tried again by the agent's reconnect loop; with no
-record it first watches the key for up to a second, so waiting agents do not poll etcd.
+record it first watches the key for up to a second, so waiting agents do not poll etcd, and
+reads it again at once when a leader has published it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 from nfvha.agents.agent import Dial
 from nfvha.agents.protocol import NfviEndpoint, decode_endpoint
@@ -46,12 +48,11 @@ class LeaderFinder:
         self._refusal = ""  # the last one logged: a retry loop does not repeat it
 
     async def __call__(self) -> Dial:
-        try:
-            got = await self._etcd.call(lambda client: client.get(self.key))
-        except StoreUnavailable as exc:
-            raise LeaderUnknown(str(exc)) from None
-        if got is None:
+        got = await self._read()
+        if got is None:  # read again once a leader publishes: dialled at once, not retried later
             await self._published()
+            got = await self._read()
+        if got is None:
             raise LeaderUnknown("no leading manager has published its NFVI endpoint")
         try:
             record = decode_endpoint(bytes(got.value))
@@ -73,6 +74,12 @@ class LeaderFinder:
         return Dial(
             record.address, record.port, self.cluster_dir, self.member, record.server, record.netns
         )
+
+    async def _read(self) -> Any:
+        try:
+            return await self._etcd.call(lambda client: client.get(self.key))
+        except StoreUnavailable as exc:
+            raise LeaderUnknown(str(exc)) from None
 
     async def _published(self) -> None:
         """Wait for a leader's record (a watch, at most ``WAIT_FOR_LEADER_S``): agents waiting

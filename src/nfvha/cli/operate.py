@@ -388,7 +388,10 @@ async def _take_lead(
     if standby:
         err.print(f"nfvha: standby manager of {deployment.name}: waiting to lead", highlight=False)
         waiting = _ready_while_waiting() if joined else None
+        from nfvha.runtime import nodes
+
         try:
+            await asyncio.to_thread(nodes.prepare, deployment)  # off the takeover's path
             if not await leadership.wait_to_lead(stop):
                 return
         finally:

@@ -39,6 +39,7 @@ import ctypes.util
 import errno
 import hashlib
 import ipaddress
+import itertools
 import os
 import re
 import signal
@@ -514,15 +515,38 @@ class ProviderNetwork:
         return node
 
     def _adopt_node(self, name: str, netns: str) -> Node:
-        """A node a manager that died made: read back from its namespace."""
-        with _rtnl(netns) as ipr:
-            eth = ipr.link_lookup(ifname=NODE_IF)[0]
-            link = ipr.get_links(eth)[0]
-            mac, peer = link.get("IFLA_ADDRESS"), link.get("IFLA_LINK")  # peer: the bridge port
-            first = ipr.get_addr(index=eth, family=socket.AF_INET)[0]  # added before any VIP
-            address, prefixlen = first.get("IFA_ADDRESS"), first["prefixlen"]
-        with _rtnl(self.netns) as ipr:
-            port = ipr.get_links(peer)[0].get("IFLA_IFNAME") if peer else ""
+        """A node a manager that died made: read back from its namespace, by rtnetlink dumps
+        on sockets made in the namespaces (a takeover's path: no fork per namespace)."""
+        from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK
+        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+        def read() -> tuple[list[Any], list[Any]]:
+            with _route_socket() as rt:
+                return rtnl_dump(rt, ifinfmsg, RTM_GETLINK), rtnl_dump(rt, ifaddrmsg, RTM_GETADDR)
+
+        links, addrs = in_namespace(netns, read)
+        eth = next(link for link in links if link.get_attr("IFLA_IFNAME") == NODE_IF)
+        mac, peer = eth.get_attr("IFLA_ADDRESS"), eth.get_attr("IFLA_LINK")  # peer: bridge port
+        first = next(  # the dump lists the primary first: added before any VIP
+            a for a in addrs if a["index"] == eth["index"] and a["family"] == socket.AF_INET
+        )
+        address, prefixlen = first.get_attr("IFA_ADDRESS"), first["prefixlen"]
+        port = ""
+        if peer:
+
+            def ports() -> list[Any]:
+                with _route_socket() as rt:
+                    return rtnl_dump(rt, ifinfmsg, RTM_GETLINK)
+
+            port = next(
+                (
+                    p.get_attr("IFLA_IFNAME")
+                    for p in in_namespace(self.netns, ports)
+                    if p["index"] == peer
+                ),
+                "",
+            )
         node = Node(name, netns, NODE_IF, address, prefixlen, mac, port)
         self.nodes[name] = node
         return node
@@ -632,6 +656,52 @@ class ProviderNetwork:
         return removed
 
 
+@contextlib.contextmanager
+def _route_socket() -> Iterator[socket.socket]:
+    """A NETLINK_ROUTE socket: it acts in the namespace of the thread that made it."""
+    rt = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+    try:
+        rt.bind((0, 0))
+        yield rt
+    finally:
+        rt.close()
+
+
+_netlink_seq = itertools.count(1)  # one for every request: no reply taken for another's
+
+
+def rtnl_dump(rt: socket.socket, cls: Any, kind: int) -> list[Any]:
+    """Every object of one rtnetlink dump (``RTM_GETLINK``, ``RTM_GETADDR``: all families),
+    decoded with pyroute2's message class ``cls``, in the kernel's order."""
+    from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+
+    seq = next(_netlink_seq)
+    msg = cls()
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    msg["header"]["sequence_number"] = seq
+    msg.encode()
+    rt.send(msg.data)
+    found = []
+    while True:
+        data = rt.recv(1 << 16)
+        offset = 0
+        while offset < len(data):
+            length, kind_, _, seq_, _ = struct.unpack_from("=IHHII", data, offset)
+            if seq_ == seq:
+                if kind_ == NLMSG_ERROR:
+                    (error,) = struct.unpack_from("=i", data, offset + 16)
+                    if error:
+                        raise OSError(-error, f"rtnetlink dump: {os.strerror(-error)}")
+                    return found
+                if kind_ == NLMSG_DONE:
+                    return found
+                reply = cls(data[offset : offset + length])
+                reply.decode()
+                found.append(reply)
+            offset += (length + 3) & ~3
+
+
 class VipMover:
     """Claims and releases of virtual IPs on the failover path, in microseconds: each node's
     rtnetlink and packet sockets are opened once (made inside its namespace, they act there
@@ -642,7 +712,6 @@ class VipMover:
 
     def __init__(self) -> None:
         self._sockets: dict[str, tuple[socket.socket, socket.socket, int]] = {}
-        self._seq = 0
 
     def warm(self, node: Node) -> None:
         """Open the node's sockets now, off the failover path."""
@@ -667,48 +736,30 @@ class VipMover:
         from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
         rt, _, index = self._of(node)
-        self._seq += 1
+        seq = next(_netlink_seq)
         msg = ifaddrmsg()
         msg["family"], msg["prefixlen"], msg["index"] = socket.AF_INET, prefixlen, index
         msg["attrs"] = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
         msg["header"]["type"] = kind
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
-        msg["header"]["sequence_number"] = self._seq
+        msg["header"]["sequence_number"] = seq
         msg.encode()
         rt.send(msg.data)
         while True:  # nlmsghdr (length, type, flags, seq, pid), then nlmsgerr's error
-            _, kind_, _, seq, _, error = struct.unpack_from("=IHHIIi", rt.recv(65536))
-            if kind_ == NLMSG_ERROR and seq == self._seq:
+            _, kind_, _, seq_, _, error = struct.unpack_from("=IHHIIi", rt.recv(65536))
+            if kind_ == NLMSG_ERROR and seq_ == seq:
                 return -error
 
     def has(self, node: Node, ip: str) -> bool:
         """Whether the node's interface has ``ip`` now, from the kernel's address dump."""
-        from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
         from pyroute2.netlink.rtnl import RTM_GETADDR
         from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
         rt, _, index = self._of(node)
-        self._seq += 1
-        msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET
-        msg["header"]["type"] = RTM_GETADDR
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-        msg["header"]["sequence_number"] = self._seq
-        msg.encode()
-        rt.send(msg.data)
-        found = False
-        while True:
-            data = rt.recv(65536)
-            offset = 0
-            while offset < len(data):
-                length, kind, _, _, _ = struct.unpack_from("=IHHII", data, offset)
-                if kind in (NLMSG_DONE, NLMSG_ERROR):
-                    return found
-                reply = ifaddrmsg(data[offset : offset + length])
-                reply.decode()
-                if reply["index"] == index and reply.get_attr("IFA_ADDRESS") == ip:
-                    found = True
-                offset += (length + 3) & ~3
+        return any(
+            a["index"] == index and a.get_attr("IFA_ADDRESS") == ip
+            for a in rtnl_dump(rt, ifaddrmsg, RTM_GETADDR)
+        )
 
     def announce(self, node: Node, ip: str) -> int:
         """One gratuitous ARP for ``ip`` from the node; its CLOCK_MONOTONIC ns."""

@@ -177,6 +177,11 @@ class NfviDriver:
         (they outlive it, as hosts and VMs do): wait up to ``ADOPT_WAIT_S`` for them to
         reconnect, keep those, and boot only what is missing (its cgroup, if any, removed
         first). Returns the hosts and guests adopted."""
+        guests = {vm: h for vm, h in self.vm_host.items()}
+        guests |= {standby_name(vm): h for vm, h in self.placement.standby_host.items()}
+        # Expected before any listener is up: an agent that says hello while this driver is
+        # still publishing where it listens is adopted too, not taken for one that never came.
+        waiters = self._expect_agents(guests) if adopt else {}
         self._server = await asyncio.start_unix_server(
             self.connections.serve(self._serve), self.socket_path, limit=MAX_LINE
         )
@@ -185,9 +190,7 @@ class NfviDriver:
             if self.on_listening is not None:
                 await self.on_listening(self.endpoint())
         self._spawn_task(self._watch_heartbeats())
-        guests = {vm: h for vm, h in self.vm_host.items()}
-        guests |= {standby_name(vm): h for vm, h in self.placement.standby_host.items()}
-        adopted = await self._await_agents(guests) if adopt else set()
+        adopted = await self._await_agents(guests, waiters) if adopt else set()
         await asyncio.gather(
             *(self._boot_host(h) for h in self.placement.hosts if ("host", h) not in adopted)
         )
@@ -197,14 +200,18 @@ class NfviDriver:
         self.booted = True
         return sorted(name for _, name in adopted)
 
-    async def _await_agents(self, guests: dict[str, str]) -> set[tuple[str, str]]:
+    def _expect_agents(self, guests: dict[str, str]) -> dict[tuple[str, str], asyncio.Future]:
+        keys = [("host", h) for h in self.placement.hosts] + [("guest", g) for g in guests]
+        return {key: self._expect(*key) for key in keys}
+
+    async def _await_agents(
+        self, guests: dict[str, str], waiters: dict[tuple[str, str], asyncio.Future]
+    ) -> set[tuple[str, str]]:
         """The agents of a dead manager that say hello again in time; every zone whose agent
         does not is removed (what runs there is not adopted: nothing would watch it)."""
-        keys = [("host", h) for h in self.placement.hosts] + [("guest", g) for g in guests]
-        waiters = {key: self._expect(*key) for key in keys}
         await asyncio.wait(waiters.values(), timeout=ADOPT_WAIT_S)
         adopted = {key for key, fut in waiters.items() if fut.done()}
-        for key in keys:
+        for key in waiters:
             self._hello.pop(key, None)
         for host in self.placement.hosts:
             if ("host", host) not in adopted:

@@ -45,6 +45,14 @@ def _child_forgets_our_signals() -> None:
 os.register_at_fork(after_in_child=_child_forgets_our_signals)
 
 
+def prepare(deployment: Deployment) -> None:
+    """What a takeover's network needs first that needs no lead, done by a standby while it
+    waits: the namespace probe (it makes and removes a namespace: about 150 ms, pyroute2's
+    import with it)."""
+    if deployment.network.mode != "loopback":
+        net.available()
+
+
 @dataclass
 class Nodes:
     deployment: Deployment
