@@ -37,7 +37,10 @@ Rules (design brief 1, 2, 5, 6; each has tests in tests/test_core_ha.py):
    checks while every running successor misses its own too is not isolated for it (a common
    cause, an overloaded machine or the checks' own path, is likelier, and isolating it would
    turn a slowdown into an outage); it is once a successor answers again, or at twice the
-   threshold whatever the successors do. An exit or an error report is acted on at once.
+   threshold whatever the successors do. Nor is a standby or spare that misses its checks
+   while every other running VNFC misses too: isolating it would leave the active without a
+   successor, and so without this rule's patience, in the same slowdown. An exit or an error
+   report is acted on at once.
 12. Epochs only grow. A manager that starts a VNF whose state lives in a store with an epoch
    of its own (shared storage, etcd) continues above it (``continue_above``): a new active's
    claim would otherwise be refused by the store as stale, and the service never come up.
@@ -310,12 +313,19 @@ class HAManager:
         limit = self.vnf.policies.health_check.failure_threshold
         if c.misses < limit:
             return Decision((), f"{c.name} missed a health check ({c.misses}/{limit}): {e.reason}")
-        if c.role is Role.ACTIVE and c.misses < 2 * limit and self._successors_missing(c):
+        if c.misses < 2 * limit and c.role is Role.ACTIVE and self._successors_missing(c):
             return Decision(
                 (),
                 f"{c.name} missed {c.misses} health checks, and so does every successor: a "
                 f"common cause (an overloaded machine, the checks' own path) is likelier than "
                 f"{c.name}; it keeps serving ({c.misses}/{2 * limit})",
+            )
+        if c.misses < 2 * limit and c.role is not Role.ACTIVE and self._others_missing(c):
+            return Decision(
+                (),
+                f"{c.name} missed {c.misses} health checks, and so does every other VNFC: a "
+                f"common cause is likelier than {c.name}, and isolating it would leave the "
+                f"active no successor; it stays {c.role} ({c.misses}/{2 * limit})",
             )
         reason = f"{c.misses} health checks missed in a row ({e.reason})"
         return self._fail(c, reason, now, responsive=False)
@@ -329,6 +339,15 @@ class HAManager:
             if c is not active and c.life is Life.RUNNING and c.role is waiting
         ]
         return bool(successors) and all(c.misses > 0 for c in successors)
+
+    def _others_missing(self, successor: VnfcState) -> bool:
+        """Rule 11, for a successor: every other running VNFC with a role misses too."""
+        others = [
+            c
+            for c in self.vnfcs.values()
+            if c is not successor and c.life is Life.RUNNING and c.role is not Role.NONE
+        ]
+        return bool(others) and all(c.misses > 0 for c in others)
 
     def _on_ErrorReported(self, c: VnfcState, e: m.ErrorReported, now: float) -> Decision:
         return self._fail(c, f"reported an error: {e.reason}", now, responsive=True)

@@ -537,18 +537,22 @@ class Simulation(d.Drivers):
             self._health_misses(c)
 
     def _health_misses(self, c: SimVnfc) -> None:
-        """A dead or unresponsive VNFC misses one check per interval: threshold misses fail it.
-        (Its checks run from the manager's side, so this holds whatever killed or froze it.)"""
-        if not c.watched:
-            return
-        hc = self.specs[c.vnf].policies.health_check
-        for k in range(1, hc.failure_threshold + 1):
-            self.after(k * hc.interval_ms / 1000, self._miss, c, c.watch_gen, c.gen, k)
+        """A dead or unresponsive VNFC misses one check per interval for as long as it is
+        watched and silent, as the runtime's monitor reports them (threshold misses fail it;
+        rule 11 may hold it up to twice that). Its checks run from the manager's side, so this
+        holds whatever killed or froze it."""
+        if c.watched:
+            self._next_miss(c, c.watch_gen, c.gen, 1)
+
+    def _next_miss(self, c: SimVnfc, watch_gen: int, gen: int, k: int) -> None:
+        interval = self.specs[c.vnf].policies.health_check.interval_ms / 1000
+        self.after(interval, self._miss, c, watch_gen, gen, k)
 
     def _miss(self, c: SimVnfc, watch_gen: int, gen: int, k: int) -> None:
         silent = not c.alive or not self._responsive(c)
         if c.watched and watch_gen == c.watch_gen and gen == c.gen and silent:
             self.feed(c.vnf, m.HealthCheckFailed(vnfc=c.name, reason=f"miss {k}"))
+            self._next_miss(c, watch_gen, gen, k + 1)
 
     # --- the manager's death, and a new manager ------------------------------------------------
 
