@@ -74,6 +74,7 @@ def test_keys_are_0600_from_the_start_and_certificates_0644(tmp_path: Path) -> N
     assert [mode(tmp_path / f) for f in ("ca.key", "mgr-1.key")] == [0o600, 0o600]
     assert [mode(tmp_path / f) for f in ("ca.crt", "mgr-1.crt")] == [0o644, 0o644]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ca.crl",
         "ca.crt",
         "ca.key",
         "mgr-1.crt",
@@ -110,7 +111,7 @@ def test_an_existing_member_is_kept_unless_forced(cluster: Path) -> None:
 def test_a_member_name_that_is_no_dns_name_is_refused(cluster: Path, name: str) -> None:
     with pytest.raises(tls.TlsSetupError, match="a DNS name is expected"):
         tls.issue_member(cluster, name)
-    assert sorted(p.name for p in cluster.iterdir()) == ["ca.crt", "ca.key"]
+    assert sorted(p.name for p in cluster.iterdir()) == ["ca.crl", "ca.crt", "ca.key"]
 
 
 def test_bad_addresses_and_validity_are_refused(cluster: Path) -> None:
@@ -180,3 +181,44 @@ def test_the_cli_prints_hex_pairs_as_they_are(capsys) -> None:
 
     console.print("  SHA-256 27:AB:CD:FC", highlight=False, soft_wrap=True)
     assert "27:AB:CD:FC" in capsys.readouterr().out
+
+
+def test_the_ca_comes_with_an_empty_revocation_list_valid_as_long_as_it(cluster: Path) -> None:
+    crl = x509.load_pem_x509_crl(tls.crl_path(cluster).read_bytes())
+    ca = read(cluster / "ca.crt")
+    assert len(crl) == 0 and crl.is_signature_valid(ca.public_key())
+    assert crl.next_update_utc == ca.not_valid_after_utc
+    assert mode(tls.crl_path(cluster)) == 0o644
+
+
+def test_a_revocation_is_listed_once_and_marks_the_member(cluster: Path) -> None:
+    tls.issue_member(cluster, "host-a")
+    tls.issue_member(cluster, "host-b")
+    assert tls.revoke_member(cluster, "host-a") is True
+    assert tls.revoke_member(cluster, "host-a") is False
+    serial = read(cluster / "host-a.crt").serial_number
+    assert set(tls.revoked(cluster)) == {serial}
+    found = {info.name: info.revoked for info in tls.members(cluster)}
+    assert found == {"nfvha cluster CA": False, "host-a": True, "host-b": False}
+    crl = x509.load_pem_x509_crl(tls.crl_path(cluster).read_bytes())
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 2
+
+
+def test_revoking_needs_a_member_certificate_of_this_ca(cluster: Path, tmp_path: Path) -> None:
+    with pytest.raises(tls.TlsSetupError, match="has no certificate"):
+        tls.revoke_member(cluster, "host-z")
+    other = tmp_path / "other"
+    tls.create_ca(other)
+    tls.issue_member(other, "host-x")
+    (cluster / "host-x.crt").write_bytes((other / "host-x.crt").read_bytes())
+    with pytest.raises(tls.TlsSetupError, match="not signed by this CA"):
+        tls.revoke_member(cluster, "host-x")
+
+
+def test_a_new_ca_starts_a_new_revocation_list(cluster: Path) -> None:
+    tls.issue_member(cluster, "host-a")
+    tls.revoke_member(cluster, "host-a")
+    tls.create_ca(cluster, force=True)
+    assert tls.revoked(cluster) == {}
+    crl = x509.load_pem_x509_crl(tls.crl_path(cluster).read_bytes())
+    assert crl.is_signature_valid(read(cluster / "ca.crt").public_key())

@@ -39,6 +39,7 @@ def test_init_writes_the_ca_and_each_member_and_show_lists_them(tmp_path: Path) 
     done = cli("cluster", "init", str(d), "--member", "mgr-1", "-m", "host-a=10.0.0.1,fd00::1")
     assert done.returncode == 0, done.stderr
     assert files(d) == {
+        "ca.crl": 0o644,  # the CA's revocation list: empty
         "ca.crt": 0o644,
         "ca.key": 0o600,
         "host-a.crt": 0o644,
@@ -99,6 +100,7 @@ def test_add_member_issues_from_the_existing_ca_once(tmp_path: Path) -> None:
         (["init", "{d}", "-m", "ca"], "a DNS name is expected"),
         (["add-member", "{d}", "host-a"], "no cluster CA there"),
         (["show", "{d}"], "missing (nfvha cluster init creates the cluster CA)"),
+        (["revoke", "{d}", "host-a"], "no cluster CA there"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
@@ -107,6 +109,26 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     d = tmp_path / "cluster"
     refused(cli("cluster", *(a.format(d=d) for a in args)), message)
     assert not d.exists()
+
+
+def test_revoke_lists_the_member_as_revoked_once_and_refuses_bad_input(tmp_path: Path) -> None:
+    d = tmp_path / "cluster"
+    assert cli("cluster", "init", str(d), "-m", "host-a", "-m", "host-b").returncode == 0
+    done = cli("cluster", "revoke", str(d), "host-a")
+    assert done.returncode == 0, done.stderr
+    assert "member host-a: revoked" in done.stdout and "ca.crl" in done.stdout
+    again = cli("cluster", "revoke", str(d), "host-a")
+    assert again.returncode == 0 and "already revoked" in again.stdout
+    rows = {r["name"]: r for r in show(d)}
+    assert (rows["host-a"]["state"], rows["host-b"]["state"]) == ("revoked", "valid")
+    assert int(rows["host-a"]["serial"], 16) in tls.revoked(d)
+    assert "revoked" in cli("cluster", "show", str(d)).stdout
+    before = tls.crl_path(d).read_bytes()
+    refused(cli("cluster", "revoke", str(d), "host-z"), "member 'host-z' has no certificate")
+    refused(cli("cluster", "revoke", str(d), "ca"), "a DNS name is expected")
+    assert tls.crl_path(d).read_bytes() == before
+    assert cli("cluster", "add-member", str(d), "host-a", "--force").returncode == 0
+    assert {r["name"]: r["state"] for r in show(d)}["host-a"] == "valid"  # a new serial
 
 
 def test_members_issued_by_the_cli_authenticate_each_other(tmp_path: Path) -> None:

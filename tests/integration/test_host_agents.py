@@ -279,3 +279,46 @@ def test_a_member_saying_hello_as_another_host_is_refused_and_the_real_agent_sta
         assert ask(after, "GET", 1) is not None
     finally:
         stop_agents(agents)
+
+
+@needs_netns
+@needs_cgroups
+@pytest.mark.timeout(180)
+def test_a_host_revoked_while_the_manager_runs_is_refused_when_its_agent_dials_again(
+    etcd_cluster: EtcdCluster, tmp_path: Path, runtime_dir: Path, nfvha_runs: list
+) -> None:
+    """`nfvha cluster revoke` as the operator runs it, the manager already listening: the
+    revoked host's next handshake is refused (traced, logged), the other hosts stay."""
+    name, config = external(tmp_path, etcd_cluster)
+    agents = start_agents(config, tmp_path)
+    try:
+        run = NfvhaRun(config, name, runtime_dir, tmp_path, standby_manager=False)
+        nfvha_runs.append(run)
+        run.wait_steady()
+        done = cli("cluster", "revoke", str(tmp_path / "cluster"), "host-3")
+        assert done.returncode == 0 and "host-3: revoked" in done.stdout, done.stderr
+        proc, err = agents["host-3"]
+        proc.kill()  # its connection was made before: the next one is checked
+        proc.wait()
+        with open(err, "ab") as sink:
+            again = subprocess.Popen(
+                [NFVHA, "agent", str(config), "--host", "host-3"],
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        agents["host-3"] = (again, err)
+
+        def refused() -> list | None:
+            recs = select(run.records(), name="PeerRefused")
+            return [r for r in recs if "certificate revoked" in r["why"]] or None
+
+        wait_for_sync(refused, "the revoked host refused")
+        assert "event=peer-refused" in run.stderr and "certificate revoked" in run.stderr
+        status = run.status()
+        assert not status["nfvi"]["host_agents"]["host-3"]["connected"], status["nfvi"]
+        assert status["nfvi"]["host_agents"]["host-1"]["connected"], status["nfvi"]
+        assert ask(status, "GET", 1) is not None
+    finally:
+        stop_agents(agents)

@@ -113,8 +113,8 @@ async def server(cluster: Path, log_to_stderr: bool = False) -> AsyncIterator[tu
         if log_to_stderr:
             tls.log_refusal(refusal)
 
-    context = tls.server_context(cluster, SERVER)
-    srv = await tls.start_server(handler, HOST, 0, context, on_refused=refused)
+    contexts = tls.ServerContexts(cluster, SERVER)  # as the NFVI listens: revocations held
+    srv = await tls.start_server(handler, HOST, 0, contexts, on_refused=refused)
     try:
         yield srv.sockets[0].getsockname()[1], served
     finally:
@@ -300,5 +300,76 @@ def test_a_connection_without_tls_has_no_peer_member() -> None:
         writer.close()
         srv.close()
         await srv.wait_closed()
+
+    asyncio.run(scenario())
+
+
+# --- revocation (ca.crl) ------------------------------------------------------------------------
+
+
+def test_a_revoked_member_is_refused_logged_and_the_others_are_served(cluster: Path) -> None:
+    tls.issue_member(cluster, "host-b")
+    assert tls.revoke_member(cluster, "host-a")
+
+    async def scenario() -> None:
+        async with server(cluster) as (port, served):
+            answer, local = await talk(port, tls.client_context(cluster, "host-a"), "host-a")
+            assert answer == ""
+            good, _ = await talk(port, tls.client_context(cluster, "host-b"), "host-b")
+            assert good == "hello host-b"
+            refusal = (await served.refused())[0]
+            assert refusal.peer == local
+            assert refusal.reason.startswith("certificate revoked (")
+
+    asyncio.run(scenario())
+
+
+def test_a_member_revoked_while_the_server_listens_is_refused_from_its_next_handshake(
+    cluster: Path,
+) -> None:
+    async def scenario() -> None:
+        async with server(cluster) as (port, served):
+            context = tls.client_context(cluster, "host-a")
+            assert (await talk(port, context, "host-a"))[0] == "hello host-a"
+            tls.revoke_member(cluster, "host-a")
+            assert (await talk(port, tls.client_context(cluster, "host-a"), "host-a"))[0] == ""
+            assert (await served.refused())[0].reason.startswith("certificate revoked")
+            assert [e[0] for e in served.events] == ["served", "refused"]
+
+    asyncio.run(scenario())
+
+
+def test_a_client_refuses_a_revoked_server(cluster: Path) -> None:
+    tls.revoke_member(cluster, SERVER)
+
+    async def scenario() -> None:
+        async with server(cluster) as (port, _):
+            with pytest.raises(ssl.SSLCertVerificationError) as refused:
+                await talk(port, tls.client_context(cluster, "host-a"), "host-a")
+            assert tls.refusal_reason(refused.value).startswith("certificate revoked (")
+
+    asyncio.run(scenario())
+
+
+def test_a_member_reissued_after_its_revocation_is_served(cluster: Path) -> None:
+    tls.revoke_member(cluster, "host-a")
+    tls.issue_member(cluster, "host-a", force=True)  # a new key and serial
+
+    async def scenario() -> None:
+        async with server(cluster) as (port, served):
+            answer, _ = await talk(port, tls.client_context(cluster, "host-a"), "host-a")
+            assert answer == "hello host-a" and not served.refusals()
+
+    asyncio.run(scenario())
+
+
+def test_a_directory_without_a_revocation_list_checks_none(cluster: Path) -> None:
+    """Made before revocation existed: its members talk as before."""
+    tls.crl_path(cluster).unlink()
+
+    async def scenario() -> None:
+        async with server(cluster) as (port, _):
+            answer, _ = await talk(port, tls.client_context(cluster, "host-a"), "host-a")
+            assert answer == "hello host-a"
 
     asyncio.run(scenario())

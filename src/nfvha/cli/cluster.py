@@ -123,6 +123,8 @@ def _row(info: tls.CertInfo, now: dt.datetime) -> dict:
     state = "valid"
     if not info.signed_by_ca:
         state = "not signed by this CA"
+    elif info.revoked:
+        state = "revoked"
     elif info.expired(now):
         state = "expired"
     elif info.not_before > now:
@@ -136,5 +138,23 @@ def _row(info: tls.CertInfo, now: dt.datetime) -> dict:
         "not_after": info.not_after.isoformat(),
         "state": state,
         "fingerprint_sha256": info.fingerprint,
+        "serial": format(info.serial, "x"),
         "path": str(info.path),
     }
+
+
+@cluster_app.command()
+def revoke(
+    directory: DirArg,
+    member: Annotated[str, typer.Argument(help="The member whose certificate is revoked.")],
+) -> None:
+    """Revoke a member's certificate (a lost key, a host retired): its serial goes on the CA's
+    revocation list (ca.crl), and every member refuses it from its next handshake on, managers
+    already listening too. Copy ca.crl to every host; reissue with add-member --force."""
+    try:
+        added = tls.revoke_member(directory, tls.check_member_name(member))
+    except (tls.TlsSetupError, OSError) as exc:
+        raise fail(str(exc), code=2) from None
+    crl = tls.crl_path(directory)
+    state = "revoked" if added else "already revoked"
+    console.print(f"member {member}: {state} ({crl}; copy it to every host)", highlight=False)

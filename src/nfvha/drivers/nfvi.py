@@ -147,7 +147,8 @@ class NfviDriver:
             return sock
 
         sock = network.in_namespace(netns, make) if netns else make()
-        context = tls.server_context(self.cluster_dir, self.spec.manager_member)
+        context = tls.ServerContexts(self.cluster_dir, self.spec.manager_member)
+        context()  # made now: unusable cluster files fail the start, not each handshake
 
         def refused(refusal: tls.Refusal) -> None:
             self.note("PeerRefused", f"{refusal.peer}: {refusal.reason}")

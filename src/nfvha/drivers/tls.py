@@ -1,6 +1,6 @@
 """Mutual TLS between the pieces of nfvha on separate hosts (issue 10): a cluster CA, one
 certificate per member (a manager or a host agent), and TLS contexts that admit only peers
-holding one. A building block; not yet used by the managers or the agents.
+holding one: the NFVI's guests and external host agents dial their manager with them.
 
 Contracts:
 - A cluster directory holds ``ca.crt``, ``ca.key`` and ``<member>.crt``, ``<member>.key``.
@@ -16,10 +16,16 @@ Contracts:
   default; a past one issues an expired certificate, for tests). Names are DNS names
   (lowercase letters, digits, '-', dots between labels; not ``ca``): ``TlsSetupError``
   otherwise, and for a missing or unreadable CA.
+- ``ca.crl`` is the CA's revocation list, written (empty) with the CA; ``revoke_member(dir,
+  name)`` adds the member's certificate to it (its serial: a reissued certificate is a new
+  one). It is valid as long as the CA, so it never expires under a running cluster.
 - ``server_context``/``client_context(dir, name)`` present the member's certificate, trust the
   cluster CA alone (not the system's store), require TLS 1.3 and the peer's certificate
-  (CERT_REQUIRED on both sides). A client checks the server's name: it connects with
-  ``server_hostname`` = the member it means to reach (``open_connection`` does).
+  (CERT_REQUIRED on both sides), and refuse a peer whose certificate is on ``ca.crl`` (a
+  directory without one, made before revocation existed, checks none). A client checks the
+  server's name: it connects with ``server_hostname`` = the member it means to reach
+  (``open_connection`` does). ``ServerContexts`` makes a listener's context again whenever
+  ``ca.crl`` changes, so a revocation holds from the next handshake on.
 - ``peer_member(writer)`` is the authenticated peer's member name, read from its verified
   certificate's CN, never from anything the peer says. ``PeerUnauthenticated`` without one.
 - ``start_server(handler, host, port, context)`` accepts plain TCP and does the handshake
@@ -55,6 +61,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_NAME = "ca"
+CRL_NAME = "ca.crl"  # the CA's revocation list
 CA_DAYS = 3650
 MEMBER_DAYS = 365
 HANDSHAKE_TIMEOUT_S = 5.0  # a peer that connects and says nothing holds a task that long
@@ -68,10 +75,13 @@ _VERIFY_REASONS = {
     2: _NOT_OURS,  # unable to get issuer certificate
     7: _NOT_OURS,  # certificate signature failure
     9: "certificate not yet valid",
+    3: "no revocation list of the cluster CA",
     10: "certificate expired",
+    12: "the cluster CA's revocation list has expired",
     18: _NOT_OURS,  # self-signed certificate
     19: _NOT_OURS,  # self-signed certificate in certificate chain
     20: _NOT_OURS,  # unable to get local issuer certificate
+    23: "certificate revoked",
     62: "certificate names another member",  # hostname mismatch
 }
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -105,6 +115,8 @@ class CertInfo:
     dns: list[str] = field(default_factory=list)
     ips: list[str] = field(default_factory=list)
     signed_by_ca: bool = True  # by this directory's CA (the CA: self-signed)
+    serial: int = 0
+    revoked: bool = False  # on the CA's revocation list
 
     def expired(self, now: dt.datetime | None = None) -> bool:
         return (now or _now()) >= self.not_after
@@ -174,6 +186,8 @@ def create_ca(
     )
     _write_key(paths[1], key)
     _write_cert(paths[0], cert)
+    crl_path(directory).unlink(missing_ok=True)  # an old CA's list is not this one's
+    write_crl(directory, {})
     return paths[0]
 
 
@@ -229,10 +243,11 @@ def load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateK
 def members(directory: Path) -> list[CertInfo]:
     """The CA first, then every member certificate of the directory, by name."""
     ca = _read_cert(cert_path(directory, CA_NAME))
-    found = [_info(cert_path(directory, CA_NAME), ca, ca)]
+    listed = revoked(directory)
+    found = [_info(cert_path(directory, CA_NAME), ca, ca, listed)]
     for path in sorted(directory.glob("*.crt")):
         if path.stem != CA_NAME:
-            found.append(_info(path, _read_cert(path), ca))
+            found.append(_info(path, _read_cert(path), ca, listed))
     return found
 
 
@@ -312,7 +327,9 @@ def _read_cert(path: Path) -> x509.Certificate:
         raise TlsSetupError(f"{path}: not a PEM certificate: {exc}") from None
 
 
-def _info(path: Path, cert: x509.Certificate, ca: x509.Certificate) -> CertInfo:
+def _info(
+    path: Path, cert: x509.Certificate, ca: x509.Certificate, listed: dict[int, dt.datetime]
+) -> CertInfo:
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -327,7 +344,9 @@ def _info(path: Path, cert: x509.Certificate, ca: x509.Certificate) -> CertInfo:
         fingerprint=cert.fingerprint(hashes.SHA256()).hex(":").upper(),
         dns=list(dns),
         ips=[str(ip) for ip in ips],
-        signed_by_ca=_signed_by(cert, ca),
+        signed_by_ca=(signed := _signed_by(cert, ca)),
+        serial=cert.serial_number,
+        revoked=signed and cert.serial_number in listed,
     )
 
 
@@ -341,6 +360,79 @@ def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+# --- revocation ----------------------------------------------------------------------------
+
+
+def crl_path(directory: Path) -> Path:
+    return directory / CRL_NAME
+
+
+def write_crl(directory: Path, revoked: dict[int, dt.datetime]) -> Path:
+    """Sign and write the CA's revocation list (serial -> when revoked), valid as long as the
+    CA: a list that expired would stop every handshake."""
+    ca_cert, ca_key = load_ca(directory)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(_now())
+        .next_update(ca_cert.not_valid_after_utc)
+        .add_extension(x509.CRLNumber(_next_crl_number(directory)), critical=False)
+        .add_extension(_authority_key_id(ca_cert), critical=False)
+    )
+    for serial, when in sorted(revoked.items()):
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when)
+        builder = builder.add_revoked_certificate(entry.build())
+    crl = builder.sign(ca_key, hashes.SHA256())
+    path = crl_path(directory)
+    _write_atomic(path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+    return path
+
+
+def revoked(directory: Path) -> dict[int, dt.datetime]:
+    """The serials the CA's revocation list holds, and when each was revoked (none without
+    a list: a directory made before revocation existed)."""
+    crl = _read_crl(directory)
+    if crl is None:
+        return {}
+    return {r.serial_number: r.revocation_date_utc for r in crl}
+
+
+def revoke_member(directory: Path, name: str) -> bool:
+    """Add member ``name``'s certificate to the revocation list; False if it was already."""
+    check_member_name(name)
+    ca_cert, _ = load_ca(directory)
+    if not cert_path(directory, name).exists():
+        raise TlsSetupError(f"member {name!r} has no certificate in {directory}")
+    cert = _read_cert(cert_path(directory, name))
+    if not _signed_by(cert, ca_cert):
+        raise TlsSetupError(f"{cert_path(directory, name)}: not signed by this CA")
+    listed = revoked(directory)
+    if cert.serial_number in listed:
+        return False
+    write_crl(directory, {**listed, cert.serial_number: _now()})
+    return True
+
+
+def _read_crl(directory: Path) -> x509.CertificateRevocationList | None:
+    path = crl_path(directory)
+    try:
+        return x509.load_pem_x509_crl(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise TlsSetupError(f"{path}: not a PEM revocation list: {exc}") from None
+
+
+def _next_crl_number(directory: Path) -> int:
+    crl = _read_crl(directory)
+    if crl is None:
+        return 1
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+    except x509.ExtensionNotFound:
+        return 1
 
 
 # --- contexts and connections ----------------------------------------------------------------
@@ -371,12 +463,39 @@ def _context(purpose: ssl.Purpose, directory: Path, name: str) -> ssl.SSLContext
         key_path(directory, name),
         cert_path(directory, CA_NAME),
     )
+    crl = crl_path(directory)
     try:
         context.load_verify_locations(cafile=str(ca))
+        if crl.exists():  # a directory made before revocation existed has none
+            context.load_verify_locations(cafile=str(crl))
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
         context.load_cert_chain(str(crt), str(key))
     except (OSError, ssl.SSLError) as exc:
         raise TlsSetupError(f"{directory}: member {name!r} or the CA unusable: {exc}") from None
     return context
+
+
+class ServerContexts:
+    """A listener's context, made again when the revocation list changes: a member revoked
+    while the listener runs is refused from its next handshake on."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.directory, self.name = directory, name
+        self._made: tuple[tuple[int, int, int] | None, ssl.SSLContext] | None = None
+
+    def __call__(self) -> ssl.SSLContext:
+        stamp = _stamp(crl_path(self.directory))
+        if self._made is None or self._made[0] != stamp:
+            self._made = (stamp, server_context(self.directory, self.name))
+        return self._made[1]
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size  # written by rename: a new inode each time
 
 
 def peer_member(writer: asyncio.StreamWriter) -> str:
@@ -424,12 +543,13 @@ async def start_server(
     handler: Handler,
     host: str | None,
     port: int | None,
-    context: ssl.SSLContext,
+    context: ssl.SSLContext | Callable[[], ssl.SSLContext],
     *,
     on_refused: Callable[[Refusal], None] | None = None,
     sock: socket.socket | None = None,
 ) -> asyncio.Server:
     """A server whose ``handler`` sees authenticated peers only; refusals are reported.
+    ``context``: one, or what makes the current one for each handshake (``ServerContexts``).
     ``sock``: a listening socket made by the caller (in another network namespace), instead
     of host and port."""
     report = on_refused or log_refusal
@@ -437,8 +557,13 @@ async def start_server(
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _address(writer.get_extra_info("peername"))
         try:
+            current = context if isinstance(context, ssl.SSLContext) else context()
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):  # ours: a TimeoutError we can name
-                await writer.start_tls(context, ssl_handshake_timeout=2 * HANDSHAKE_TIMEOUT_S)
+                await writer.start_tls(current, ssl_handshake_timeout=2 * HANDSHAKE_TIMEOUT_S)
+        except TlsSetupError as exc:  # the cluster files broke meanwhile: nobody is admitted
+            report(Refusal(peer, f"cluster files unusable: {exc}"))
+            writer.transport.abort()
+            return
         except (OSError, TimeoutError, ConnectionError) as exc:  # ssl.SSLError is an OSError
             report(Refusal(peer, refusal_reason(exc)))
             writer.transport.abort()
