@@ -597,5 +597,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the finally blocks clean up
+    run.exit_cleanly_on_sigterm()
     sys.exit(main())

@@ -502,4 +502,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    run.exit_cleanly_on_sigterm()
     sys.exit(main())

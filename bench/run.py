@@ -50,6 +50,12 @@ CEILINGS = {
 }
 
 
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (a bench stopped by hand, or by its caller) unwinds like an error: every finally
+    block runs, so no probe, deployment or namespace of the run is left behind."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+
+
 def goal_text(ceiling: tuple[float, float]) -> str:
     return f"median ≤ {ceiling[0]:g}, max ≤ {ceiling[1]:g} ms"
 
@@ -317,4 +323,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_cleanly_on_sigterm()
     main()

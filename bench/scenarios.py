@@ -21,6 +21,7 @@ import provenance
 from run import (
     compare_with_last,
     consumer_row,
+    exit_cleanly_on_sigterm,
     free_udp_port,
     judge,
     machine,
@@ -273,4 +274,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_cleanly_on_sigterm()
     main()

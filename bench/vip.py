@@ -254,7 +254,8 @@ class Nfvha(OnProviderNetwork):
         with open(self.work / "run.err", "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "nfvha", "run", str(config), "--no-standby-manager"]
-                + ["--trace", str(self.work / "trace.jsonl")],
+                + ["--trace", str(self.work / "trace.jsonl")]
+                + ["--state-dir", str(self.work / "state")],  # its logs go with the trial
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
@@ -926,4 +927,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    run.exit_cleanly_on_sigterm()
     sys.exit(main())

@@ -62,21 +62,20 @@ def external(tmp_path: Path, cluster: EtcdCluster) -> tuple[str, Path]:
 
 
 def start_agents(config: Path, tmp_path: Path) -> dict[str, tuple[subprocess.Popen, Path]]:
-    agents = {}
-    for host in HOSTS:
-        err = tmp_path / f"agent-{host}.err"
-        with open(err, "wb") as sink:
-            agents[host] = (
-                subprocess.Popen(
-                    [NFVHA, "agent", str(config), "--host", host],
-                    stdout=subprocess.DEVNULL,
-                    stderr=sink,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                ),
-                err,
-            )
-    return agents
+    return {host: start_agent(config, host, tmp_path / f"agent-{host}.err") for host in HOSTS}
+
+
+def start_agent(config: Path, host: str, err: Path) -> tuple[subprocess.Popen, Path]:
+    """``nfvha agent`` for one host, its stderr appended to ``err``."""
+    with open(err, "ab") as sink:
+        proc = subprocess.Popen(
+            [NFVHA, "agent", str(config), "--host", host],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return proc, err
 
 
 def found(err: Path) -> list[tuple[str, int]]:
@@ -300,15 +299,7 @@ def test_a_host_revoked_while_the_manager_runs_is_refused_when_its_agent_dials_a
         proc, err = agents["host-3"]
         proc.kill()  # its connection was made before: the next one is checked
         proc.wait()
-        with open(err, "ab") as sink:
-            again = subprocess.Popen(
-                [NFVHA, "agent", str(config), "--host", "host-3"],
-                stdout=subprocess.DEVNULL,
-                stderr=sink,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        agents["host-3"] = (again, err)
+        agents["host-3"] = start_agent(config, "host-3", err)
 
         def refused() -> list | None:
             recs = select(run.records(), name="PeerRefused")

@@ -130,7 +130,7 @@ class Agent:
 
     async def _serve(self, reader: asyncio.StreamReader) -> None:
         """Act on the driver's messages until its connection ends."""
-        with contextlib.suppress(ConnectionError, ValueError):  # reset, or a line too long
+        with contextlib.suppress(OSError, ValueError):  # reset, a TLS alert, a line too long
             while line := await reader.readline():
                 try:
                     msg = decode_from_driver(line, self.kind)

@@ -167,11 +167,6 @@ class Nodes:
         node = self.node_of_vnfc.get(vnfc)
         return node is not None and self._mover.has(node, vip)
 
-    def holders(self, vip: str) -> list[str]:
-        if self.network is None:
-            return []
-        return [n.name for n in self.network.holders(vip)]
-
     def snapshot(self) -> dict[str, Any]:
         if self.network is None:
             return {"mode": self.mode, "why": self.why}
