@@ -388,7 +388,13 @@ def keepalived_version(exe: str) -> str:
 
 class HolderWatch:
     """Samples the VIP's holders every SAMPLE_S in a thread of its own: the changes, and per
-    sample whether two held it (a split brain, in the kernels)."""
+    sample whether two held it at once (a split brain, in the kernels).
+
+    A sample reads the nodes one after the other (about 0.5 ms in all), so one pass can see
+    the old holder before its release and the new one after its claim: a move, not an
+    overlap. So each sample is two passes, and only nodes holding the VIP in both count: each
+    held it from its first read to its second, and those intervals overlap (every first read
+    comes before every second one)."""
 
     def __init__(self, nodes: list[Node], vip: str) -> None:
         self.nodes, self.vip = nodes, vip
@@ -415,9 +421,10 @@ class HolderWatch:
             with network.holder_sampler(self.nodes, self.vip) as sample:
                 self._ready.set()
                 while not self._stop.is_set():
-                    held = tuple(sample())
+                    first = set(sample())
+                    held = tuple(sample())  # the newest: what the changes follow
                     t = time.monotonic_ns()
-                    self.samples.append((t, len(held)))
+                    self.samples.append((t, len(first.intersection(held))))
                     if not self.changes or self.changes[-1][1] != held:
                         self.changes.append((t, held))
                     time.sleep(SAMPLE_S)
@@ -853,7 +860,9 @@ def notes(results: dict[str, Any]) -> str:
         "that began after the heal). A cut's instant is when the bridge port was down. Budget: "
         "keepalived's Master_Down_Interval, 3 × advert + (256 − 100)/256 × advert.",
         "Split-brain samples: kernel samples (every "
-        f"{SAMPLE_S * 1000:g} ms, fault → trial end) with the VIP on two nodes.",
+        f"{SAMPLE_S * 1000:g} ms, fault → trial end) with the VIP on two nodes at once (each "
+        "sample reads every node twice; a node counts if both reads found the VIP, so a move "
+        "between one node's read and the next is not taken for an overlap).",
     ]
     for r in results["runs"]:
         if r["fault"] == "kill" and r.get("stale_vip_at_end"):
