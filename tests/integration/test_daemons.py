@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from nfvha import config as cfg
-from tests.integration.support.deployments import free_udp_port, unique_name
+from tests.integration.support.deployments import free_tcp_port, free_udp_port, unique_name
 from tests.integration.support.processes import kill_and_reap, pid_alive
 from tests.integration.support.runs import NFVHA, NfvhaRun, cli
 from tests.integration.support.trace import dump_records, index
@@ -37,12 +36,6 @@ def daemon_path(name: str) -> str:
         how = "`make test` installs it" if os.geteuid() == 0 else "as root, `make daemons`"
         pytest.skip(f"{name} is not installed (Debian package {name}; {how})")
     return found
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dnsmasq_config(tmp_path: Path) -> tuple[Path, str, str]:

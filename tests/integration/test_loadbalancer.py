@@ -31,6 +31,7 @@ from nfvha.drivers.loadbalancer import (
     ServerState,
     parse_servers_state,
 )
+from tests.integration.support.deployments import free_tcp_port
 
 BACKEND = r"""
 import asyncio, sys
@@ -64,12 +65,6 @@ def haproxy_binary() -> str:
             pytest.fail("haproxy is missing although we are root: `make daemons` installs it")
         pytest.skip("haproxy is not installed (Debian package haproxy; as root, `make daemons`)")
     return found
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:

@@ -21,7 +21,7 @@ from nfvha.drivers import tls
 from nfvha.drivers.nfvi import NfviDriver
 from nfvha.sdk.protocol import encode
 from tests.integration.support.cgroups import cgroup_v2_writable
-from tests.integration.support.deployments import free_udp_port, unique_name
+from tests.integration.support.deployments import free_tcp_port, unique_name
 
 pytestmark = pytest.mark.skipif(
     not cgroup_v2_writable(), reason="the NFVI needs a writable cgroup v2 hierarchy"
@@ -52,7 +52,7 @@ def test_an_agent_saying_hello_while_the_leader_publishes_is_adopted(tmp_path: P
         transport="tls",
         cluster_dir=str(directory),
         host_agents="external",
-        port=free_udp_port(),  # TCP here; any free number on loopback
+        port=free_tcp_port(),
     )
     placement = Placement(("host-1",), {}, {}, {}, {})
     notes: list[tuple[str, str]] = []

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.support.deployments import config_2n
+from tests.integration.support.deployments import config_2n, free_tcp_port
 from tests.integration.support.runs import NfvhaRun, cli, steady, vnfc_view
 from tests.integration.support.waiting import PATIENCE_S, wait_for_sync
 
@@ -23,12 +23,6 @@ HOOK = (
     f"{sys.executable} -c \"import os; open('hooks.log', 'a').write("
     "' '.join(os.environ[k] for k in ('NFVHA_EVENT', 'NFVHA_VNFC', 'NFVHA_ROLE')) + '\\n')\""
 )
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -152,7 +152,7 @@ def revoke(
     revocation list (ca.crl), and every member refuses it from its next handshake on, managers
     already listening too. Copy ca.crl to every host; reissue with add-member --force."""
     try:
-        added = tls.revoke_member(directory, tls.check_member_name(member))
+        added = tls.revoke_member(directory, member)
     except (tls.TlsSetupError, OSError) as exc:
         raise fail(str(exc), code=2) from None
     crl = tls.crl_path(directory)

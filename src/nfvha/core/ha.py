@@ -54,7 +54,7 @@ starting or running VNFC can fail.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
@@ -333,19 +333,19 @@ class HAManager:
     def _successors_missing(self, active: VnfcState) -> bool:
         """Rule 11: every running VNFC that could take over misses its health checks too."""
         waiting = Role.STANDBY if self.vnf.redundancy.model == "2n" else Role.SPARE
-        successors = [
-            c
-            for c in self.vnfcs.values()
-            if c is not active and c.life is Life.RUNNING and c.role is waiting
-        ]
-        return bool(successors) and all(c.misses > 0 for c in successors)
+        return self._all_missing(active, lambda role: role is waiting)
 
     def _others_missing(self, successor: VnfcState) -> bool:
         """Rule 11, for a successor: every other running VNFC with a role misses too."""
+        return self._all_missing(successor, lambda role: role is not Role.NONE)
+
+    def _all_missing(self, but: VnfcState, counted: Callable[[Role], bool]) -> bool:
+        """There are running VNFCs other than ``but`` whose role is ``counted``, and every one
+        of them misses its health checks."""
         others = [
             c
             for c in self.vnfcs.values()
-            if c is not successor and c.life is Life.RUNNING and c.role is not Role.NONE
+            if c is not but and c.life is Life.RUNNING and counted(c.role)
         ]
         return bool(others) and all(c.misses > 0 for c in others)
 

@@ -521,11 +521,7 @@ class ProviderNetwork:
         from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
         from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-        def read() -> tuple[list[Any], list[Any]]:
-            with _route_socket() as rt:
-                return rtnl_dump(rt, ifinfmsg, RTM_GETLINK), rtnl_dump(rt, ifaddrmsg, RTM_GETADDR)
-
-        links, addrs = in_namespace(netns, read)
+        links, addrs = _dumps_in(netns, (ifinfmsg, RTM_GETLINK), (ifaddrmsg, RTM_GETADDR))
         eth = next(link for link in links if link.get_attr("IFLA_IFNAME") == NODE_IF)
         mac, peer = eth.get_attr("IFLA_ADDRESS"), eth.get_attr("IFLA_LINK")  # peer: bridge port
         first = next(  # the dump lists the primary first: added before any VIP
@@ -534,19 +530,8 @@ class ProviderNetwork:
         address, prefixlen = first.get_attr("IFA_ADDRESS"), first["prefixlen"]
         port = ""
         if peer:
-
-            def ports() -> list[Any]:
-                with _route_socket() as rt:
-                    return rtnl_dump(rt, ifinfmsg, RTM_GETLINK)
-
-            port = next(
-                (
-                    p.get_attr("IFLA_IFNAME")
-                    for p in in_namespace(self.netns, ports)
-                    if p["index"] == peer
-                ),
-                "",
-            )
+            (ports,) = _dumps_in(self.netns, (ifinfmsg, RTM_GETLINK))
+            port = next((p.get_attr("IFLA_IFNAME") for p in ports if p["index"] == peer), "")
         node = Node(name, netns, NODE_IF, address, prefixlen, mac, port)
         self.nodes[name] = node
         return node
@@ -665,6 +650,17 @@ def _route_socket() -> Iterator[socket.socket]:
         yield rt
     finally:
         rt.close()
+
+
+def _dumps_in(netns: str, *requests: tuple[Any, int]) -> list[list[Any]]:
+    """Each ``rtnl_dump`` of ``requests`` ((message class, kind), ...) in namespace ``netns``,
+    on one socket made there."""
+
+    def dump() -> list[list[Any]]:
+        with _route_socket() as rt:
+            return [rtnl_dump(rt, cls, kind) for cls, kind in requests]
+
+    return in_namespace(netns, dump)
 
 
 _netlink_seq = itertools.count(1)  # one for every request: no reply taken for another's

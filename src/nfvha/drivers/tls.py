@@ -73,9 +73,9 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NOT_OURS = "not signed by the cluster CA"
 _VERIFY_REASONS = {
     2: _NOT_OURS,  # unable to get issuer certificate
+    3: "no revocation list of the cluster CA",
     7: _NOT_OURS,  # certificate signature failure
     9: "certificate not yet valid",
-    3: "no revocation list of the cluster CA",
     10: "certificate expired",
     12: "the cluster CA's revocation list has expired",
     18: _NOT_OURS,  # self-signed certificate
